@@ -1,0 +1,121 @@
+package workflows
+
+import "time"
+
+// OnboardRequest is the input of the Onboard workflow. Its JSON field names are a
+// stable contract: operators write them by hand in `temporal workflow start --input`.
+type OnboardRequest struct {
+	// Project is the Google Cloud project that holds the cluster and the GSA.
+	Project string `json:"project"`
+	// Location is the cluster's region or zone, for example "europe-west1".
+	Location string `json:"location"`
+	// Cluster is the GKE cluster name.
+	Cluster string `json:"cluster"`
+	// NodePools lists the node pools to switch to GKE_METADATA; empty means all.
+	NodePools []string `json:"nodePools,omitempty"`
+	// GSA is the Google service account the workload acts as.
+	GSA GSASpec `json:"gsa"`
+	// Namespace is the Kubernetes namespace of the release.
+	Namespace string `json:"namespace"`
+	// KSA is the Kubernetes service account; default "<helm.release>-common-backend".
+	KSA string `json:"ksa,omitempty"`
+	// Helm describes the release to install or upgrade.
+	Helm HelmSpec `json:"helm"`
+	// BigQuery describes the BigQuery connection; nil skips that step.
+	BigQuery *BigQuerySpec `json:"bigquery,omitempty"`
+	// Support describes who approves and how they are told.
+	Support SupportSpec `json:"support"`
+	// Expiry makes the grant time-bound; nil means it lasts until revoked.
+	Expiry *ExpirySpec `json:"expiry,omitempty"`
+}
+
+// GSASpec names the Google service account: either a new or existing account id in
+// the project, or the email of an existing account to reuse.
+type GSASpec struct {
+	// AccountID is the part of the email before '@' (6-30 characters).
+	AccountID string `json:"accountId,omitempty"`
+	// DisplayName is shown in the Cloud console for an account gkewi creates.
+	DisplayName string `json:"displayName,omitempty"`
+	// Email reuses an existing account instead of creating one.
+	Email string `json:"email,omitempty"`
+}
+
+// HelmSpec names a chart and its values.
+type HelmSpec struct {
+	// Release is the Helm release name.
+	Release string `json:"release"`
+	// Chart is a local path, a chart name in RepoURL, or an oci:// reference.
+	Chart string `json:"chart"`
+	// RepoURL is an HTTP(S) chart repository holding Chart.
+	RepoURL string `json:"repoURL,omitempty"`
+	// Version pins the chart version; empty takes the latest.
+	Version string `json:"version,omitempty"`
+	// Values are the operator's values, layered over the chart's defaults and
+	// under gkewi's Workload Identity values.
+	Values map[string]any `json:"values,omitempty"`
+}
+
+// BigQuerySpec describes the BigQuery connection the workload uses.
+type BigQuerySpec struct {
+	// DataProject holds the data; the GSA gets roles/bigquery.dataEditor there.
+	DataProject string `json:"dataProject"`
+	// BillingProject runs the jobs; the GSA gets roles/bigquery.jobUser there.
+	BillingProject string `json:"billingProject"`
+	// TempDataset is the dataset (in BillingProject) for temporary tables; created if missing.
+	TempDataset string `json:"tempDataset"`
+	// ConnectionOwnerID is the workspace user who owns the connection.
+	ConnectionOwnerID string `json:"connectionOwnerId"`
+	// Datasets narrows dataEditor to these datasets of DataProject instead of the project.
+	Datasets []string `json:"datasets,omitempty"`
+}
+
+// SupportSpec describes the approval gate.
+type SupportSpec struct {
+	// Approvers are the emails whose decisions count.
+	Approvers []string `json:"approvers"`
+	// Notify lists where to send the request: email addresses and/or http(s) webhook URLs.
+	Notify []string `json:"notify,omitempty"`
+	// ReminderInterval re-notifies while waiting; default 24h.
+	ReminderInterval Duration `json:"reminderInterval,omitempty"`
+	// ApprovalTimeout ends the wait with a failure; default 7 days (168h).
+	ApprovalTimeout Duration `json:"approvalTimeout,omitempty"`
+}
+
+// ExpirySpec makes a grant time-bound: one of At or TTL.
+type ExpirySpec struct {
+	// At is the absolute time the grant ends, RFC 3339 ("2026-12-31T18:00:00Z").
+	At string `json:"at,omitempty"`
+	// TTL is how long the grant lasts after the onboarding completes.
+	TTL Duration `json:"ttl,omitempty"`
+}
+
+// ApprovalDecision is the payload of the support-approval signal and update.
+type ApprovalDecision struct {
+	Approved bool   `json:"approved"`
+	Approver string `json:"approver"`
+	Ticket   string `json:"ticket,omitempty"`
+	Comment  string `json:"comment,omitempty"`
+}
+
+// Duration is a Go duration string such as "24h" or "90s". It stays a string until
+// validation, so a malformed value is reported with its field name instead of
+// failing the decoding of the whole request.
+type Duration string
+
+// Parse returns the duration; the empty string is zero.
+func (d Duration) Parse() (time.Duration, error) {
+	if d == "" {
+		return 0, nil
+	}
+	return time.ParseDuration(string(d))
+}
+
+// Or returns the parsed duration, or def when it is empty or malformed (callers
+// validate first).
+func (d Duration) Or(def time.Duration) time.Duration {
+	v, err := d.Parse()
+	if err != nil || v == 0 {
+		return def
+	}
+	return v
+}
