@@ -2,66 +2,179 @@ package activities
 
 import (
 	"context"
-	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"go.temporal.io/sdk/activity"
+	"google.golang.org/api/bigquery/v2"
+	"google.golang.org/api/cloudresourcemanager/v3"
+	"google.golang.org/api/container/v1"
+	"google.golang.org/api/iam/v1"
+	"google.golang.org/api/iamcredentials/v1"
+	"google.golang.org/api/option"
+	"google.golang.org/api/serviceusage/v1"
+	"google.golang.org/api/sts/v1"
 )
 
-// GCP holds the Google Cloud steps. Its clients are injected (see worker/).
-type GCP struct{}
+// Keys of GCPEndpointsFromMap, one per Google API gkewi calls.
+const (
+	APIServiceUsage    = "serviceusage"
+	APIContainer       = "container"
+	APIIAM             = "iam"
+	APIResourceManager = "cloudresourcemanager"
+	APIBigQuery        = "bigquery"
+	APISTS             = "sts"
+	APIIAMCredentials  = "iamcredentials"
+)
 
-var errUnimplemented = errors.New("not implemented yet")
-
-// EnableService enables a Google API in a project, waiting on its operation.
-func (g *GCP) EnableService(ctx context.Context, in EnableServiceInput) (StepResult, error) {
-	return StepResult{}, errUnimplemented
+// GCPEndpoints are the base URLs of the Google APIs. An empty field means the
+// real Google endpoint; tests point them at an emulator.
+type GCPEndpoints struct {
+	ServiceUsage    string
+	Container       string
+	IAM             string
+	ResourceManager string
+	BigQuery        string
+	STS             string
+	IAMCredentials  string
 }
 
-// SetWorkloadPool sets the cluster's workload pool to PROJECT.svc.id.goog.
-func (g *GCP) SetWorkloadPool(ctx context.Context, in ClusterRef) (StepResult, error) {
-	return StepResult{}, errUnimplemented
+// GCPEndpointsFromMap reads endpoints keyed by API name (APIServiceUsage, ...).
+func GCPEndpointsFromMap(m map[string]string) GCPEndpoints {
+	return GCPEndpoints{
+		ServiceUsage:    m[APIServiceUsage],
+		Container:       m[APIContainer],
+		IAM:             m[APIIAM],
+		ResourceManager: m[APIResourceManager],
+		BigQuery:        m[APIBigQuery],
+		STS:             m[APISTS],
+		IAMCredentials:  m[APIIAMCredentials],
+	}
 }
 
-// ListNodePools returns the names of the cluster's node pools.
-func (g *GCP) ListNodePools(ctx context.Context, in ClusterRef) ([]string, error) {
-	return nil, errUnimplemented
+// Endpoint returns the base URL for api, "" for the real Google endpoint.
+func (e GCPEndpoints) Endpoint(api string) string {
+	switch api {
+	case APIServiceUsage:
+		return e.ServiceUsage
+	case APIContainer:
+		return e.Container
+	case APIIAM:
+		return e.IAM
+	case APIResourceManager:
+		return e.ResourceManager
+	case APIBigQuery:
+		return e.BigQuery
+	case APISTS:
+		return e.STS
+	case APIIAMCredentials:
+		return e.IAMCredentials
+	}
+	return ""
 }
 
-// SetNodePoolMetadata sets one node pool's workload metadata mode to GKE_METADATA.
-func (g *GCP) SetNodePoolMetadata(ctx context.Context, in NodePoolInput) (StepResult, error) {
-	return StepResult{}, errUnimplemented
+// ClientOptions returns extra followed by the endpoint option for api, if any.
+func (e GCPEndpoints) ClientOptions(api string, extra ...option.ClientOption) []option.ClientOption {
+	opts := append([]option.ClientOption(nil), extra...)
+	if ep := e.Endpoint(api); ep != "" {
+		if !strings.HasSuffix(ep, "/") {
+			ep += "/"
+		}
+		opts = append(opts, option.WithEndpoint(ep))
+	}
+	return opts
 }
 
-// CheckIdentitySameness warns about other Workload Identity clusters of the
-// project, where the same namespace/KSA gets the same identity.
-func (g *GCP) CheckIdentitySameness(ctx context.Context, in PreflightInput) (StepResult, error) {
-	return StepResult{}, errUnimplemented
+// NewSTSService builds a Security Token Service client. Token exchange takes no
+// credentials, so the client sends none: it uses a plain HTTP client, which makes
+// credential options in extra ineffective (an HTTP client in extra replaces it).
+func NewSTSService(ctx context.Context, e GCPEndpoints, extra ...option.ClientOption) (*sts.Service, error) {
+	opts := e.ClientOptions(APISTS, append([]option.ClientOption{option.WithHTTPClient(&http.Client{})}, extra...)...)
+	return sts.NewService(ctx, opts...)
 }
 
-// EnsureServiceAccount creates the GSA or reuses the existing one.
-func (g *GCP) EnsureServiceAccount(ctx context.Context, in EnsureServiceAccountInput) (ServiceAccount, error) {
-	return ServiceAccount{}, errUnimplemented
+// NewIAMCredentialsService builds an IAM Credentials client; pass
+// option.WithTokenSource to call it as a given principal.
+func NewIAMCredentialsService(ctx context.Context, e GCPEndpoints, extra ...option.ClientOption) (*iamcredentials.Service, error) {
+	return iamcredentials.NewService(ctx, e.ClientOptions(APIIAMCredentials, extra...)...)
 }
 
-// DeleteServiceAccount deletes a GSA, only if its unique id still matches.
-func (g *GCP) DeleteServiceAccount(ctx context.Context, in ServiceAccount) (StepResult, error) {
-	return StepResult{}, errUnimplemented
+// NewBigQueryService builds a BigQuery client; pass option.WithTokenSource to call
+// it as a given principal.
+func NewBigQueryService(ctx context.Context, e GCPEndpoints, extra ...option.ClientOption) (*bigquery.Service, error) {
+	return bigquery.NewService(ctx, e.ClientOptions(APIBigQuery, extra...)...)
 }
 
-// AddServiceAccountIAMMember adds one member to one role on a GSA's IAM policy.
-func (g *GCP) AddServiceAccountIAMMember(ctx context.Context, in ServiceAccountIAMInput) (StepResult, error) {
-	return StepResult{}, errUnimplemented
+// GCPConfig configures the Google Cloud clients of the GCP activities.
+type GCPConfig struct {
+	Endpoints GCPEndpoints
+	// Options are added to every client, e.g. a token source in tests. Without
+	// credential options the clients use Application Default Credentials.
+	Options []option.ClientOption
+	// OperationPollInterval is how often long-running operations are polled;
+	// default 2s.
+	OperationPollInterval time.Duration
+	// ConflictRetry bounds the in-activity retries of IAM read-modify-write cycles.
+	ConflictRetry ConflictRetry
+	// PropagationTimeout is how long a just-created service account may stay
+	// invisible to IAM policy calls before its absence counts as real; default 2m.
+	PropagationTimeout time.Duration
 }
 
-// RemoveServiceAccountIAMMember removes one member from one role on a GSA's IAM policy.
-func (g *GCP) RemoveServiceAccountIAMMember(ctx context.Context, in ServiceAccountIAMInput) (StepResult, error) {
-	return StepResult{}, errUnimplemented
+// GCP holds the Google Cloud steps, with one client per API.
+type GCP struct {
+	serviceUsage    *serviceusage.Service
+	container       *container.Service
+	iam             *iam.Service
+	resourceManager *cloudresourcemanager.Service
+	bigQuery        *bigquery.Service
+
+	pollInterval       time.Duration
+	conflictRetry      ConflictRetry
+	propagationTimeout time.Duration
+	locks              *resourceLocks
 }
 
-// GrantBigQueryAccess grants the connection's roles and ensures the temp dataset.
-func (g *GCP) GrantBigQueryAccess(ctx context.Context, in BigQueryAccessInput) (StepResult, error) {
-	return StepResult{}, errUnimplemented
+// NewGCP builds the clients of the GCP activities.
+func NewGCP(ctx context.Context, cfg GCPConfig) (*GCP, error) {
+	g := &GCP{
+		pollInterval:       cfg.OperationPollInterval,
+		conflictRetry:      cfg.ConflictRetry.withDefaults(),
+		propagationTimeout: cfg.PropagationTimeout,
+		locks:              newResourceLocks(),
+	}
+	if g.pollInterval <= 0 {
+		g.pollInterval = 2 * time.Second
+	}
+	if g.propagationTimeout <= 0 {
+		g.propagationTimeout = 2 * time.Minute
+	}
+	eps, opts := cfg.Endpoints, cfg.Options
+	var err error
+	if g.serviceUsage, err = serviceusage.NewService(ctx, eps.ClientOptions(APIServiceUsage, opts...)...); err != nil {
+		return nil, fmt.Errorf("service usage client: %w", err)
+	}
+	if g.container, err = container.NewService(ctx, eps.ClientOptions(APIContainer, opts...)...); err != nil {
+		return nil, fmt.Errorf("GKE client: %w", err)
+	}
+	if g.iam, err = iam.NewService(ctx, eps.ClientOptions(APIIAM, opts...)...); err != nil {
+		return nil, fmt.Errorf("IAM client: %w", err)
+	}
+	if g.resourceManager, err = cloudresourcemanager.NewService(ctx, eps.ClientOptions(APIResourceManager, opts...)...); err != nil {
+		return nil, fmt.Errorf("resource manager client: %w", err)
+	}
+	if g.bigQuery, err = NewBigQueryService(ctx, eps, opts...); err != nil {
+		return nil, fmt.Errorf("BigQuery client: %w", err)
+	}
+	return g, nil
 }
 
-// RevokeBigQueryAccess removes the connection's roles (the temp dataset stays).
-func (g *GCP) RevokeBigQueryAccess(ctx context.Context, in BigQueryAccessInput) (StepResult, error) {
-	return StepResult{}, errUnimplemented
+// heartbeat records progress when running as an activity (helpers are also unit
+// tested outside one).
+func heartbeat(ctx context.Context, details ...any) {
+	if activity.IsActivity(ctx) {
+		activity.RecordHeartbeat(ctx, details...)
+	}
 }

@@ -1,11 +1,352 @@
 package activities
 
-import "context"
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"go.temporal.io/sdk/activity"
+	"helm.sh/helm/v4/pkg/action"
+	chart "helm.sh/helm/v4/pkg/chart/v2"
+	"helm.sh/helm/v4/pkg/chart/v2/loader"
+	chartutil "helm.sh/helm/v4/pkg/chart/v2/util"
+	"helm.sh/helm/v4/pkg/cli"
+	"helm.sh/helm/v4/pkg/kube"
+	"helm.sh/helm/v4/pkg/registry"
+	ri "helm.sh/helm/v4/pkg/release"
+	rcommon "helm.sh/helm/v4/pkg/release/common"
+	release "helm.sh/helm/v4/pkg/release/v1"
+	"helm.sh/helm/v4/pkg/storage/driver"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/yaml"
+)
+
+// HelmConfig configures the Helm activities.
+type HelmConfig struct {
+	// RESTConfig reaches the workload's cluster (required).
+	RESTConfig *rest.Config
+	// ArtifactsDir keeps, per release, the customizations.yaml an operator would
+	// have written: ArtifactsDir/<namespace>/<release>/customizations.yaml. Empty
+	// keeps nothing.
+	ArtifactsDir string
+	// CacheDir holds downloaded charts and repository indexes; default
+	// $XDG_CACHE_HOME/gkewi/helm (or the OS equivalent).
+	CacheDir string
+	// Timeout bounds an install or upgrade, rollout wait included; default 5 minutes.
+	// The activity's StartToClose timeout must be longer.
+	Timeout time.Duration
+	// HeartbeatInterval is how often a running install or upgrade heartbeats;
+	// default 5 seconds.
+	HeartbeatInterval time.Duration
+	// RegistryPlainHTTP talks plain HTTP to OCI registries (local test registries).
+	RegistryPlainHTTP bool
+	// InsecureSkipTLSVerify skips certificate checks of chart repositories and
+	// registries (test setups only).
+	InsecureSkipTLSVerify bool
+	// RegistryCredentialsFile is a Docker-style config.json with registry logins.
+	RegistryCredentialsFile string
+	// MaxHistory bounds the revisions Helm keeps per release; default 10.
+	MaxHistory int
+	// Logger receives Helm's own logs; nil discards them.
+	Logger *slog.Logger
+}
 
 // Helm installs and upgrades releases with the Helm Go SDK.
-type Helm struct{}
+type Helm struct {
+	cfg HelmConfig
+}
 
-// HelmUpgradeInstall installs or upgrades the release with the Workload Identity values.
+// NewHelm returns the Helm activities.
+func NewHelm(cfg HelmConfig) *Helm {
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 5 * time.Minute
+	}
+	if cfg.HeartbeatInterval <= 0 {
+		cfg.HeartbeatInterval = 5 * time.Second
+	}
+	if cfg.MaxHistory <= 0 {
+		cfg.MaxHistory = 10
+	}
+	if cfg.CacheDir == "" {
+		base, err := os.UserCacheDir()
+		if err != nil {
+			base = os.TempDir()
+		}
+		cfg.CacheDir = filepath.Join(base, "gkewi", "helm")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Helm{cfg: cfg}
+}
+
+// Values gkewi sets on the chart, in the layout of the CARTO self-hosted chart.
+const (
+	// helmWIKey is the top-level values key of the backend service account.
+	helmWIKey = "commonBackendServiceAccount"
+	// The connection settings are environment variables of these components, in
+	// their extraEnvVars lists ({name, value} entries).
+	helmEnvListKey = "extraEnvVars"
+)
+
+// helmConnectionComponents read the WORKSPACE_WORKLOAD_IDENTITY_* variables.
+var helmConnectionComponents = []string{"workspaceApi", "workspaceSubscriber"}
+
+// HelmUpgradeInstall installs or upgrades the release with the Workload Identity
+// values, waits for its rollout, and rolls a failed upgrade back (a failed first
+// install is uninstalled). When the deployed release already has the same chart
+// and values, nothing is changed and no revision is made.
 func (h *Helm) HelmUpgradeInstall(ctx context.Context, in HelmInput) (HelmResult, error) {
-	return HelmResult{}, errUnimplemented
+	if err := validateHelmInput(in); err != nil {
+		return HelmResult{}, err
+	}
+	if h.cfg.RESTConfig == nil {
+		return HelmResult{}, kubeInvalidInput("helm: no cluster configured (HelmConfig.RESTConfig)")
+	}
+	values, err := HelmValues(in)
+	if err != nil {
+		return HelmResult{}, kubeInvalidInput("helm: values: %v", err)
+	}
+
+	cfg, settings, err := h.actionConfig(in.Namespace)
+	if err != nil {
+		return HelmResult{}, err
+	}
+	ch, err := h.loadChart(cfg, settings, in)
+	if err != nil {
+		return HelmResult{}, err
+	}
+	valuesFile, err := h.keepValues(in, ch, values)
+	if err != nil {
+		return HelmResult{}, err
+	}
+
+	history, err := action.NewHistory(cfg).Run(in.Release)
+	if err != nil && !errors.Is(err, driver.ErrReleaseNotFound) {
+		return HelmResult{}, classifyHelmError("helm: reading the history of release "+in.Release, err)
+	}
+	install := len(history) == 0 || allUninstalled(history)
+
+	if !install {
+		if deployed, err := cfg.Releases.Deployed(in.Release); err == nil {
+			if rel, ok := deployed.(*release.Release); ok && helmReleaseMatches(rel, ch, values) {
+				return HelmResult{
+					Revision:   rel.Version,
+					Status:     rel.Info.Status.String(),
+					Changed:    false,
+					ValuesFile: valuesFile,
+				}, nil
+			}
+		}
+	}
+
+	// Helm is not asked to create the namespace: that would need patch on
+	// namespaces, where get and create suffice here.
+	client, err := kubernetes.NewForConfig(h.cfg.RESTConfig)
+	if err != nil {
+		return HelmResult{}, kubeInvalidInput("helm: cluster configuration: %v", err)
+	}
+	if _, err := ensureNamespace(ctx, client, in.Namespace); err != nil {
+		return HelmResult{}, err
+	}
+
+	var run func(context.Context) (ri.Releaser, error)
+	verb := "upgrade"
+	if install {
+		verb = "install"
+		act := action.NewInstall(cfg)
+		act.ReleaseName = in.Release
+		act.Namespace = in.Namespace
+		act.Timeout = h.cfg.Timeout
+		act.WaitStrategy = kube.StatusWatcherStrategy
+		act.RollbackOnFailure = true
+		// A release uninstalled with its history kept is installed afresh.
+		act.Replace = len(history) > 0
+		run = func(ctx context.Context) (ri.Releaser, error) { return act.RunWithContext(ctx, ch, values) }
+	} else {
+		act := action.NewUpgrade(cfg)
+		act.Namespace = in.Namespace
+		act.Timeout = h.cfg.Timeout
+		act.WaitStrategy = kube.StatusWatcherStrategy
+		act.RollbackOnFailure = true
+		act.MaxHistory = h.cfg.MaxHistory
+		run = func(ctx context.Context) (ri.Releaser, error) { return act.RunWithContext(ctx, in.Release, ch, values) }
+	}
+
+	out, err := h.runWithHeartbeat(ctx, verb+" "+in.Namespace+"/"+in.Release, run)
+	if err != nil {
+		return HelmResult{}, classifyHelmError(fmt.Sprintf("helm %s of release %s/%s (chart %s %s)",
+			verb, in.Namespace, in.Release, ch.Metadata.Name, ch.Metadata.Version), err)
+	}
+	rel, ok := out.(*release.Release)
+	if !ok {
+		return HelmResult{}, fmt.Errorf("helm %s: unexpected release type %T", verb, out)
+	}
+	return HelmResult{
+		Revision:   rel.Version,
+		Status:     rel.Info.Status.String(),
+		Changed:    true,
+		ValuesFile: valuesFile,
+	}, nil
+}
+
+func validateHelmInput(in HelmInput) error {
+	if in.Namespace == "" || in.Release == "" || in.Chart == "" {
+		return kubeInvalidInput("helm: namespace, release and chart are required")
+	}
+	if errs := validation.IsDNS1123Label(in.Namespace); len(errs) > 0 {
+		return kubeInvalidInput("helm: namespace %q: %v", in.Namespace, errs)
+	}
+	if err := chartutil.ValidateReleaseName(in.Release); err != nil {
+		return kubeInvalidInput("helm: release name %q: %v", in.Release, err)
+	}
+	return nil
+}
+
+// actionConfig prepares Helm for one operation in a namespace, releases stored
+// as Secrets there (Helm's default).
+func (h *Helm) actionConfig(namespace string) (*action.Configuration, *cli.EnvSettings, error) {
+	getter := newHelmRESTGetter(h.cfg.RESTConfig, namespace)
+	cfg := action.NewConfiguration(action.ConfigurationSetLogger(h.cfg.Logger.Handler()))
+	if err := cfg.Init(getter, namespace, "secret"); err != nil {
+		return nil, nil, kubeInvalidInput("helm: initialising: %v", err)
+	}
+
+	settings := cli.New()
+	settings.RepositoryConfig = filepath.Join(h.cfg.CacheDir, "repositories.yaml")
+	settings.RepositoryCache = filepath.Join(h.cfg.CacheDir, "repository")
+	settings.ContentCache = filepath.Join(h.cfg.CacheDir, "content")
+	settings.RegistryConfig = h.cfg.RegistryCredentialsFile
+	if settings.RegistryConfig == "" {
+		settings.RegistryConfig = filepath.Join(h.cfg.CacheDir, "registry", "config.json")
+	}
+
+	opts := []registry.ClientOption{
+		registry.ClientOptWriter(io.Discard),
+		registry.ClientOptCredentialsFile(settings.RegistryConfig),
+	}
+	if h.cfg.RegistryPlainHTTP {
+		opts = append(opts, registry.ClientOptPlainHTTP())
+	}
+	if h.cfg.InsecureSkipTLSVerify {
+		transport := http.DefaultTransport.(*http.Transport).Clone()
+		transport.TLSClientConfig = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // opt-in for test registries
+		opts = append(opts, registry.ClientOptHTTPClient(&http.Client{Transport: transport}))
+	}
+	rc, err := registry.NewClient(opts...)
+	if err != nil {
+		return nil, nil, kubeInvalidInput("helm: registry client: %v", err)
+	}
+	cfg.RegistryClient = rc
+	return cfg, settings, nil
+}
+
+// loadChart finds the chart (local path, repository, or OCI reference) and loads it.
+func (h *Helm) loadChart(cfg *action.Configuration, settings *cli.EnvSettings, in HelmInput) (*chart.Chart, error) {
+	locator := action.NewInstall(cfg) // carries the registry client for oci:// references
+	locator.RepoURL = in.RepoURL
+	locator.Version = in.Version
+	locator.PlainHTTP = h.cfg.RegistryPlainHTTP
+	locator.InsecureSkipTLSVerify = h.cfg.InsecureSkipTLSVerify
+	path, err := locator.LocateChart(in.Chart, settings)
+	if err != nil {
+		return nil, classifyHelmChartError(in, err)
+	}
+	ch, err := loader.Load(path)
+	if err != nil {
+		return nil, classifyHelmChartError(in, fmt.Errorf("loading %s: %w", path, err))
+	}
+	if ch.Metadata == nil {
+		return nil, classifyHelmChartError(in, errors.New("chart has no metadata"))
+	}
+	return ch, nil
+}
+
+// runWithHeartbeat runs a Helm operation, heartbeating while it works.
+func (h *Helm) runWithHeartbeat(ctx context.Context, what string, run func(context.Context) (ri.Releaser, error)) (ri.Releaser, error) {
+	type outcome struct {
+		rel ri.Releaser
+		err error
+	}
+	done := make(chan outcome, 1)
+	started := time.Now()
+	go func() {
+		rel, err := run(ctx)
+		done <- outcome{rel, err}
+	}()
+	tick := time.NewTicker(h.cfg.HeartbeatInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case o := <-done:
+			return o.rel, o.err
+		case <-tick.C:
+			if activity.IsActivity(ctx) {
+				activity.RecordHeartbeat(ctx, fmt.Sprintf("helm %s: running for %s", what, time.Since(started).Round(time.Second)))
+			}
+		}
+	}
+}
+
+// keepValues writes the customizations.yaml of the release and returns its path.
+func (h *Helm) keepValues(in HelmInput, ch *chart.Chart, values map[string]any) (string, error) {
+	if h.cfg.ArtifactsDir == "" {
+		return "", nil
+	}
+	body, err := yaml.Marshal(values)
+	if err != nil {
+		return "", kubeInvalidInput("helm: values cannot be written as YAML: %v", err)
+	}
+	var buf bytes.Buffer
+	fmt.Fprintf(&buf, "# Values of Helm release %q in namespace %q (chart %s %s), over the chart's defaults.\n",
+		in.Release, in.Namespace, ch.Metadata.Name, ch.Metadata.Version)
+	fmt.Fprintf(&buf, "# Equivalent command: helm upgrade --install %s %s --namespace %s -f customizations.yaml", in.Release, in.Chart, in.Namespace)
+	if in.RepoURL != "" {
+		fmt.Fprintf(&buf, " --repo %s", in.RepoURL)
+	}
+	fmt.Fprintf(&buf, " --version %s\n", ch.Metadata.Version)
+	buf.Write(body)
+
+	dir := filepath.Join(h.cfg.ArtifactsDir, in.Namespace, in.Release)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", fmt.Errorf("helm: keeping values: %w", err)
+	}
+	path := filepath.Join(dir, "customizations.yaml")
+	tmp, err := os.CreateTemp(dir, ".customizations-*.yaml")
+	if err != nil {
+		return "", fmt.Errorf("helm: keeping values: %w", err)
+	}
+	if _, err := tmp.Write(buf.Bytes()); err != nil {
+		tmp.Close()
+		os.Remove(tmp.Name())
+		return "", fmt.Errorf("helm: keeping values: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		os.Remove(tmp.Name())
+		return "", fmt.Errorf("helm: keeping values: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return "", fmt.Errorf("helm: keeping values: %w", err)
+	}
+	return path, nil
+}
+
+func allUninstalled(history []ri.Releaser) bool {
+	for _, r := range history {
+		rel, ok := r.(*release.Release)
+		if !ok || rel.Info == nil || rel.Info.Status != rcommon.StatusUninstalled {
+			return false
+		}
+	}
+	return true
 }

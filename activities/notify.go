@@ -1,11 +1,646 @@
 package activities
 
-import "context"
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net"
+	"net/http"
+	"net/mail"
+	"net/smtp"
+	"net/textproto"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/temporal"
+)
+
+// Notification kinds.
+const (
+	NotifyApprovalRequest = "approval-request"
+	NotifyReminder        = "reminder"
+	NotifyOutcome         = "outcome"
+)
+
+// Names under which the Onboard workflow receives the support decision. The
+// notifier writes them into the commands it sends to support.
+const (
+	ApprovalSignalName = "support-approval"
+	ApprovalUpdateName = "support-decision"
+)
+
+// SMTPConfig says how to reach the mail relay. It holds a path to the password,
+// never the password, so configs and payloads stay free of secrets.
+type SMTPConfig struct {
+	// Addr is the relay's "host:port"; empty disables email targets.
+	Addr string
+	// From is the sender address of the notifications.
+	From string
+	// Username turns on AUTH PLAIN.
+	Username string
+	// PasswordFile holds the password for Username; it is read at each send, so a
+	// rotated secret is picked up without a restart.
+	PasswordFile string
+	// StartTLS requires the relay to offer STARTTLS and upgrades before AUTH and MAIL.
+	StartTLS bool
+	// CAFile is a PEM bundle to trust for the relay's certificate instead of the
+	// system roots (a private relay, or the sandbox sink's self-signed certificate).
+	CAFile string
+}
+
+// NotifierConfig configures the Notifier.
+type NotifierConfig struct {
+	SMTP SMTPConfig
+	// WebhookTimeout bounds each webhook POST; default 10s.
+	WebhookTimeout time.Duration
+	// TemporalUIURL is the base of the Temporal Web UI, e.g. "http://localhost:8233";
+	// empty leaves the link out.
+	TemporalUIURL string
+	// TemporalNamespace is the namespace the workflows run in; default "default".
+	TemporalNamespace string
+	// TaskQueue is the worker's task queue, named in the message for operators.
+	TaskQueue string
+}
 
 // Notifier tells the support team by email (SMTP) and webhook.
-type Notifier struct{}
+type Notifier struct {
+	cfg  NotifierConfig
+	http *http.Client
+}
 
-// NotifySupport sends the notification to every target.
+const defaultWebhookTimeout = 10 * time.Second
+
+// NewNotifier returns a Notifier for cfg.
+func NewNotifier(cfg NotifierConfig) *Notifier {
+	if cfg.WebhookTimeout <= 0 {
+		cfg.WebhookTimeout = defaultWebhookTimeout
+	}
+	if cfg.TemporalNamespace == "" {
+		cfg.TemporalNamespace = "default"
+	}
+	return &Notifier{cfg: cfg, http: &http.Client{Timeout: cfg.WebhookTimeout}}
+}
+
+// NotifySupport sends the notification to every target: the email addresses get one
+// message together, each http(s) URL gets a Slack-compatible JSON POST.
+//
+// Delivery policy: once any target has the message the activity succeeds and lists
+// the targets it missed in Failed (with the reasons in Errors). Retrying then would
+// send the message again to everyone already reached, and a target that missed an
+// approval request still gets the reminders. Only when no target was reached does the
+// activity fail: retryably if some failure was transient (network, timeout, SMTP 4xx,
+// HTTP 429/5xx), otherwise non-retryably. A malformed target is refused before
+// anything is sent, with a message saying which one to fix.
 func (n *Notifier) NotifySupport(ctx context.Context, in Notification) (NotifyResult, error) {
-	return NotifyResult{}, errUnimplemented
+	switch in.Kind {
+	case NotifyApprovalRequest, NotifyReminder, NotifyOutcome:
+	default:
+		return NotifyResult{}, temporal.NewNonRetryableApplicationError(
+			fmt.Sprintf("notification kind %q is not one of %s, %s, %s", in.Kind, NotifyApprovalRequest, NotifyReminder, NotifyOutcome),
+			"InvalidArgument", nil)
+	}
+	if in.WorkflowID == "" {
+		return NotifyResult{}, temporal.NewNonRetryableApplicationError("notification has no workflowId", "InvalidArgument", nil)
+	}
+	emails, hooks, err := parseTargets(in.Targets)
+	if err != nil {
+		return NotifyResult{}, temporal.NewNonRetryableApplicationError(err.Error(), "InvalidArgument", err)
+	}
+	logger := notifyLogger(ctx)
+	if len(emails) == 0 && len(hooks) == 0 {
+		logger.Warn("notification has no targets; support must find the workflow in the Temporal UI", "kind", in.Kind)
+		return NotifyResult{}, nil
+	}
+
+	msg := composeMessage(in, n.cfg)
+	var (
+		res       NotifyResult
+		transient bool
+	)
+	record := func(target string, derr *deliveryError) {
+		if derr == nil {
+			res.Delivered = append(res.Delivered, target)
+			return
+		}
+		res.Failed = append(res.Failed, target)
+		res.Errors = append(res.Errors, derr.Error())
+		transient = transient || derr.transient
+		logger.Warn("notification not delivered", "kind", in.Kind, "target", derr.target, "transient", derr.transient, "error", derr.err)
+	}
+
+	if len(emails) > 0 {
+		outcome := n.sendMail(ctx, emails, msg, messageID(ctx, n.cfg.SMTP.From))
+		for _, e := range emails {
+			record(e.target, outcome[e.target])
+		}
+	}
+	for _, h := range hooks {
+		record(h.target, n.postWebhook(ctx, h, msg))
+	}
+
+	if len(res.Delivered) > 0 {
+		logger.Info("notification delivered", "kind", in.Kind, "delivered", len(res.Delivered), "failed", len(res.Failed))
+		return res, nil
+	}
+	summary := "no notification target was reached: " + strings.Join(res.Errors, "; ")
+	if transient {
+		return res, temporal.NewApplicationError(summary, "NotifyUnavailable")
+	}
+	return res, temporal.NewNonRetryableApplicationError(summary+"; fix the targets or the worker's SMTP/webhook settings", "NotifyRejected", nil)
+}
+
+func notifyLogger(ctx context.Context) interface {
+	Info(string, ...any)
+	Warn(string, ...any)
+} {
+	if activity.IsActivity(ctx) {
+		return activity.GetLogger(ctx)
+	}
+	return discardLogger{}
+}
+
+type discardLogger struct{}
+
+func (discardLogger) Info(string, ...any) {}
+func (discardLogger) Warn(string, ...any) {}
+
+type emailTarget struct {
+	target  string // as the request wrote it
+	address string // the bare address for RCPT TO
+}
+
+type webhookTarget struct {
+	target string
+	url    *url.URL
+}
+
+// parseTargets sorts the targets into email addresses and webhook URLs and refuses
+// anything else, naming every bad one.
+func parseTargets(targets []string) ([]emailTarget, []webhookTarget, error) {
+	var (
+		emails []emailTarget
+		hooks  []webhookTarget
+		bad    []string
+	)
+	seen := map[string]bool{}
+	for _, t := range targets {
+		t = strings.TrimSpace(t)
+		if t == "" || seen[t] {
+			continue
+		}
+		seen[t] = true
+		if strings.Contains(t, "://") {
+			u, err := url.Parse(t)
+			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				bad = append(bad, fmt.Sprintf("%q is not an http(s) URL", redactURLString(t)))
+				continue
+			}
+			hooks = append(hooks, webhookTarget{target: t, url: u})
+			continue
+		}
+		addr, err := mail.ParseAddress(t)
+		if err != nil || strings.ContainsAny(addr.Address, "\r\n") {
+			bad = append(bad, fmt.Sprintf("%q is not an email address", t))
+			continue
+		}
+		emails = append(emails, emailTarget{target: t, address: addr.Address})
+	}
+	if len(bad) > 0 {
+		return nil, nil, fmt.Errorf("invalid notification targets (want email addresses or http(s) webhook URLs): %s", strings.Join(bad, ", "))
+	}
+	return emails, hooks, nil
+}
+
+// deliveryError is why one target did not get the message.
+type deliveryError struct {
+	target    string // safe to log: webhook URLs are cut to their host
+	err       error
+	transient bool
+}
+
+func (e *deliveryError) Error() string { return e.target + ": " + e.err.Error() }
+
+// redactURLString keeps a webhook URL's scheme and host: the path of a Slack
+// incoming webhook is its credential.
+func redactURLString(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return "(malformed URL)"
+	}
+	return u.Scheme + "://" + u.Host + "/…"
+}
+
+// message is the notification rendered for both channels.
+type message struct {
+	subject string
+	text    string
+	slack   slackPayload
+}
+
+type slackPayload struct {
+	Text   string       `json:"text"`
+	Blocks []slackBlock `json:"blocks"`
+}
+
+type slackBlock struct {
+	Type string     `json:"type"`
+	Text *slackText `json:"text,omitempty"`
+}
+
+type slackText struct {
+	Type string `json:"type"`
+	Text string `json:"text"`
+}
+
+// approvalInputExample is the decision payload shown to support, with placeholders.
+func approvalInputExample(approved bool) string {
+	if approved {
+		return `{"approved":true,"approver":"YOU@example.com","ticket":"TICKET"}`
+	}
+	return `{"approved":false,"approver":"YOU@example.com","ticket":"TICKET","comment":"REASON"}`
+}
+
+// shellQuote quotes s for a POSIX shell.
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// approvalCommands are the ways support can answer, ready to paste.
+type approvalCommands struct {
+	signalApprove, signalReject string
+	updateApprove, updateReject string
+	gkewiApprove, gkewiReject   string
+}
+
+func buildApprovalCommands(workflowID, namespace string) approvalCommands {
+	ns := ""
+	if namespace != "" && namespace != "default" {
+		ns = " --namespace " + shellQuote(namespace)
+	}
+	id := shellQuote(workflowID)
+	signal := func(approved bool) string {
+		return "temporal workflow signal" + ns + " --workflow-id " + id + " --name " + ApprovalSignalName +
+			" --input " + shellQuote(approvalInputExample(approved))
+	}
+	update := func(approved bool) string {
+		return "temporal workflow update execute" + ns + " --workflow-id " + id + " --name " + ApprovalUpdateName +
+			" --input " + shellQuote(approvalInputExample(approved))
+	}
+	return approvalCommands{
+		signalApprove: signal(true),
+		signalReject:  signal(false),
+		updateApprove: update(true),
+		updateReject:  update(false),
+		gkewiApprove:  "gkewi approve" + ns + " --workflow-id " + id + " --approver YOU@example.com --ticket TICKET",
+		gkewiReject:   "gkewi reject" + ns + " --workflow-id " + id + " --approver YOU@example.com --ticket TICKET --comment REASON",
+	}
+}
+
+// workflowUIURL links to the workflow run in the Temporal Web UI.
+func workflowUIURL(base, namespace, workflowID, runID string) string {
+	if base == "" {
+		return ""
+	}
+	u := strings.TrimRight(base, "/") + "/namespaces/" + url.PathEscape(namespace) + "/workflows/" + url.PathEscape(workflowID)
+	if runID != "" {
+		u += "/" + url.PathEscape(runID)
+	}
+	return u
+}
+
+func composeMessage(in Notification, cfg NotifierConfig) message {
+	grant := fmt.Sprintf("%s/%s", in.Namespace, in.KSA)
+	var subject, intro string
+	switch in.Kind {
+	case NotifyApprovalRequest:
+		subject = fmt.Sprintf("[gkewi] Approval needed: Workload Identity for %s in %s/%s", grant, in.Project, in.Cluster)
+		intro = fmt.Sprintf("An onboarding waits for a support decision: the Kubernetes service account %s would act as the Google service account %s.", grant, in.GSAEmail)
+	case NotifyReminder:
+		subject = fmt.Sprintf("[gkewi] Reminder: approval still needed for %s in %s/%s", grant, in.Project, in.Cluster)
+		intro = fmt.Sprintf("Reminder: this onboarding still waits for a support decision: the Kubernetes service account %s would act as the Google service account %s.", grant, in.GSAEmail)
+	default:
+		subject = fmt.Sprintf("[gkewi] Onboarding of %s in %s/%s: %s", grant, in.Project, in.Cluster, in.Outcome)
+		intro = "Outcome: " + in.Outcome
+	}
+	subject = oneLine(subject)
+	link := workflowUIURL(cfg.TemporalUIURL, cfg.TemporalNamespace, in.WorkflowID, in.RunID)
+
+	details := [][2]string{
+		{"Project", in.Project},
+		{"Cluster", in.Cluster},
+		{"Location", in.Location},
+		{"Namespace", in.Namespace},
+		{"Kubernetes SA", in.KSA},
+		{"Google SA", in.GSAEmail},
+		{"Member", fmt.Sprintf("serviceAccount:%s.svc.id.goog[%s]", in.Project, grant)},
+		{"Workflow ID", in.WorkflowID},
+		{"Run ID", in.RunID},
+	}
+	if cfg.TaskQueue != "" {
+		details = append(details, [2]string{"Task queue", cfg.TaskQueue})
+	}
+
+	var text strings.Builder
+	text.WriteString(intro + "\n\n")
+	for _, d := range details {
+		if d[1] != "" {
+			fmt.Fprintf(&text, "  %-14s %s\n", d[0]+":", d[1])
+		}
+	}
+	var mdDetails strings.Builder
+	for _, d := range details {
+		if d[1] != "" {
+			fmt.Fprintf(&mdDetails, "*%s:* `%s`\n", slackEscape(d[0]), slackEscape(d[1]))
+		}
+	}
+	blocks := []slackBlock{
+		{Type: "header", Text: &slackText{Type: "plain_text", Text: truncate(subject, 150)}},
+		{Type: "section", Text: &slackText{Type: "mrkdwn", Text: slackEscape(intro)}},
+		{Type: "section", Text: &slackText{Type: "mrkdwn", Text: strings.TrimRight(mdDetails.String(), "\n")}},
+	}
+
+	if in.Kind != NotifyOutcome {
+		cmds := buildApprovalCommands(in.WorkflowID, cfg.TemporalNamespace)
+		sections := [][2]string{
+			{"Approve (replace YOU@example.com and TICKET)", cmds.signalApprove},
+			{"Reject (replace REASON too)", cmds.signalReject},
+			{"Or decide with an update, which answers with the workflow's verdict", cmds.updateApprove + "\n" + cmds.updateReject},
+			{"Or with the gkewi CLI", cmds.gkewiApprove + "\n" + cmds.gkewiReject},
+		}
+		for _, s := range sections {
+			fmt.Fprintf(&text, "\n%s:\n", s[0])
+			for _, l := range strings.Split(s[1], "\n") {
+				fmt.Fprintf(&text, "  %s\n", l)
+			}
+			blocks = append(blocks, slackBlock{Type: "section", Text: &slackText{
+				Type: "mrkdwn",
+				Text: "*" + slackEscape(s[0]) + "*\n```" + slackEscape(s[1]) + "```",
+			}})
+		}
+	}
+	if link != "" {
+		fmt.Fprintf(&text, "\nTemporal UI: %s\n", link)
+		blocks = append(blocks, slackBlock{Type: "section", Text: &slackText{
+			Type: "mrkdwn", Text: "<" + link + "|Open the workflow in the Temporal UI>",
+		}})
+	}
+	return message{
+		subject: subject,
+		text:    text.String(),
+		slack:   slackPayload{Text: subject, Blocks: blocks},
+	}
+}
+
+// slackEscape escapes the three characters Slack's mrkdwn reserves.
+func slackEscape(s string) string {
+	return strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;").Replace(s)
+}
+
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(s), " ")
+}
+
+func truncate(s string, n int) string {
+	r := []rune(s)
+	if len(r) <= n {
+		return s
+	}
+	return string(r[:n-1]) + "…"
+}
+
+// messageID is stable across retries of one activity, so mail clients that dedupe by
+// Message-ID show a retried notification once.
+func messageID(ctx context.Context, from string) string {
+	domain := "gkewi.invalid"
+	if a, err := mail.ParseAddress(from); err == nil {
+		if _, d, ok := strings.Cut(a.Address, "@"); ok && d != "" {
+			domain = d
+		}
+	}
+	var seed []byte
+	if activity.IsActivity(ctx) {
+		info := activity.GetInfo(ctx)
+		seed = []byte(info.WorkflowExecution.ID + "\x00" + info.WorkflowExecution.RunID + "\x00" + info.ActivityID)
+	} else {
+		seed = make([]byte, 16)
+		_, _ = rand.Read(seed)
+	}
+	sum := sha256.Sum256(seed)
+	return "<gkewi." + hex.EncodeToString(sum[:12]) + "@" + domain + ">"
+}
+
+func (n *Notifier) renderEmail(to []emailTarget, msg message, msgID string) []byte {
+	addrs := make([]string, len(to))
+	for i, t := range to {
+		addrs[i] = t.address
+	}
+	var b bytes.Buffer
+	header := func(k, v string) { fmt.Fprintf(&b, "%s: %s\r\n", k, oneLine(v)) }
+	header("From", n.cfg.SMTP.From)
+	header("To", strings.Join(addrs, ", "))
+	header("Subject", mime.QEncoding.Encode("utf-8", msg.subject))
+	header("Date", time.Now().Format(time.RFC1123Z))
+	header("Message-ID", msgID)
+	header("MIME-Version", "1.0")
+	header("Content-Type", "text/plain; charset=utf-8")
+	header("Content-Transfer-Encoding", "8bit")
+	header("Auto-Submitted", "auto-generated")
+	b.WriteString("\r\n")
+	b.WriteString(strings.ReplaceAll(msg.text, "\n", "\r\n"))
+	return b.Bytes()
+}
+
+// sendMail delivers one message to all email targets and reports per target; a
+// missing entry means delivered.
+func (n *Notifier) sendMail(ctx context.Context, to []emailTarget, msg message, msgID string) map[string]*deliveryError {
+	out := map[string]*deliveryError{}
+	failAll := func(err error, transient bool) map[string]*deliveryError {
+		for _, t := range to {
+			out[t.target] = &deliveryError{target: t.target, err: err, transient: transient}
+		}
+		return out
+	}
+	cfg := n.cfg.SMTP
+	if cfg.Addr == "" || cfg.From == "" {
+		return failAll(errors.New("the worker has no SMTP relay configured (set the SMTP address and sender)"), false)
+	}
+	host, _, err := net.SplitHostPort(cfg.Addr)
+	if err != nil {
+		return failAll(fmt.Errorf("SMTP address %q: %w", cfg.Addr, err), false)
+	}
+
+	var dialer net.Dialer
+	conn, err := dialer.DialContext(ctx, "tcp", cfg.Addr)
+	if err != nil {
+		return failAll(fmt.Errorf("connect to SMTP relay %s: %w", cfg.Addr, err), true)
+	}
+	// net/smtp has no context: a cancelled activity closes the connection instead.
+	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
+	defer stop()
+	if dl, ok := ctx.Deadline(); ok {
+		_ = conn.SetDeadline(dl)
+	}
+	c, err := smtp.NewClient(conn, host)
+	if err != nil {
+		_ = conn.Close()
+		return failAll(fmt.Errorf("SMTP greeting from %s: %w", cfg.Addr, err), smtpTransient(err))
+	}
+	defer func() { _ = c.Close() }()
+
+	if cfg.StartTLS {
+		if ok, _ := c.Extension("STARTTLS"); !ok {
+			return failAll(fmt.Errorf("SMTP relay %s does not offer STARTTLS, which the worker requires", cfg.Addr), false)
+		}
+		tlsCfg, err := smtpTLSConfig(host, cfg.CAFile)
+		if err != nil {
+			return failAll(err, false)
+		}
+		if err := c.StartTLS(tlsCfg); err != nil {
+			return failAll(fmt.Errorf("STARTTLS with %s: %w", cfg.Addr, err), smtpTransient(err))
+		}
+	}
+	if cfg.Username != "" {
+		password, err := readPasswordFile(cfg.PasswordFile)
+		if err != nil {
+			return failAll(err, false)
+		}
+		if ok, _ := c.Extension("AUTH"); !ok {
+			return failAll(fmt.Errorf("SMTP relay %s does not offer AUTH (is STARTTLS needed first?)", cfg.Addr), false)
+		}
+		if err := c.Auth(smtp.PlainAuth("", cfg.Username, password, host)); err != nil {
+			return failAll(fmt.Errorf("SMTP AUTH PLAIN as %s: %w", cfg.Username, err), smtpTransient(err))
+		}
+	}
+	if err := c.Mail(cfg.From); err != nil {
+		return failAll(fmt.Errorf("SMTP MAIL FROM %s: %w", cfg.From, err), smtpTransient(err))
+	}
+	var accepted []emailTarget
+	for _, t := range to {
+		if err := c.Rcpt(t.address); err != nil {
+			out[t.target] = &deliveryError{target: t.target, err: fmt.Errorf("recipient refused: %w", err), transient: smtpTransient(err)}
+			continue
+		}
+		accepted = append(accepted, t)
+	}
+	if len(accepted) == 0 {
+		_ = c.Reset()
+		_ = c.Quit()
+		return out
+	}
+	failAccepted := func(err error) map[string]*deliveryError {
+		for _, t := range accepted {
+			out[t.target] = &deliveryError{target: t.target, err: err, transient: smtpTransient(err)}
+		}
+		return out
+	}
+	w, err := c.Data()
+	if err != nil {
+		return failAccepted(fmt.Errorf("SMTP DATA: %w", err))
+	}
+	if _, err := w.Write(n.renderEmail(to, msg, msgID)); err != nil {
+		return failAccepted(fmt.Errorf("SMTP message body: %w", err))
+	}
+	if err := w.Close(); err != nil {
+		return failAccepted(fmt.Errorf("SMTP relay did not accept the message: %w", err))
+	}
+	// The relay owns the message once DATA is accepted; a failed QUIT changes nothing.
+	_ = c.Quit()
+	return out
+}
+
+// smtpTransient: 4xx replies and connection trouble may pass; 5xx replies and
+// certificate problems will not.
+func smtpTransient(err error) bool {
+	var tpErr *textproto.Error
+	if errors.As(err, &tpErr) {
+		return tpErr.Code < 500
+	}
+	var certErr *tls.CertificateVerificationError
+	if errors.As(err, &certErr) {
+		return false
+	}
+	if strings.Contains(err.Error(), "unencrypted connection") || strings.Contains(err.Error(), "wrong host name") {
+		return false // net/smtp refusing AUTH PLAIN: a configuration problem
+	}
+	return true
+}
+
+func smtpTLSConfig(host, caFile string) (*tls.Config, error) {
+	cfg := &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12}
+	if caFile == "" {
+		return cfg, nil
+	}
+	pemData, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("SMTP CA file: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pemData) {
+		return nil, fmt.Errorf("SMTP CA file %s holds no PEM certificate", caFile)
+	}
+	cfg.RootCAs = pool
+	return cfg, nil
+}
+
+func readPasswordFile(path string) (string, error) {
+	if path == "" {
+		return "", errors.New("SMTP username is set but no password file")
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("SMTP password file: %w", err)
+	}
+	return strings.TrimRight(string(b), "\r\n"), nil
+}
+
+// postWebhook POSTs the Slack-compatible payload; nil means delivered.
+func (n *Notifier) postWebhook(ctx context.Context, h webhookTarget, msg message) *deliveryError {
+	safe := redactURLString(h.target)
+	fail := func(err error, transient bool) *deliveryError {
+		return &deliveryError{target: safe, err: err, transient: transient}
+	}
+	body, err := json.Marshal(msg.slack)
+	if err != nil {
+		return fail(err, false)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.url.String(), bytes.NewReader(body))
+	if err != nil {
+		return fail(err, false)
+	}
+	req.Header.Set("Content-Type", "application/json; charset=utf-8")
+	req.Header.Set("User-Agent", "gkewi-notifier")
+	resp, err := n.http.Do(req)
+	if err != nil {
+		// The *url.Error would repeat the full URL; keep only the cause.
+		var uerr *url.Error
+		if errors.As(err, &uerr) {
+			err = uerr.Err
+		}
+		return fail(fmt.Errorf("POST failed: %w", err), true)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	snippet, _ := io.ReadAll(io.LimitReader(resp.Body, 200))
+	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+		return nil
+	}
+	err = fmt.Errorf("HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(snippet)))
+	switch {
+	case resp.StatusCode == http.StatusRequestTimeout, resp.StatusCode == http.StatusTooEarly,
+		resp.StatusCode == http.StatusTooManyRequests, resp.StatusCode >= 500:
+		return fail(err, true)
+	default:
+		return fail(err, false)
+	}
 }

@@ -170,4 +170,6 @@ type Notification struct {
 type NotifyResult struct {
 	Delivered []string `json:"delivered"`
 	Failed    []string `json:"failed,omitempty"`
+	// Errors[i] says why Failed[i] was missed (webhook URLs cut to their host).
+	Errors []string `json:"errors,omitempty"`
 }

@@ -2,6 +2,15 @@ package workflows
 
 import "time"
 
+// Defaults applied by WithDefaults.
+const (
+	DefaultReminderInterval Duration = "24h"
+	DefaultApprovalTimeout  Duration = "168h"
+	DefaultTokenExpiryWait  Duration = "30m"
+	// ksaSuffix is the chart's backend KSA name after the release name.
+	ksaSuffix = "-common-backend"
+)
+
 // OnboardRequest is the input of the Onboard workflow. Its JSON field names are a
 // stable contract: operators write them by hand in `temporal workflow start --input`.
 type OnboardRequest struct {
@@ -73,9 +82,10 @@ type BigQuerySpec struct {
 type SupportSpec struct {
 	// Approvers are the emails whose decisions count.
 	Approvers []string `json:"approvers"`
-	// Notify lists where to send the request: email addresses and/or http(s) webhook URLs.
+	// Notify lists where to send the request: email addresses and/or http(s) webhook
+	// URLs; empty sends it to the approvers.
 	Notify []string `json:"notify,omitempty"`
-	// ReminderInterval re-notifies while waiting; default 24h.
+	// ReminderInterval re-notifies while waiting; default 24h, at least 1m.
 	ReminderInterval Duration `json:"reminderInterval,omitempty"`
 	// ApprovalTimeout ends the wait with a failure; default 7 days (168h).
 	ApprovalTimeout Duration `json:"approvalTimeout,omitempty"`
@@ -118,4 +128,27 @@ func (d Duration) Or(def time.Duration) time.Duration {
 		return def
 	}
 	return v
+}
+
+// WithDefaults returns r with the defaults filled in: KSA
+// "<helm.release>-common-backend", reminder interval 24h, approval timeout 168h.
+func (r OnboardRequest) WithDefaults() OnboardRequest {
+	if r.KSA == "" && r.Helm.Release != "" {
+		r.KSA = r.Helm.Release + ksaSuffix
+	}
+	if r.Support.ReminderInterval == "" {
+		r.Support.ReminderInterval = DefaultReminderInterval
+	}
+	if r.Support.ApprovalTimeout == "" {
+		r.Support.ApprovalTimeout = DefaultApprovalTimeout
+	}
+	return r
+}
+
+// notifyTargets is where support notifications go.
+func (s SupportSpec) notifyTargets() []string {
+	if len(s.Notify) > 0 {
+		return s.Notify
+	}
+	return s.Approvers
 }

@@ -1,0 +1,326 @@
+package activities
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+
+	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/temporal"
+	"google.golang.org/api/cloudresourcemanager/v3"
+	"google.golang.org/api/iam/v1"
+)
+
+var accountIDRE = regexp.MustCompile(`^[a-z]([-a-z0-9]*[a-z0-9])$`)
+
+func serviceAccountResource(email string) string { return "projects/-/serviceAccounts/" + email }
+
+// createdMarker is the description gkewi gives the accounts it creates, naming
+// the workflow, so a retried attempt recognizes an account its earlier attempt
+// created (the create's response may have been lost).
+func createdMarker(ctx context.Context) string {
+	if !activity.IsActivity(ctx) {
+		return ""
+	}
+	return "Created by gkewi for workflow " + activity.GetInfo(ctx).WorkflowExecution.ID
+}
+
+// EnsureServiceAccount creates the GSA or reuses the existing one. It never
+// creates keys.
+func (g *GCP) EnsureServiceAccount(ctx context.Context, in EnsureServiceAccountInput) (ServiceAccount, error) {
+	if in.Email != "" {
+		return g.existingServiceAccount(ctx, in.Email)
+	}
+	if in.Project == "" {
+		return ServiceAccount{}, invalidArgument("service account needs a project")
+	}
+	if l := len(in.AccountID); l < 6 || l > 30 || !accountIDRE.MatchString(in.AccountID) {
+		return ServiceAccount{}, invalidArgument(
+			"service account id %q is invalid: it must be 6-30 characters of lowercase letters, digits and hyphens, start with a letter and not end with a hyphen", in.AccountID)
+	}
+	email := in.AccountID + "@" + in.Project + ".iam.gserviceaccount.com"
+	name := "projects/" + in.Project + "/serviceAccounts/" + email
+
+	// Look first, so a re-run makes no mutating call.
+	sa, err := g.iam.Projects.ServiceAccounts.Get(name).Context(ctx).Do()
+	if err == nil {
+		return checkOwnAccount(ctx, sa, in.Project, email)
+	}
+	// IAM may answer 403 for an account it cannot find: let the create decide.
+	if !IsNotFound(err) && apiCode(err) != 403 {
+		return ServiceAccount{}, ClassifyGoogleError(err, "read service account "+email, "iam.serviceAccounts.get")
+	}
+	sa, err = g.iam.Projects.ServiceAccounts.Create("projects/"+in.Project, &iam.CreateServiceAccountRequest{
+		AccountId: in.AccountID,
+		ServiceAccount: &iam.ServiceAccount{
+			DisplayName: in.DisplayName,
+			Description: createdMarker(ctx),
+		},
+	}).Context(ctx).Do()
+	if err == nil {
+		return ServiceAccount{Email: sa.Email, UniqueID: sa.UniqueId, Created: true}, nil
+	}
+	if !IsAlreadyExists(err) {
+		return ServiceAccount{}, ClassifyGoogleError(err, "create service account "+email, "iam.serviceAccounts.create")
+	}
+	// Created meanwhile: by another writer, or by an earlier attempt whose
+	// response was lost.
+	sa, err = g.iam.Projects.ServiceAccounts.Get(name).Context(ctx).Do()
+	if IsNotFound(err) || apiCode(err) == 403 {
+		return ServiceAccount{}, temporal.NewApplicationErrorWithCause(
+			"service account "+email+" exists but is not visible yet; will retry", ErrTypePropagating, err)
+	}
+	if err != nil {
+		return ServiceAccount{}, ClassifyGoogleError(err, "read service account "+email, "iam.serviceAccounts.get")
+	}
+	return checkOwnAccount(ctx, sa, in.Project, email)
+}
+
+func (g *GCP) existingServiceAccount(ctx context.Context, email string) (ServiceAccount, error) {
+	sa, err := g.iam.Projects.ServiceAccounts.Get(serviceAccountResource(email)).Context(ctx).Do()
+	if IsNotFound(err) {
+		return ServiceAccount{}, temporal.NewNonRetryableApplicationError(
+			fmt.Sprintf("service account %s does not exist; create it or give gsa.accountId instead", email), ErrTypeNotFound, err)
+	}
+	if err != nil {
+		return ServiceAccount{}, ClassifyGoogleError(err, "read service account "+email, "iam.serviceAccounts.get")
+	}
+	if sa.Disabled {
+		return ServiceAccount{}, disabledAccountError(sa.Email)
+	}
+	return ServiceAccount{Email: sa.Email, UniqueID: sa.UniqueId}, nil
+}
+
+// checkOwnAccount accepts an account found under the email gkewi would create,
+// after checking it really is that project's account.
+func checkOwnAccount(ctx context.Context, sa *iam.ServiceAccount, project, email string) (ServiceAccount, error) {
+	if !strings.EqualFold(sa.Email, email) || (sa.ProjectId != "" && sa.ProjectId != project) {
+		return ServiceAccount{}, temporal.NewNonRetryableApplicationError(
+			fmt.Sprintf("service account %s (project %s) is not the expected %s of project %s", sa.Email, sa.ProjectId, email, project),
+			ErrTypeFailedPrecondition, nil)
+	}
+	if sa.Disabled {
+		return ServiceAccount{}, disabledAccountError(sa.Email)
+	}
+	marker := createdMarker(ctx)
+	return ServiceAccount{Email: sa.Email, UniqueID: sa.UniqueId, Created: marker != "" && sa.Description == marker}, nil
+}
+
+func disabledAccountError(email string) error {
+	return temporal.NewNonRetryableApplicationError(
+		fmt.Sprintf("service account %s is disabled; enable it (gcloud iam service-accounts enable %s) or use another account", email, email),
+		ErrTypeFailedPrecondition, nil)
+}
+
+// DeleteServiceAccount deletes a GSA, only if its unique id still matches: an
+// account created later under the same email is not ours.
+func (g *GCP) DeleteServiceAccount(ctx context.Context, in ServiceAccount) (StepResult, error) {
+	if in.Email == "" || in.UniqueID == "" {
+		return StepResult{}, invalidArgument("deleting a service account needs its email and unique id (got %q, %q)", in.Email, in.UniqueID)
+	}
+	sa, err := g.iam.Projects.ServiceAccounts.Get(serviceAccountResource(in.Email)).Context(ctx).Do()
+	if IsNotFound(err) {
+		return StepResult{Detail: "service account " + in.Email + " already deleted"}, nil
+	}
+	if err != nil {
+		return StepResult{}, ClassifyGoogleError(err, "read service account "+in.Email, "iam.serviceAccounts.get")
+	}
+	if sa.UniqueId != in.UniqueID {
+		return StepResult{
+			Detail: "service account " + in.Email + " left alone",
+			Warnings: []string{fmt.Sprintf("service account %s now has unique id %s, not %s: it is a newer account with the same email and was not deleted",
+				in.Email, sa.UniqueId, in.UniqueID)},
+		}, nil
+	}
+	// Deleting by unique id cannot hit a newer account with the same email.
+	_, err = g.iam.Projects.ServiceAccounts.Delete(serviceAccountResource(in.UniqueID)).Context(ctx).Do()
+	if IsNotFound(err) {
+		return StepResult{Detail: "service account " + in.Email + " already deleted"}, nil
+	}
+	if err != nil {
+		return StepResult{}, ClassifyGoogleError(err, "delete service account "+in.Email, "iam.serviceAccounts.delete")
+	}
+	return StepResult{Changed: true, Detail: "service account " + in.Email + " deleted"}, nil
+}
+
+// AddServiceAccountIAMMember adds one member to one role on a GSA's IAM policy.
+func (g *GCP) AddServiceAccountIAMMember(ctx context.Context, in ServiceAccountIAMInput) (StepResult, error) {
+	if err := in.validate(); err != nil {
+		return StepResult{}, err
+	}
+	if err := g.checkWorkloadPoolOf(ctx, in.Member); err != nil {
+		return StepResult{}, err
+	}
+	pa := g.serviceAccountPolicy(in.ServiceAccountEmail)
+	changed, err := g.whilePropagating(ctx, newAccountPropagating, func(ctx context.Context) (bool, error) {
+		return g.modifyPolicy(ctx, pa, func(p *Policy) bool { return p.AddMember(in.Role, in.Member) })
+	})
+	if err != nil {
+		return StepResult{}, err
+	}
+	return memberResult(changed, true, in.Role, in.Member, "service account "+in.ServiceAccountEmail), nil
+}
+
+// RemoveServiceAccountIAMMember removes one member from one role on a GSA's IAM policy.
+func (g *GCP) RemoveServiceAccountIAMMember(ctx context.Context, in ServiceAccountIAMInput) (StepResult, error) {
+	if err := in.validate(); err != nil {
+		return StepResult{}, err
+	}
+	changed, err := g.modifyPolicy(ctx, g.serviceAccountPolicy(in.ServiceAccountEmail),
+		func(p *Policy) bool { return p.RemoveMember(in.Role, in.Member) })
+	if IsNotFound(err) {
+		return StepResult{Detail: "service account " + in.ServiceAccountEmail + " no longer exists; nothing to remove"}, nil
+	}
+	if err != nil {
+		return StepResult{}, err
+	}
+	return memberResult(changed, false, in.Role, in.Member, "service account "+in.ServiceAccountEmail), nil
+}
+
+func (in ServiceAccountIAMInput) validate() error {
+	if in.ServiceAccountEmail == "" {
+		return invalidArgument("service account email is empty")
+	}
+	return validateGrant(in.Role, in.Member)
+}
+
+func validateGrant(role, member string) error {
+	if !strings.HasPrefix(role, "roles/") && !strings.Contains(role, "/roles/") {
+		return invalidArgument("role %q is not a role name (roles/..., projects/P/roles/... or organizations/O/roles/...)", role)
+	}
+	if !strings.Contains(member, ":") {
+		return invalidArgument("member %q has no type prefix (serviceAccount:, user:, group:, principal://...)", member)
+	}
+	return nil
+}
+
+func memberResult(changed, added bool, role, member, on string) StepResult {
+	switch {
+	case changed && added:
+		return StepResult{Changed: true, Detail: fmt.Sprintf("granted %s to %s on %s", role, member, on)}
+	case changed:
+		return StepResult{Changed: true, Detail: fmt.Sprintf("removed %s from %s on %s", member, role, on)}
+	case added:
+		return StepResult{Detail: fmt.Sprintf("%s already has %s on %s", member, role, on)}
+	default:
+		return StepResult{Detail: fmt.Sprintf("%s did not have %s on %s", member, role, on)}
+	}
+}
+
+// whilePropagating runs fn again, for up to the propagation timeout, while it
+// fails the way IAM fails for a service account created moments ago, as
+// isPropagating decides. After that the error stands as classified.
+func (g *GCP) whilePropagating(ctx context.Context, isPropagating func(error) bool, fn func(ctx context.Context) (bool, error)) (bool, error) {
+	deadline := time.Now().Add(g.propagationTimeout)
+	for {
+		changed, err := fn(ctx)
+		if err == nil || !isPropagating(err) || time.Now().After(deadline) {
+			return changed, err
+		}
+		heartbeat(ctx)
+		if serr := sleepCtx(ctx, g.pollInterval); serr != nil {
+			return false, err
+		}
+	}
+}
+
+// newAccountPropagating matches what IAM answers about a service account it does
+// not fully know yet: 404 or 403 on the account itself (IAM answers 403 for an
+// account it cannot find), or 400 "Service account X does not exist" for it as a
+// member.
+func newAccountPropagating(err error) bool {
+	code := apiCode(err)
+	return code == 404 || code == 403 || IsMemberMissing(err)
+}
+
+func (g *GCP) serviceAccountPolicy(email string) policyAccess {
+	resource := serviceAccountResource(email)
+	subject := "service account " + email
+	return policyAccess{
+		resource: resource,
+		get: func(ctx context.Context) (*Policy, error) {
+			p, err := g.iam.Projects.ServiceAccounts.GetIamPolicy(resource).
+				OptionsRequestedPolicyVersion(conditionalPolicyVersion).Context(ctx).Do()
+			if err != nil {
+				return nil, ClassifyGoogleError(err, "read IAM policy of "+subject, "iam.serviceAccounts.getIamPolicy")
+			}
+			return convertPolicy[Policy](p)
+		},
+		set: func(ctx context.Context, p *Policy) error {
+			ip, err := convertPolicy[iam.Policy](p)
+			if err != nil {
+				return err
+			}
+			_, err = g.iam.Projects.ServiceAccounts.SetIamPolicy(resource, &iam.SetIamPolicyRequest{Policy: ip}).Context(ctx).Do()
+			return ClassifyGoogleError(err, "write IAM policy of "+subject, "iam.serviceAccounts.setIamPolicy")
+		},
+	}
+}
+
+func (g *GCP) projectPolicy(project string) policyAccess {
+	resource := "projects/" + project
+	subject := "project " + project
+	return policyAccess{
+		resource: resource,
+		get: func(ctx context.Context) (*Policy, error) {
+			p, err := g.resourceManager.Projects.GetIamPolicy(resource, &cloudresourcemanager.GetIamPolicyRequest{
+				Options: &cloudresourcemanager.GetPolicyOptions{RequestedPolicyVersion: conditionalPolicyVersion},
+			}).Context(ctx).Do()
+			if err != nil {
+				return nil, ClassifyGoogleError(err, "read IAM policy of "+subject, "resourcemanager.projects.getIamPolicy")
+			}
+			return convertPolicy[Policy](p)
+		},
+		set: func(ctx context.Context, p *Policy) error {
+			cp, err := convertPolicy[cloudresourcemanager.Policy](p)
+			if err != nil {
+				return err
+			}
+			_, err = g.resourceManager.Projects.SetIamPolicy(resource, &cloudresourcemanager.SetIamPolicyRequest{Policy: cp}).Context(ctx).Do()
+			return ClassifyGoogleError(err, "write IAM policy of "+subject, "resourcemanager.projects.setIamPolicy")
+		},
+	}
+}
+
+var (
+	// serviceAccount:P.svc.id.goog[NAMESPACE/KSA]
+	workloadMemberRE = regexp.MustCompile(`^serviceAccount:([^\[\]]+)\.svc\.id\.goog\[[^\]]+\]$`)
+	// principal://iam.googleapis.com/projects/N/locations/global/workloadIdentityPools/P.svc.id.goog/subject/...
+	workloadPrincipalRE = regexp.MustCompile(`^principal(?:Set)?://iam\.googleapis\.com/projects/[^/]+/locations/global/workloadIdentityPools/([^/]+)\.svc\.id\.goog/`)
+)
+
+// workloadPoolProject returns the project whose workload pool member belongs to,
+// or "" when member is not a Workload Identity principal.
+func workloadPoolProject(member string) string {
+	if m := workloadMemberRE.FindStringSubmatch(member); m != nil {
+		return m[1]
+	}
+	if m := workloadPrincipalRE.FindStringSubmatch(member); m != nil {
+		return m[1]
+	}
+	return ""
+}
+
+// checkWorkloadPoolOf refuses a Workload Identity member whose pool does not exist:
+// a pool exists once a cluster of its project has Workload Identity enabled.
+func (g *GCP) checkWorkloadPoolOf(ctx context.Context, member string) error {
+	project := workloadPoolProject(member)
+	if project == "" {
+		return nil
+	}
+	pool := project + ".svc.id.goog"
+	resp, err := g.container.Projects.Locations.Clusters.List("projects/" + project + "/locations/-").Context(ctx).Do()
+	if err != nil {
+		return ClassifyGoogleError(err, "check workload pool "+pool, "container.clusters.list")
+	}
+	for _, c := range resp.Clusters {
+		if c.WorkloadIdentityConfig != nil && c.WorkloadIdentityConfig.WorkloadPool == pool {
+			return nil
+		}
+	}
+	return temporal.NewNonRetryableApplicationError(
+		fmt.Sprintf("workload pool %s does not exist: enable Workload Identity on a cluster of project %s first", pool, project),
+		ErrTypeWorkloadPoolMissing, nil)
+}

@@ -1,0 +1,89 @@
+package activities
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+
+	"go.temporal.io/sdk/temporal"
+	repo "helm.sh/helm/v4/pkg/repo/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+)
+
+// Error types of the Helm activity (ApplicationError.Type), besides the shared ones.
+const (
+	// ErrTypeHelmChart: the chart cannot be found or loaded.
+	ErrTypeHelmChart = "HelmChart"
+	// ErrTypeHelmOwnership: an object of the chart belongs to something else.
+	ErrTypeHelmOwnership = "HelmOwnership"
+	// ErrTypeHelmRelease: rendering, validation or rollout failed; a failed upgrade
+	// was rolled back, a failed first install uninstalled.
+	ErrTypeHelmRelease = "HelmRelease"
+	// ErrTypeHelmBusy: another Helm operation on the release is in progress.
+	ErrTypeHelmBusy = "HelmBusy"
+)
+
+// classifyHelmChartError classifies a failure to find or load the chart:
+// network failures are retried, the rest (no such chart or version, malformed
+// chart) is final.
+func classifyHelmChartError(in HelmInput, err error) error {
+	where := in.Chart
+	if in.RepoURL != "" {
+		where = in.Chart + " in " + in.RepoURL
+	}
+	if in.Version != "" {
+		where += " version " + in.Version
+	}
+	if isHelmNetworkError(err) {
+		return temporal.NewApplicationErrorWithCause(
+			fmt.Sprintf("helm: fetching chart %s: %v (will retry)", where, err), ErrTypeUnavailable, err)
+	}
+	return temporal.NewNonRetryableApplicationError(
+		fmt.Sprintf("helm: chart %s: %v; check the chart reference, repository URL and version", where, err), ErrTypeHelmChart, err)
+}
+
+// classifyHelmError classifies a failed Helm operation.
+func classifyHelmError(action string, err error) error {
+	var appErr *temporal.ApplicationError
+	if errors.As(err, &appErr) {
+		return err
+	}
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "another operation (install/upgrade/rollback) is in progress"):
+		return temporal.NewApplicationErrorWithCause(
+			fmt.Sprintf("%s: %v (will retry; if no Helm operation is really running, roll the release back by hand)", action, err),
+			ErrTypeHelmBusy, err)
+	case strings.Contains(msg, "invalid ownership metadata") || strings.Contains(msg, "cannot be imported into the current release"):
+		return temporal.NewNonRetryableApplicationError(
+			fmt.Sprintf("%s: %v; an object of the chart exists outside the release: delete it, or give it Helm's ownership metadata for this release", action, err),
+			ErrTypeHelmOwnership, err)
+	case strings.Contains(msg, "Apply failed with") && strings.Contains(msg, "conflict"):
+		return temporal.NewNonRetryableApplicationError(
+			fmt.Sprintf("%s: %v; another field manager owns these fields with other values", action, err), ErrTypeHelmOwnership, err)
+	case strings.Contains(msg, "rollback-on-failure"):
+		return temporal.NewNonRetryableApplicationError(fmt.Sprintf("%s: %v", action, err), ErrTypeHelmRelease, err)
+	}
+	if apiStatus := apierrors.APIStatus(nil); errors.As(err, &apiStatus) {
+		return classifyKubeError(action, err)
+	}
+	if isHelmNetworkError(err) {
+		return temporal.NewApplicationErrorWithCause(fmt.Sprintf("%s: %v (will retry)", action, err), ErrTypeUnavailable, err)
+	}
+	// Rendering and validation errors: retrying would fail the same way and add
+	// failed revisions.
+	return temporal.NewNonRetryableApplicationError(fmt.Sprintf("%s: %v", action, err), ErrTypeHelmRelease, err)
+}
+
+func isHelmNetworkError(err error) bool {
+	var notFound repo.ChartNotFoundError
+	if errors.As(err, &notFound) {
+		return false
+	}
+	var netErr net.Error
+	var urlErr *url.Error
+	return errors.As(err, &netErr) || errors.As(err, &urlErr) || errors.Is(err, context.DeadlineExceeded)
+}

@@ -1,0 +1,620 @@
+package activities
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/registry"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/converter"
+	"go.temporal.io/sdk/testsuite"
+	"helm.sh/helm/v4/pkg/action"
+	"helm.sh/helm/v4/pkg/chart/v2/loader"
+	chartutil "helm.sh/helm/v4/pkg/chart/v2/util"
+	"helm.sh/helm/v4/pkg/provenance"
+	helmregistry "helm.sh/helm/v4/pkg/registry"
+	rcommon "helm.sh/helm/v4/pkg/release/common"
+	release "helm.sh/helm/v4/pkg/release/v1"
+	releaseutil "helm.sh/helm/v4/pkg/release/v1/util"
+	repo "helm.sh/helm/v4/pkg/repo/v1"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/yaml"
+)
+
+// helmDemoChartDir is the stand-in for the vendor chart.
+func helmDemoChartDir(t *testing.T) string {
+	t.Helper()
+	dir, err := filepath.Abs(filepath.Join("..", "deploy", "charts", "carto-demo"))
+	require.NoError(t, err)
+	return dir
+}
+
+func newKubeTestHelm(t *testing.T, cfg *rest.Config, mods ...func(*HelmConfig)) *Helm {
+	t.Helper()
+	hc := HelmConfig{
+		RESTConfig:        cfg,
+		ArtifactsDir:      t.TempDir(),
+		CacheDir:          t.TempDir(),
+		Timeout:           90 * time.Second,
+		HeartbeatInterval: time.Second,
+	}
+	for _, m := range mods {
+		m(&hc)
+	}
+	return NewHelm(hc)
+}
+
+func helmTestInput(ns string) HelmInput {
+	return HelmInput{
+		Namespace: ns,
+		Release:   "carto",
+		Values: map[string]any{
+			"workspaceApi": map[string]any{
+				"replicaCount": 2,
+				"extraEnvVars": []any{map[string]any{"name": "LOG_LEVEL", "value": "debug"}},
+			},
+		},
+		GSAEmail: kubeTestGSA,
+		Connection: &ConnectionValues{
+			TempDataset:       "carto_temp",
+			BillingProject:    "acme-billing",
+			ConnectionOwnerID: "auth0|5f0c",
+		},
+	}
+}
+
+// helmHistory returns the release's revisions and their statuses, oldest first.
+func helmHistory(t *testing.T, cfg *rest.Config, ns, name string) []string {
+	t.Helper()
+	h := NewHelm(HelmConfig{RESTConfig: cfg, CacheDir: t.TempDir()})
+	ac, _, err := h.actionConfig(ns)
+	require.NoError(t, err)
+	hist, err := action.NewHistory(ac).Run(name)
+	require.NoError(t, err)
+	out := make([]string, len(hist))
+	for i, r := range hist {
+		rel := r.(*release.Release)
+		out[i] = fmt.Sprintf("%d:%s", rel.Version, rel.Info.Status)
+	}
+	return out
+}
+
+func requireDeploymentReady(t *testing.T, client kubernetes.Interface, ns, name string, replicas int32) *appsv1.Deployment {
+	t.Helper()
+	d, err := client.AppsV1().Deployments(ns).Get(context.Background(), name, metav1.GetOptions{})
+	require.NoError(t, err)
+	require.NotNil(t, d.Spec.Replicas)
+	assert.Equal(t, replicas, *d.Spec.Replicas, "%s replicas", name)
+	assert.Equal(t, replicas, d.Status.ReadyReplicas, "%s is rolled out when the step returns", name)
+	assert.Equal(t, replicas, d.Status.UpdatedReplicas, "%s is rolled out when the step returns", name)
+	return d
+}
+
+func envValue(c corev1.Container, name string) (string, bool) {
+	for _, e := range c.Env {
+		if e.Name == name {
+			return e.Value, true
+		}
+	}
+	return "", false
+}
+
+func TestHelmInstallAdoptsAnnotatedKSAAndUpgradeKeepsIt(t *testing.T) {
+	c := kubeTestCluster(t)
+	ctx := kubeTestContext(t)
+	client := c.Client()
+	ns := kubeTestNamespace(t, client, "helm-adopt")
+
+	// Step 6 then step 7 of the onboarding: the KSA exists before the release.
+	_, err := NewKube(client).AnnotateServiceAccount(ctx, AnnotateInput{Namespace: ns, KSA: "carto-common-backend", GSAEmail: kubeTestGSA, Release: "carto"})
+	require.NoError(t, err)
+
+	h := newKubeTestHelm(t, c.RESTConfig())
+	in := helmTestInput(ns)
+	in.Chart = helmDemoChartDir(t)
+	start := time.Now()
+	res, err := h.HelmUpgradeInstall(ctx, in)
+	require.NoError(t, err, "helm install adopts the KSA gkewi created")
+	t.Logf("install took %s", time.Since(start).Round(time.Millisecond))
+	assert.True(t, res.Changed)
+	assert.Equal(t, 1, res.Revision)
+	assert.Equal(t, "deployed", res.Status)
+
+	api := requireDeploymentReady(t, client, ns, "carto-workspace-api", 2)
+	requireDeploymentReady(t, client, ns, "carto-workspace-subscriber", 1)
+	pod := api.Spec.Template.Spec
+	assert.Equal(t, "carto-common-backend", pod.ServiceAccountName)
+	assert.Equal(t, "true", pod.NodeSelector["iam.gke.io/gke-metadata-server-enabled"])
+	ctr := pod.Containers[0]
+	for name, want := range map[string]string{
+		EnvWIBillingProject:  "acme-billing",
+		EnvWITempDataset:     "carto_temp",
+		EnvWIWorkflowsTemp:   "acme-billing.carto_temp",
+		EnvWIServiceAccount:  kubeTestGSA,
+		EnvWIConnectionOwner: "auth0|5f0c",
+		"LOG_LEVEL":          "debug",
+	} {
+		got, ok := envValue(ctr, name)
+		assert.True(t, ok, "env %s", name)
+		assert.Equal(t, want, got, "env %s", name)
+	}
+	_, hasKeyFile := envValue(ctr, "GOOGLE_APPLICATION_CREDENTIALS")
+	assert.False(t, hasKeyFile, "no key file with Workload Identity")
+
+	sa, err := client.CoreV1().ServiceAccounts(ns).Get(ctx, "carto-common-backend", metav1.GetOptions{})
+	require.NoError(t, err)
+	assert.Equal(t, kubeTestGSA, sa.Annotations[GSAAnnotation])
+	assert.Equal(t, "Helm", sa.Labels["app.kubernetes.io/managed-by"])
+	assert.Equal(t, "carto-demo", sa.Labels["app.kubernetes.io/name"], "the chart now manages the KSA")
+
+	// The customizations.yaml an operator would have written.
+	require.Equal(t, filepath.Join(h.cfg.ArtifactsDir, ns, "carto", "customizations.yaml"), res.ValuesFile)
+	raw, err := os.ReadFile(res.ValuesFile)
+	require.NoError(t, err)
+	assert.True(t, strings.HasPrefix(string(raw), "# Values of Helm release \"carto\""))
+	var kept map[string]any
+	require.NoError(t, yaml.Unmarshal(raw, &kept))
+	want, err := HelmValues(in)
+	require.NoError(t, err)
+	assert.True(t, sameJSON(want, kept), "customizations.yaml holds the applied values:\n%s", raw)
+
+	// A later upgrade with other values keeps the annotation.
+	in.Values["workspaceApi"].(map[string]any)["replicaCount"] = 1
+	res, err = h.HelmUpgradeInstall(ctx, in)
+	require.NoError(t, err)
+	assert.True(t, res.Changed)
+	assert.Equal(t, 2, res.Revision)
+	requireDeploymentReady(t, client, ns, "carto-workspace-api", 1)
+	sa, err = client.CoreV1().ServiceAccounts(ns).Get(ctx, "carto-common-backend", metav1.GetOptions{})
+	require.NoError(t, err)
+	assert.Equal(t, kubeTestGSA, sa.Annotations[GSAAnnotation])
+
+	// And gkewi's annotate step, run again, finds nothing to do.
+	again, err := NewKube(client).AnnotateServiceAccount(ctx, AnnotateInput{Namespace: ns, KSA: "carto-common-backend", GSAEmail: kubeTestGSA, Release: "carto"})
+	require.NoError(t, err)
+	assert.False(t, again.Changed, again.Detail)
+}
+
+func TestHelmUpgradeWithUnchangedValuesMakesNoRevision(t *testing.T) {
+	c := kubeTestCluster(t)
+	ctx := kubeTestContext(t)
+	client := c.Client()
+	ns := kubeTestNamespace(t, client, "helm-noop")
+	h := newKubeTestHelm(t, c.RESTConfig())
+	in := helmTestInput(ns)
+	in.Chart = helmDemoChartDir(t)
+
+	first, err := h.HelmUpgradeInstall(ctx, in)
+	require.NoError(t, err)
+	require.Equal(t, 1, first.Revision)
+
+	// The same request, as a workflow retry or replay would send it.
+	in = helmTestInput(ns)
+	in.Chart = helmDemoChartDir(t)
+	second, err := h.HelmUpgradeInstall(ctx, in)
+	require.NoError(t, err)
+	assert.False(t, second.Changed)
+	assert.Equal(t, 1, second.Revision)
+	assert.Equal(t, "deployed", second.Status)
+	assert.Equal(t, first.ValuesFile, second.ValuesFile)
+	assert.Equal(t, []string{"1:deployed"}, helmHistory(t, c.RESTConfig(), ns, "carto"))
+
+	// Another GSA is a change.
+	in.GSAEmail = kubeTestOtherGSA
+	third, err := h.HelmUpgradeInstall(ctx, in)
+	require.NoError(t, err)
+	assert.True(t, third.Changed)
+	assert.Equal(t, 2, third.Revision)
+}
+
+func TestHelmFailedUpgradeRollsBack(t *testing.T) {
+	c := kubeTestCluster(t)
+	ctx := kubeTestContext(t)
+	client := c.Client()
+	ns := kubeTestNamespace(t, client, "helm-rollback")
+	in := helmTestInput(ns)
+	in.Chart = helmDemoChartDir(t)
+	_, err := newKubeTestHelm(t, c.RESTConfig()).HelmUpgradeInstall(ctx, in)
+	require.NoError(t, err)
+
+	// Pods that fit no node never become ready: the upgrade times out.
+	in.Values["workspaceApi"].(map[string]any)["nodeSelector"] = map[string]any{"cloud.google.com/gke-nodepool": "no-such-pool"}
+	short := newKubeTestHelm(t, c.RESTConfig(), func(hc *HelmConfig) { hc.Timeout = 8 * time.Second })
+	_, err = short.HelmUpgradeInstall(ctx, in)
+	appErr := requireKubeAppError(t, err, ErrTypeHelmRelease, true)
+	assert.Contains(t, appErr.Error(), "rolled back")
+
+	assert.Equal(t, []string{"1:superseded", "2:failed", "3:deployed"}, helmHistory(t, c.RESTConfig(), ns, "carto"))
+	api := requireDeploymentReady(t, client, ns, "carto-workspace-api", 2)
+	assert.NotContains(t, api.Spec.Template.Spec.NodeSelector, "cloud.google.com/gke-nodepool", "the rollback restored revision 1")
+	sa, err := client.CoreV1().ServiceAccounts(ns).Get(ctx, "carto-common-backend", metav1.GetOptions{})
+	require.NoError(t, err)
+	assert.Equal(t, kubeTestGSA, sa.Annotations[GSAAnnotation])
+}
+
+func TestHelmFailedFirstInstallIsUninstalled(t *testing.T) {
+	c := kubeTestCluster(t)
+	ctx := kubeTestContext(t)
+	client := c.Client()
+	ns := kubeTestNamespace(t, client, "helm-install-fail")
+	in := helmTestInput(ns)
+	in.Chart = helmDemoChartDir(t)
+	// Rejected by the API server: replicas must not be negative.
+	in.Values["workspaceApi"].(map[string]any)["replicaCount"] = -1
+	_, err := newKubeTestHelm(t, c.RESTConfig()).HelmUpgradeInstall(ctx, in)
+	require.Error(t, err)
+	var appErr interface{ NonRetryable() bool }
+	require.True(t, errors.As(err, &appErr))
+	assert.True(t, appErr.NonRetryable(), "an invalid object is final: %v", err)
+	assert.Contains(t, err.Error(), "replicas")
+
+	secrets, err := client.CoreV1().Secrets(ns).List(ctx, metav1.ListOptions{LabelSelector: "owner=helm,name=carto"})
+	require.NoError(t, err)
+	assert.Empty(t, secrets.Items, "a failed first install leaves no release behind")
+}
+
+func TestHelmInstallFromHTTPRepository(t *testing.T) {
+	c := kubeTestCluster(t)
+	ctx := kubeTestContext(t)
+	client := c.Client()
+	ns := kubeTestNamespace(t, client, "helm-repo")
+
+	dir := t.TempDir()
+	pkg := helmPackageDemoChart(t, dir)
+	srv := httptest.NewServer(http.FileServer(http.Dir(dir)))
+	t.Cleanup(srv.Close)
+	digest, err := provenance.DigestFile(pkg)
+	require.NoError(t, err)
+	ch, err := loader.Load(pkg)
+	require.NoError(t, err)
+	index := repo.NewIndexFile()
+	require.NoError(t, index.MustAdd(ch.Metadata, filepath.Base(pkg), srv.URL, digest))
+	require.NoError(t, index.WriteFile(filepath.Join(dir, "index.yaml"), 0o644))
+
+	h := newKubeTestHelm(t, c.RESTConfig())
+	in := helmTestInput(ns)
+	in.Chart, in.RepoURL, in.Version = "carto-demo", srv.URL, ch.Metadata.Version
+	res, err := h.HelmUpgradeInstall(ctx, in)
+	require.NoError(t, err)
+	assert.Equal(t, 1, res.Revision)
+	requireDeploymentReady(t, client, ns, "carto-workspace-api", 2)
+	raw, err := os.ReadFile(res.ValuesFile)
+	require.NoError(t, err)
+	assert.Contains(t, string(raw), "--repo "+srv.URL)
+
+	// Unchanged through the repository as well.
+	res, err = h.HelmUpgradeInstall(ctx, in)
+	require.NoError(t, err)
+	assert.False(t, res.Changed)
+
+	in.Version = "9.9.9"
+	_, err = h.HelmUpgradeInstall(ctx, in)
+	appErr := requireKubeAppError(t, err, ErrTypeHelmChart, true)
+	assert.Contains(t, appErr.Error(), "9.9.9")
+}
+
+func TestHelmUnreachableRepositoryIsRetried(t *testing.T) {
+	h := newKubeTestHelm(t, kubeUnreachableConfig())
+	in := helmTestInput("carto")
+	in.Chart, in.RepoURL = "carto-demo", "http://127.0.0.1:1"
+	_, err := h.HelmUpgradeInstall(context.Background(), in)
+	requireKubeAppError(t, err, ErrTypeUnavailable, false)
+}
+
+func TestHelmMissingLocalChartIsFinal(t *testing.T) {
+	h := newKubeTestHelm(t, kubeUnreachableConfig())
+	in := helmTestInput("carto")
+	in.Chart = filepath.Join(t.TempDir(), "no-chart-here")
+	_, err := h.HelmUpgradeInstall(context.Background(), in)
+	requireKubeAppError(t, err, ErrTypeHelmChart, true)
+
+	in.Release = "Not_A_Release"
+	_, err = h.HelmUpgradeInstall(context.Background(), in)
+	requireKubeAppError(t, err, ErrTypeInvalidArgument, true)
+}
+
+func TestHelmInstallFromOCIRegistry(t *testing.T) {
+	c := kubeTestCluster(t)
+	ctx := kubeTestContext(t)
+	client := c.Client()
+	ns := kubeTestNamespace(t, client, "helm-oci")
+
+	reg := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	t.Cleanup(reg.Close)
+	host := strings.TrimPrefix(reg.URL, "http://")
+	pkg := helmPackageDemoChart(t, t.TempDir())
+	data, err := os.ReadFile(pkg)
+	require.NoError(t, err)
+	pusher, err := helmregistry.NewClient(helmregistry.ClientOptPlainHTTP(),
+		helmregistry.ClientOptCredentialsFile(filepath.Join(t.TempDir(), "config.json")))
+	require.NoError(t, err)
+	_, err = pusher.Push(data, host+"/charts/carto-demo:0.1.0", helmregistry.PushOptStrictMode(true))
+	require.NoError(t, err)
+
+	h := newKubeTestHelm(t, c.RESTConfig(), func(hc *HelmConfig) { hc.RegistryPlainHTTP = true })
+	in := helmTestInput(ns)
+	in.Chart, in.Version = "oci://"+host+"/charts/carto-demo", "0.1.0"
+	res, err := h.HelmUpgradeInstall(ctx, in)
+	require.NoError(t, err)
+	assert.True(t, res.Changed)
+	requireDeploymentReady(t, client, ns, "carto-workspace-api", 2)
+
+	in.Version = "0.2.0"
+	_, err = h.HelmUpgradeInstall(ctx, in)
+	requireKubeAppError(t, err, ErrTypeHelmChart, true)
+}
+
+func TestHelmHeartbeatsWhileWaiting(t *testing.T) {
+	c := kubeTestCluster(t)
+	client := c.Client()
+	ns := kubeTestNamespace(t, client, "helm-heartbeat")
+	in := helmTestInput(ns)
+	in.Chart = helmDemoChartDir(t)
+	h := newKubeTestHelm(t, c.RESTConfig(), func(hc *HelmConfig) { hc.HeartbeatInterval = 100 * time.Millisecond })
+
+	var suite testsuite.WorkflowTestSuite
+	env := suite.NewTestActivityEnvironment()
+	env.RegisterActivity(h)
+	var beats atomic.Int32
+	env.SetOnActivityHeartbeatListener(func(*activity.Info, converter.EncodedValues) { beats.Add(1) })
+	val, err := env.ExecuteActivity(h.HelmUpgradeInstall, in)
+	require.NoError(t, err)
+	var res HelmResult
+	require.NoError(t, val.Get(&res))
+	assert.Equal(t, 1, res.Revision)
+	assert.Positive(t, beats.Load(), "the install heartbeats while Helm waits for the rollout")
+}
+
+func TestHelmValuesLayering(t *testing.T) {
+	in := HelmInput{
+		Values: map[string]any{
+			"commonBackendServiceAccount": map[string]any{
+				"enableGCPWorkloadIdentity": false,
+				"annotations":               map[string]any{"team": "geo", GSAAnnotation: "stale@x.iam.gserviceaccount.com"},
+			},
+			"workspaceSubscriber": map[string]any{
+				"extraEnvVars": []any{
+					map[string]any{"name": EnvWIBillingProject, "value": "stale"},
+					map[string]any{"name": "KEEP_ME", "value": "1"},
+				},
+			},
+			"router": map[string]any{"replicaCount": 3},
+		},
+		GSAEmail:   kubeTestGSA,
+		Connection: &ConnectionValues{TempDataset: "tmp", BillingProject: "bill", ServiceAccount: "conn@x.iam.gserviceaccount.com", ConnectionOwnerID: "u1"},
+	}
+	got, err := HelmValues(in)
+	require.NoError(t, err)
+	wantYAML := `
+commonBackendServiceAccount:
+  enableGCPWorkloadIdentity: true
+  annotations:
+    team: geo
+    iam.gke.io/gcp-service-account: carto-backend@acme-prod.iam.gserviceaccount.com
+router:
+  replicaCount: 3
+workspaceApi:
+  extraEnvVars:
+    - {name: WORKSPACE_WORKLOAD_IDENTITY_TEMP_DATASET, value: tmp}
+    - {name: WORKSPACE_WORKLOAD_IDENTITY_WORKFLOWS_TEMP, value: bill.tmp}
+    - {name: WORKSPACE_WORKLOAD_IDENTITY_BILLING_PROJECT, value: bill}
+    - {name: WORKSPACE_WORKLOAD_IDENTITY_SERVICE_ACCOUNT_EMAIL, value: conn@x.iam.gserviceaccount.com}
+    - {name: WORKSPACE_WORKLOAD_IDENTITY_CONNECTION_OWNER_ID, value: u1}
+workspaceSubscriber:
+  extraEnvVars:
+    - {name: KEEP_ME, value: "1"}
+    - {name: WORKSPACE_WORKLOAD_IDENTITY_TEMP_DATASET, value: tmp}
+    - {name: WORKSPACE_WORKLOAD_IDENTITY_WORKFLOWS_TEMP, value: bill.tmp}
+    - {name: WORKSPACE_WORKLOAD_IDENTITY_BILLING_PROJECT, value: bill}
+    - {name: WORKSPACE_WORKLOAD_IDENTITY_SERVICE_ACCOUNT_EMAIL, value: conn@x.iam.gserviceaccount.com}
+    - {name: WORKSPACE_WORKLOAD_IDENTITY_CONNECTION_OWNER_ID, value: u1}
+`
+	var want map[string]any
+	require.NoError(t, yaml.Unmarshal([]byte(wantYAML), &want))
+	assert.True(t, sameJSON(want, got), "got %#v", got)
+	// The request is not modified.
+	assert.Equal(t, false, in.Values["commonBackendServiceAccount"].(map[string]any)["enableGCPWorkloadIdentity"])
+
+	plain, err := HelmValues(HelmInput{Values: map[string]any{"a": 1}})
+	require.NoError(t, err)
+	assert.Equal(t, map[string]any{"a": float64(1)}, plain, "no GSA: the operator's values only")
+
+	_, err = HelmValues(HelmInput{GSAEmail: kubeTestGSA, Connection: &ConnectionValues{}, Values: map[string]any{
+		"workspaceApi": map[string]any{"extraEnvVars": "not a list"},
+	}})
+	assert.ErrorContains(t, err, "workspaceApi.extraEnvVars")
+}
+
+func TestHelmReleaseComparison(t *testing.T) {
+	ch, err := loader.Load(helmDemoChartDir(t))
+	require.NoError(t, err)
+	values := map[string]any{"workspaceApi": map[string]any{"replicaCount": 2}}
+	stored := &release.Release{
+		Info:   &release.Info{Status: rcommon.StatusDeployed},
+		Chart:  ch,
+		Config: map[string]any{"workspaceApi": map[string]any{"replicaCount": float64(2)}},
+	}
+	assert.True(t, helmReleaseMatches(stored, ch, values), "ints and JSON numbers compare equal")
+
+	assert.False(t, helmReleaseMatches(stored, ch, map[string]any{"workspaceApi": map[string]any{"replicaCount": 3}}))
+	failed := *stored
+	failed.Info = &release.Info{Status: rcommon.StatusFailed}
+	assert.False(t, helmReleaseMatches(&failed, ch, values), "a failed release is upgraded")
+
+	bumped, err := loader.Load(helmDemoChartDir(t))
+	require.NoError(t, err)
+	bumped.Metadata.Version = "0.1.1"
+	assert.False(t, helmReleaseMatches(stored, bumped, values))
+
+	edited, err := loader.Load(helmDemoChartDir(t))
+	require.NoError(t, err)
+	edited.Templates[0].Data = append(edited.Templates[0].Data, []byte("\n# edited\n")...)
+	assert.False(t, helmReleaseMatches(stored, edited, values), "same version, other templates")
+}
+
+func TestHelmErrorClassification(t *testing.T) {
+	for _, tc := range []struct {
+		err          string
+		errType      string
+		nonRetryable bool
+	}{
+		{"another operation (install/upgrade/rollback) is in progress", ErrTypeHelmBusy, false},
+		{`Unable to continue with install: ServiceAccount "x" in namespace "n" exists and cannot be imported into the current release: invalid ownership metadata`, ErrTypeHelmOwnership, true},
+		{"release carto failed, and has been rolled back due to rollback-on-failure being set: context deadline exceeded", ErrTypeHelmRelease, true},
+		{`template: carto-demo/templates/x.yaml:3:4: executing "x" at <.Values.a.b>: nil pointer`, ErrTypeHelmRelease, true},
+	} {
+		err := classifyHelmError("helm upgrade", errors.New(tc.err))
+		requireKubeAppError(t, err, tc.errType, tc.nonRetryable)
+	}
+}
+
+// helmPackageDemoChart packages the demo chart as a .tgz into dir.
+func helmPackageDemoChart(t *testing.T, dir string) string {
+	t.Helper()
+	ch, err := loader.Load(helmDemoChartDir(t))
+	require.NoError(t, err)
+	pkg, err := chartutil.Save(ch, dir)
+	require.NoError(t, err)
+	return pkg
+}
+
+// helmRender renders a chart as `helm template` would.
+func helmRender(t *testing.T, chartDir, releaseName, namespace string, values map[string]any) map[string]string {
+	t.Helper()
+	ch, err := loader.Load(chartDir)
+	require.NoError(t, err)
+	cfg := action.NewConfiguration(action.ConfigurationSetLogger(slog.DiscardHandler))
+	install := action.NewInstall(cfg)
+	install.DryRunStrategy = action.DryRunClient
+	install.ReleaseName = releaseName
+	install.Namespace = namespace
+	install.Replace = true
+	rel, err := install.Run(ch, values)
+	require.NoError(t, err)
+	return releaseutil.SplitManifests(rel.(*release.Release).Manifest)
+}
+
+// helmRenderedObjects decodes the rendered documents of one kind.
+func helmRenderedObjects[T any](t *testing.T, docs map[string]string, kind string) []T {
+	t.Helper()
+	var out []T
+	for _, doc := range docs {
+		var head struct {
+			Kind string `json:"kind"`
+		}
+		require.NoError(t, yaml.Unmarshal([]byte(doc), &head))
+		if head.Kind != kind {
+			continue
+		}
+		var obj T
+		require.NoError(t, yaml.UnmarshalStrict([]byte(doc), &obj))
+		out = append(out, obj)
+	}
+	return out
+}
+
+func TestHelmDemoChartRendersWorkloadIdentity(t *testing.T) {
+	in := helmTestInput("carto")
+	values, err := HelmValues(in)
+	require.NoError(t, err)
+	docs := helmRender(t, helmDemoChartDir(t), "carto", "carto", values)
+
+	sas := helmRenderedObjects[corev1.ServiceAccount](t, docs, "ServiceAccount")
+	require.Len(t, sas, 1)
+	assert.Equal(t, "carto-common-backend", sas[0].Name)
+	assert.Equal(t, kubeTestGSA, sas[0].Annotations[GSAAnnotation])
+
+	deps := helmRenderedObjects[appsv1.Deployment](t, docs, "Deployment")
+	require.Len(t, deps, 2)
+	for _, d := range deps {
+		assert.Equal(t, "carto-common-backend", d.Spec.Template.Spec.ServiceAccountName)
+		assert.Equal(t, "true", d.Spec.Template.Spec.NodeSelector["iam.gke.io/gke-metadata-server-enabled"], d.Name)
+		got, ok := envValue(d.Spec.Template.Spec.Containers[0], EnvWIServiceAccount)
+		assert.True(t, ok, d.Name)
+		assert.Equal(t, kubeTestGSA, got)
+	}
+
+	// Without Workload Identity: a key file and no node constraint.
+	plain := helmRender(t, helmDemoChartDir(t), "carto", "carto", map[string]any{"googleCredentialsSecret": map[string]any{"name": "carto-google"}})
+	for _, d := range helmRenderedObjects[appsv1.Deployment](t, plain, "Deployment") {
+		assert.Empty(t, d.Spec.Template.Spec.NodeSelector)
+		_, ok := envValue(d.Spec.Template.Spec.Containers[0], "GOOGLE_APPLICATION_CREDENTIALS")
+		assert.True(t, ok)
+	}
+}
+
+// deployRBACClusterRoles reads the ClusterRoles of deploy/rbac/gkewi-worker.yaml.
+func deployRBACClusterRoles(t *testing.T) map[string]rbacv1.ClusterRole {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join("..", "deploy", "rbac", "gkewi-worker.yaml"))
+	require.NoError(t, err)
+	docs := map[string]string{}
+	for i, doc := range strings.Split(string(raw), "\n---\n") {
+		docs[fmt.Sprint(i)] = doc
+	}
+	roles := map[string]rbacv1.ClusterRole{}
+	for _, r := range helmRenderedObjects[rbacv1.ClusterRole](t, docs, "ClusterRole") {
+		roles[r.Name] = r
+	}
+	require.Len(t, roles, 2)
+	return roles
+}
+
+func TestHelmWorkerChartRBACMatchesDeployRBAC(t *testing.T) {
+	plain := deployRBACClusterRoles(t)
+	chartDir := filepath.Join("..", "deploy", "charts", "gkewi-worker")
+	docs := helmRender(t, chartDir, "gkewi-worker", "gkewi-system", map[string]any{
+		"serviceAccount": map[string]any{"gcpServiceAccount": "gkewi@ops.iam.gserviceaccount.com"},
+		"rbac":           map[string]any{"releaseNamespaces": []any{"carto", "carto-staging"}},
+	})
+	rendered := map[string]rbacv1.ClusterRole{}
+	for _, r := range helmRenderedObjects[rbacv1.ClusterRole](t, docs, "ClusterRole") {
+		rendered[r.Name] = r
+	}
+	require.Len(t, rendered, 2)
+	assert.Equal(t, plain["gkewi-worker-cluster"].Rules, rendered["gkewi-worker-cluster"].Rules)
+	assert.Equal(t, plain["gkewi-worker-release"].Rules, rendered["gkewi-worker-release"].Rules)
+
+	bindings := helmRenderedObjects[rbacv1.RoleBinding](t, docs, "RoleBinding")
+	var namespaces []string
+	for _, b := range bindings {
+		namespaces = append(namespaces, b.Namespace)
+		assert.Equal(t, "gkewi-worker-release", b.RoleRef.Name)
+		assert.Equal(t, []rbacv1.Subject{{Kind: "ServiceAccount", Name: "gkewi-worker", Namespace: "gkewi-system"}}, b.Subjects)
+	}
+	assert.ElementsMatch(t, []string{"carto", "carto-staging"}, namespaces)
+	crbs := helmRenderedObjects[rbacv1.ClusterRoleBinding](t, docs, "ClusterRoleBinding")
+	require.Len(t, crbs, 1, "the release role is bound per namespace only")
+	assert.Equal(t, "gkewi-worker-cluster", crbs[0].RoleRef.Name)
+
+	sas := helmRenderedObjects[corev1.ServiceAccount](t, docs, "ServiceAccount")
+	require.Len(t, sas, 1)
+	assert.Equal(t, "gkewi@ops.iam.gserviceaccount.com", sas[0].Annotations[GSAAnnotation])
+	deps := helmRenderedObjects[appsv1.Deployment](t, docs, "Deployment")
+	require.Len(t, deps, 1)
+	assert.Equal(t, "gkewi-worker", deps[0].Spec.Template.Spec.ServiceAccountName)
+
+	// Without namespaces the release role is bound cluster-wide.
+	all := helmRender(t, chartDir, "gkewi-worker", "gkewi-system", nil)
+	assert.Len(t, helmRenderedObjects[rbacv1.ClusterRoleBinding](t, all, "ClusterRoleBinding"), 2)
+	assert.Empty(t, helmRenderedObjects[rbacv1.RoleBinding](t, all, "RoleBinding"))
+}

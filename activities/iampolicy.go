@@ -1,0 +1,282 @@
+package activities
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"time"
+
+	"go.temporal.io/sdk/temporal"
+)
+
+// Policy is an IAM policy in the JSON shape shared by every Google API with
+// getIamPolicy/setIamPolicy. Each API's Go type converts to and from it through
+// that JSON, so one read-modify-write cycle serves them all.
+type Policy struct {
+	Version  int64      `json:"version,omitempty"`
+	Etag     string     `json:"etag,omitempty"`
+	Bindings []*Binding `json:"bindings,omitempty"`
+	// AuditConfigs are carried through untouched.
+	AuditConfigs json.RawMessage `json:"auditConfigs,omitempty"`
+}
+
+// Binding grants a role to members, optionally under a condition.
+type Binding struct {
+	Role      string     `json:"role"`
+	Members   []string   `json:"members,omitempty"`
+	Condition *Condition `json:"condition,omitempty"`
+}
+
+// Condition is an IAM condition (a CEL expression).
+type Condition struct {
+	Expression  string `json:"expression,omitempty"`
+	Title       string `json:"title,omitempty"`
+	Description string `json:"description,omitempty"`
+	Location    string `json:"location,omitempty"`
+}
+
+// conditionalPolicyVersion is required as soon as one binding has a condition;
+// writing an older version would drop or reject them.
+const conditionalPolicyVersion = 3
+
+func sameMember(a, b string) bool { return strings.EqualFold(a, b) }
+
+// HasMember reports whether member holds role through an unconditional binding.
+func (p *Policy) HasMember(role, member string) bool {
+	for _, b := range p.Bindings {
+		if b.Role != role || b.Condition != nil {
+			continue
+		}
+		for _, m := range b.Members {
+			if sameMember(m, member) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// AddMember grants role to member unconditionally, leaving every other binding
+// (conditional ones included) as it is. It reports whether the policy changed.
+func (p *Policy) AddMember(role, member string) bool {
+	if p.HasMember(role, member) {
+		return false
+	}
+	for _, b := range p.Bindings {
+		if b.Role == role && b.Condition == nil {
+			b.Members = append(b.Members, member)
+			return true
+		}
+	}
+	p.Bindings = append(p.Bindings, &Binding{Role: role, Members: []string{member}})
+	return true
+}
+
+// RemoveMember takes member out of role's unconditional bindings, dropping a
+// binding it leaves empty. Conditional bindings are left alone: they are not
+// what AddMember grants. It reports whether the policy changed.
+func (p *Policy) RemoveMember(role, member string) bool {
+	changed := false
+	kept := p.Bindings[:0]
+	for _, b := range p.Bindings {
+		if b.Role == role && b.Condition == nil {
+			members := b.Members[:0]
+			for _, m := range b.Members {
+				if sameMember(m, member) {
+					changed = true
+					continue
+				}
+				members = append(members, m)
+			}
+			b.Members = members
+			if len(b.Members) == 0 {
+				continue
+			}
+		}
+		kept = append(kept, b)
+	}
+	p.Bindings = kept
+	return changed
+}
+
+// prepareWrite sets the version a write needs: 3 when any binding is conditional.
+func (p *Policy) prepareWrite() {
+	for _, b := range p.Bindings {
+		if b.Condition != nil {
+			p.Version = conditionalPolicyVersion
+			return
+		}
+	}
+	if p.Version == 0 {
+		p.Version = 1
+	}
+}
+
+// convertPolicy turns one API's policy type into another's (or into Policy)
+// through their common JSON form.
+func convertPolicy[T any](from any) (*T, error) {
+	data, err := json.Marshal(from)
+	if err != nil {
+		return nil, fmt.Errorf("encode IAM policy: %w", err)
+	}
+	out := new(T)
+	if err := json.Unmarshal(data, out); err != nil {
+		return nil, fmt.Errorf("decode IAM policy: %w", err)
+	}
+	return out, nil
+}
+
+// policyAccess reads and writes the IAM policy of one resource. get asks for
+// version 3 so conditions come back intact; set sends the etag of get. Both return
+// classified errors.
+type policyAccess struct {
+	// resource names the resource in messages and keys the per-resource lock,
+	// e.g. "projects/p" or "projects/-/serviceAccounts/x@p.iam.gserviceaccount.com".
+	resource string
+	get      func(ctx context.Context) (*Policy, error)
+	set      func(ctx context.Context, p *Policy) error
+}
+
+// ConflictRetry bounds the retries of a read-modify-write cycle that lost a race
+// with another writer (409 ABORTED or 412).
+type ConflictRetry struct {
+	// Attempts is the number of cycles before giving up; default 8.
+	Attempts int
+	// InitialBackoff doubles after each lost race, with jitter; default 500ms.
+	InitialBackoff time.Duration
+	// MaxBackoff caps one wait; default 16s.
+	MaxBackoff time.Duration
+}
+
+func (r ConflictRetry) withDefaults() ConflictRetry {
+	if r.Attempts <= 0 {
+		r.Attempts = 8
+	}
+	if r.InitialBackoff <= 0 {
+		r.InitialBackoff = 500 * time.Millisecond
+	}
+	if r.MaxBackoff <= 0 {
+		r.MaxBackoff = 16 * time.Second
+	}
+	return r
+}
+
+// backoff is the wait before cycle number attempt+1 (attempt counts from 0).
+func (r ConflictRetry) backoff(attempt int) time.Duration {
+	d := r.InitialBackoff << min(attempt, 20)
+	if d <= 0 || d > r.MaxBackoff {
+		d = r.MaxBackoff
+	}
+	// Jitter in [d/2, d) keeps concurrent writers from retrying in lockstep.
+	return d/2 + rand.N(d/2+1)
+}
+
+// resourceLocks serializes read-modify-write cycles on one resource within the
+// process, so this worker's own concurrent changes do not race each other. It is
+// also the place where changes queued for one resource could be merged into a
+// single write.
+type resourceLocks struct {
+	mu    sync.Mutex
+	locks map[string]*resourceLock
+}
+
+type resourceLock struct {
+	held chan struct{}
+	refs int
+}
+
+func newResourceLocks() *resourceLocks {
+	return &resourceLocks{locks: map[string]*resourceLock{}}
+}
+
+// lock waits for the resource's lock or for ctx to end.
+func (l *resourceLocks) lock(ctx context.Context, key string) (unlock func(), err error) {
+	l.mu.Lock()
+	rl, ok := l.locks[key]
+	if !ok {
+		rl = &resourceLock{held: make(chan struct{}, 1)}
+		l.locks[key] = rl
+	}
+	rl.refs++
+	l.mu.Unlock()
+
+	release := func() {
+		l.mu.Lock()
+		rl.refs--
+		if rl.refs == 0 {
+			delete(l.locks, key)
+		}
+		l.mu.Unlock()
+	}
+	select {
+	case rl.held <- struct{}{}:
+		return func() { <-rl.held; release() }, nil
+	case <-ctx.Done():
+		release()
+		return nil, ctx.Err()
+	}
+}
+
+// readModifyWrite runs cycle under the resource's lock until it completes. A cycle
+// that lost a race (its write failed with IsConcurrentChange) is run again from
+// the read, with exponential backoff; after the last attempt the error is
+// retryable, so Temporal tries again later.
+func (g *GCP) readModifyWrite(ctx context.Context, resource string, cycle func(ctx context.Context) (bool, error)) (bool, error) {
+	unlock, err := g.locks.lock(ctx, resource)
+	if err != nil {
+		return false, fmt.Errorf("wait for other changes to %s: %w", resource, err)
+	}
+	defer unlock()
+
+	retry := g.conflictRetry
+	var lastErr error
+	for attempt := range retry.Attempts {
+		if attempt > 0 {
+			heartbeat(ctx)
+			if err := sleepCtx(ctx, retry.backoff(attempt-1)); err != nil {
+				return false, err
+			}
+		}
+		changed, err := cycle(ctx)
+		if err == nil || !IsConcurrentChange(err) {
+			return changed, err
+		}
+		lastErr = err
+	}
+	return false, temporal.NewApplicationErrorWithCause(
+		fmt.Sprintf("change to %s kept conflicting with concurrent writers after %d attempts; will retry", resource, retry.Attempts),
+		ErrTypeConcurrentChange, lastErr)
+}
+
+// modifyPolicy applies mutate to the resource's IAM policy with read-modify-write,
+// writing only when mutate reports a change.
+func (g *GCP) modifyPolicy(ctx context.Context, pa policyAccess, mutate func(*Policy) bool) (bool, error) {
+	return g.readModifyWrite(ctx, pa.resource, func(ctx context.Context) (bool, error) {
+		p, err := pa.get(ctx)
+		if err != nil {
+			return false, err
+		}
+		if !mutate(p) {
+			return false, nil
+		}
+		p.prepareWrite()
+		if err := pa.set(ctx, p); err != nil {
+			return false, err
+		}
+		return true, nil
+	})
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

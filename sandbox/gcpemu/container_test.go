@@ -1,0 +1,163 @@
+package gcpemu
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	container "google.golang.org/api/container/v1"
+)
+
+func withOperationDuration(d time.Duration) envOption {
+	return func(c *Config) { c.OperationDuration = d }
+}
+
+func TestClusterShape(t *testing.T) {
+	e := newEnv(t)
+	cl, err := e.gke(e.opTok).Projects.Locations.Clusters.Get(clusterName()).Do()
+	require.NoError(t, err)
+	assert.Equal(t, "c1", cl.Name)
+	assert.Equal(t, "RUNNING", cl.Status)
+	assert.Equal(t, "1.33.5-gke.100", cl.CurrentMasterVersion)
+	assert.Nil(t, cl.WorkloadIdentityConfig, "Workload Identity starts off")
+	require.Len(t, cl.NodePools, 2)
+	assert.Nil(t, cl.NodePools[0].Config.WorkloadMetadataConfig)
+
+	list, err := e.gke(e.opTok).Projects.Locations.Clusters.List("projects/" + testProject + "/locations/-").Do()
+	require.NoError(t, err)
+	require.Len(t, list.Clusters, 1)
+
+	pools, err := e.gke(e.opTok).Projects.Locations.Clusters.NodePools.List(clusterName()).Do()
+	require.NoError(t, err)
+	var names []string
+	for _, p := range pools.NodePools {
+		names = append(names, p.Name)
+	}
+	assert.Equal(t, []string{"default-pool", "pool-b"}, names)
+
+	_, err = e.gke(e.opTok).Projects.Locations.Clusters.Get("projects/proj-a/locations/us-central1/clusters/nope").Do()
+	ge := apiErr(t, err, http.StatusNotFound)
+	assert.Equal(t, "Not found: projects/proj-a/locations/us-central1/clusters/nope.", ge.Message)
+
+	_, err = e.gke(e.opTok).Projects.Locations.Clusters.NodePools.Get(clusterName() + "/nodePools/nope").Do()
+	apiErr(t, err, http.StatusNotFound)
+}
+
+func TestClusterOperationLifecycleAndBusyCluster(t *testing.T) {
+	e := newEnv(t, withOperationDuration(3*time.Minute))
+	gke := e.gke(e.opTok)
+
+	op, err := gke.Projects.Locations.Clusters.Update(clusterName(), &container.UpdateClusterRequest{
+		Update: &container.ClusterUpdate{DesiredWorkloadIdentityConfig: &container.WorkloadIdentityConfig{WorkloadPool: testPool}},
+	}).Do()
+	require.NoError(t, err)
+	assert.Equal(t, "PENDING", op.Status)
+	assert.Equal(t, "UPDATE_CLUSTER", op.OperationType)
+	assert.True(t, strings.HasPrefix(op.Name, "operation-"), op.Name)
+	assert.Equal(t, "https://container.googleapis.com/v1/projects/314159265358/locations/us-central1/clusters/c1", op.TargetLink)
+	opName := "projects/" + testProject + "/locations/" + testLocation + "/operations/" + op.Name
+
+	e.clock.Advance(30 * time.Second)
+	got, err := gke.Projects.Locations.Operations.Get(opName).Do()
+	require.NoError(t, err)
+	assert.Equal(t, "RUNNING", got.Status)
+
+	cl, err := gke.Projects.Locations.Clusters.Get(clusterName()).Do()
+	require.NoError(t, err)
+	assert.Equal(t, "RECONCILING", cl.Status)
+	assert.Nil(t, cl.WorkloadIdentityConfig, "the change lands only when the operation is done")
+
+	// A second mutation while the first runs is refused.
+	_, err = gke.Projects.Locations.Clusters.NodePools.Update(clusterName()+"/nodePools/default-pool", &container.UpdateNodePoolRequest{
+		WorkloadMetadataConfig: &container.WorkloadMetadataConfig{Mode: "GKE_METADATA"},
+	}).Do()
+	ge := apiErr(t, err, http.StatusBadRequest)
+	assert.Equal(t, "FAILED_PRECONDITION", status(t, ge))
+	assert.Equal(t, "Operation "+op.Name+" is currently upgrading cluster c1. Please wait and try again once it is done.", ge.Message)
+	assert.Contains(t, ge.Body, "CLUSTER_ALREADY_HAS_OPERATION")
+
+	e.clock.Advance(3 * time.Minute)
+	got, err = gke.Projects.Locations.Operations.Get(opName).Do()
+	require.NoError(t, err)
+	assert.Equal(t, "DONE", got.Status)
+	assert.NotEmpty(t, got.EndTime)
+	cl, err = gke.Projects.Locations.Clusters.Get(clusterName()).Do()
+	require.NoError(t, err)
+	assert.Equal(t, "RUNNING", cl.Status)
+	require.NotNil(t, cl.WorkloadIdentityConfig)
+	assert.Equal(t, testPool, cl.WorkloadIdentityConfig.WorkloadPool)
+
+	// Now the node pool update goes through, and its nodes are relabelled when done.
+	npOp, err := gke.Projects.Locations.Clusters.NodePools.Update(clusterName()+"/nodePools/default-pool", &container.UpdateNodePoolRequest{
+		WorkloadMetadataConfig: &container.WorkloadMetadataConfig{Mode: "GKE_METADATA"},
+	}).Do()
+	require.NoError(t, err)
+	assert.Equal(t, "UPGRADE_NODES", npOp.OperationType)
+	assert.Empty(t, e.nodes.Calls())
+	np, err := gke.Projects.Locations.Clusters.NodePools.Get(clusterName() + "/nodePools/default-pool").Do()
+	require.NoError(t, err)
+	assert.Equal(t, "RECONCILING", np.Status)
+	assert.Nil(t, np.Config.WorkloadMetadataConfig)
+
+	e.clock.Advance(3 * time.Minute)
+	np, err = gke.Projects.Locations.Clusters.NodePools.Get(clusterName() + "/nodePools/default-pool").Do()
+	require.NoError(t, err)
+	require.NotNil(t, np.Config.WorkloadMetadataConfig)
+	assert.Equal(t, "GKE_METADATA", np.Config.WorkloadMetadataConfig.Mode)
+	calls := e.nodes.Calls()
+	require.Len(t, calls, 1)
+	assert.Equal(t, "default-pool", calls[0].Pool)
+	require.NotNil(t, calls[0].Labels["iam.gke.io/gke-metadata-server-enabled"])
+	assert.Equal(t, "true", *calls[0].Labels["iam.gke.io/gke-metadata-server-enabled"])
+
+	ops, err := gke.Projects.Locations.Operations.List("projects/" + testProject + "/locations/" + testLocation).Do()
+	require.NoError(t, err)
+	require.Len(t, ops.Operations, 2)
+	for _, o := range ops.Operations {
+		assert.Equal(t, "DONE", o.Status)
+	}
+}
+
+func TestNodePoolNeedsWorkloadPool(t *testing.T) {
+	e := newEnv(t)
+	_, err := e.gke(e.opTok).Projects.Locations.Clusters.NodePools.Update(clusterName()+"/nodePools/default-pool", &container.UpdateNodePoolRequest{
+		WorkloadMetadataConfig: &container.WorkloadMetadataConfig{Mode: "GKE_METADATA"},
+	}).Do()
+	ge := apiErr(t, err, http.StatusBadRequest)
+	assert.Equal(t, "FAILED_PRECONDITION", status(t, ge))
+
+	_, err = e.gke(e.opTok).Projects.Locations.Clusters.Update(clusterName(), &container.UpdateClusterRequest{
+		Update: &container.ClusterUpdate{DesiredWorkloadIdentityConfig: &container.WorkloadIdentityConfig{WorkloadPool: "other.svc.id.goog"}},
+	}).Do()
+	ge = apiErr(t, err, http.StatusBadRequest)
+	assert.Equal(t, "INVALID_ARGUMENT", status(t, ge))
+}
+
+func TestImmediateOperationsWhenDurationZero(t *testing.T) {
+	e := newEnv(t)
+	op, err := e.gke(e.opTok).Projects.Locations.Clusters.Update(clusterName(), &container.UpdateClusterRequest{
+		Update: &container.ClusterUpdate{DesiredWorkloadIdentityConfig: &container.WorkloadIdentityConfig{WorkloadPool: testPool}},
+	}).Do()
+	require.NoError(t, err)
+	assert.Equal(t, "DONE", op.Status)
+	cl, err := e.gke(e.opTok).Projects.Locations.Clusters.Get(clusterName()).Do()
+	require.NoError(t, err)
+	assert.Equal(t, testPool, cl.WorkloadIdentityConfig.WorkloadPool)
+}
+
+func TestClusterUpdateNeedsPermission(t *testing.T) {
+	e := newEnv(t)
+	viewer := "user:viewer@example.com"
+	e.grantProjectRole(t, "roles/container.viewer", viewer)
+	tok := e.emu.MintAccessToken(viewer)
+	_, err := e.gke(tok).Projects.Locations.Clusters.Get(clusterName()).Do()
+	require.NoError(t, err)
+	_, err = e.gke(tok).Projects.Locations.Clusters.Update(clusterName(), &container.UpdateClusterRequest{
+		Update: &container.ClusterUpdate{DesiredWorkloadIdentityConfig: &container.WorkloadIdentityConfig{WorkloadPool: testPool}},
+	}).Do()
+	ge := apiErr(t, err, http.StatusForbidden)
+	assert.Equal(t, `Required "container.clusters.update" permission(s) for "projects/proj-a/locations/us-central1/clusters/c1".`, ge.Message)
+}

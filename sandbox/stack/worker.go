@@ -1,0 +1,143 @@
+package stack
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	enumspb "go.temporal.io/api/enums/v1"
+
+	"github.com/gkewi/gkewi/workflows"
+)
+
+// workerEnv is the worker's environment: the operator-facing settings only, as a
+// deployment would set them. The Google clients find their credentials through
+// plain Application Default Credentials, served by the emulator's metadata server.
+func (s *Sandbox) workerEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		switch {
+		case strings.HasPrefix(k, "TEMPORAL_"), strings.HasPrefix(k, "GKEWI_"),
+			k == "GOOGLE_APPLICATION_CREDENTIALS", k == "GCE_METADATA_HOST", k == "GCE_METADATA_IP", k == "KUBECONFIG":
+			continue
+		}
+		env = append(env, kv)
+	}
+	var endpoints []string
+	for api, url := range s.GCPEndpoints() {
+		endpoints = append(endpoints, api+"="+url)
+	}
+	sort.Strings(endpoints)
+	env = append(env,
+		"TEMPORAL_ADDRESS="+s.TemporalAddress(),
+		"TEMPORAL_NAMESPACE="+temporalNamespace,
+		"GCE_METADATA_HOST="+strings.TrimPrefix(s.emuURL, "http://"),
+		"GKEWI_GCP_ENDPOINTS="+strings.Join(endpoints, ","),
+		"GKEWI_KUBECONFIG="+s.workerKube,
+		"GKEWI_SMTP_ADDR="+s.smtp.Addr(),
+		"GKEWI_SMTP_FROM=gkewi@sandbox.local",
+		"GKEWI_HELM_ARTIFACTS_DIR="+filepath.Join(s.dir, "helm-artifacts"),
+		"GKEWI_HELM_CACHE_DIR="+filepath.Join(s.dir, "helm-cache"),
+		"GKEWI_HELM_TIMEOUT=3m",
+		"GKEWI_OPERATION_POLL_INTERVAL=250ms",
+		"GKEWI_STOP_TIMEOUT=5s",
+	)
+	if ui := s.TemporalUIURL(); ui != "" {
+		env = append(env, "GKEWI_TEMPORAL_UI_URL="+ui)
+	}
+	return append(env, s.opts.WorkerEnv...)
+}
+
+// StartWorker starts the worker process and waits until it polls the task queue.
+func (s *Sandbox) StartWorker(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.worker != nil && s.worker.running() {
+		return fmt.Errorf("the worker already runs (pid %d)", s.worker.pid())
+	}
+	w := &child{
+		name: "gkewi-worker", path: s.opts.WorkerBinary, env: s.workerEnv(), dir: s.opts.RepoDir,
+		logPath: filepath.Join(s.logDir, "worker.log"), runDir: s.runDir,
+	}
+	if err := w.start(); err != nil {
+		return err
+	}
+	s.worker = w
+	begin := time.Now()
+	suffix := "/" + strconv.Itoa(w.pid())
+	err := s.waitFor(ctx, "the gkewi worker to poll task queue "+workflows.TaskQueue, time.Minute, w, func(ctx context.Context) error {
+		for _, tq := range []enumspb.TaskQueueType{enumspb.TASK_QUEUE_TYPE_WORKFLOW, enumspb.TASK_QUEUE_TYPE_ACTIVITY} {
+			resp, err := s.temporalC.DescribeTaskQueue(ctx, workflows.TaskQueue, tq)
+			if err != nil {
+				return err
+			}
+			polling := false
+			for _, p := range resp.Pollers {
+				polling = polling || strings.HasSuffix(p.Identity, suffix)
+			}
+			if !polling {
+				return fmt.Errorf("no %s poller from pid %d yet", tq, w.pid())
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	s.progress("gkewi worker (pid %d) polling %q after %s; log %s", w.pid(), workflows.TaskQueue,
+		time.Since(begin).Round(100*time.Millisecond), w.logPath)
+	return nil
+}
+
+// KillWorker ends the worker process with SIGKILL, as a crash or an evicted pod
+// would: in-flight activities are lost until their timeouts.
+func (s *Sandbox) KillWorker() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.worker == nil || !s.worker.running() {
+		return fmt.Errorf("the worker is not running")
+	}
+	pid := s.worker.pid()
+	if err := s.worker.kill(); err != nil {
+		return err
+	}
+	s.progress("gkewi worker (pid %d) killed", pid)
+	return nil
+}
+
+// StopWorker stops the worker gracefully (SIGTERM).
+func (s *Sandbox) StopWorker() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.worker == nil {
+		return nil
+	}
+	return s.worker.stop(15 * time.Second)
+}
+
+// RestartWorker kills the worker (SIGKILL) and starts a new one.
+func (s *Sandbox) RestartWorker(ctx context.Context) error {
+	if err := s.KillWorker(); err != nil {
+		return err
+	}
+	return s.StartWorker(ctx)
+}
+
+// WorkerPID is the worker's process id, 0 when it is not running.
+func (s *Sandbox) WorkerPID() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.worker == nil || !s.worker.running() {
+		return 0
+	}
+	return s.worker.pid()
+}
+
+// WorkerLogPath is the worker's log file (appended across restarts).
+func (s *Sandbox) WorkerLogPath() string { return filepath.Join(s.logDir, "worker.log") }

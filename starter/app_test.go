@@ -1,0 +1,260 @@
+package starter
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/gkewi/gkewi/activities"
+	"github.com/gkewi/gkewi/workflows"
+)
+
+// mapEnv is an envconfig.EnvLookup over a fixed map.
+type mapEnv map[string]string
+
+func (m mapEnv) Environ() []string {
+	var out []string
+	for k, v := range m {
+		out = append(out, k+"="+v)
+	}
+	return out
+}
+
+func (m mapEnv) LookupEnv(k string) (string, bool) {
+	v, ok := m[k]
+	return v, ok
+}
+
+type result struct {
+	code           int
+	stdout, stderr string
+}
+
+// run runs one command line with no Temporal configured beyond env.
+func run(t *testing.T, env mapEnv, stdin string, args ...string) result {
+	t.Helper()
+	if env == nil {
+		env = mapEnv{}
+	}
+	if _, ok := env["TEMPORAL_CONFIG_FILE"]; !ok {
+		env["TEMPORAL_CONFIG_FILE"] = filepath.Join(t.TempDir(), "absent.toml")
+	}
+	var out, errOut bytes.Buffer
+	app := &App{
+		Stdout:       &out,
+		Stderr:       &errOut,
+		Stdin:        strings.NewReader(stdin),
+		Env:          env,
+		Now:          func() time.Time { return time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC) },
+		PollInterval: 100 * time.Millisecond,
+	}
+	code := app.Run(context.Background(), args)
+	return result{code: code, stdout: out.String(), stderr: errOut.String()}
+}
+
+// The JSON the starter sends for testdata/onboard.yaml: defaults applied, field
+// order as in workflows.OnboardRequest.
+const onboardInput = `{"project":"acme-prod","location":"europe-west1","cluster":"gke-main","gsa":{"accountId":"carto-backend"},"namespace":"carto","ksa":"carto-common-backend","helm":{"release":"carto","chart":"carto","repoURL":"https://helm.carto.com","values":{"appConfigValues":{"selfHostedDomain":"carto.example.com"}}},"support":{"approvers":["alice@example.com"],"notify":["support@example.com"],"reminderInterval":"24h","approvalTimeout":"168h"}}`
+
+const onboardID = "gkewi-onboard/acme-prod/europe-west1/gke-main/carto/carto-common-backend"
+
+func TestOnboardDryRunPrintsIDAndEquivalentCommand(t *testing.T) {
+	want := "Workflow ID: " + onboardID + "\n" +
+		"Equivalent temporal command:\n" +
+		"  temporal workflow start --type Onboard --task-queue gkewi --workflow-id '" + onboardID + "' --input '" + onboardInput + "'\n"
+	for _, file := range []string{"testdata/onboard.yaml", "testdata/onboard.json"} {
+		t.Run(file, func(t *testing.T) {
+			r := run(t, nil, "", "onboard", "-f", file, "--dry-run")
+			require.Equal(t, ExitOK, r.code, r.stderr)
+			assert.Equal(t, want, r.stdout)
+		})
+	}
+	t.Run("stdin", func(t *testing.T) {
+		b, err := os.ReadFile("testdata/onboard.yaml")
+		require.NoError(t, err)
+		r := run(t, nil, string(b), "onboard", "--file", "-", "--dry-run")
+		require.Equal(t, ExitOK, r.code, r.stderr)
+		assert.Equal(t, want, r.stdout)
+	})
+	t.Run("connection flags carry over", func(t *testing.T) {
+		r := run(t, nil, "", "onboard", "-f", "testdata/onboard.yaml", "--dry-run", "--namespace", "team-a", "--address", "temporal.internal:7233")
+		require.Equal(t, ExitOK, r.code, r.stderr)
+		assert.Contains(t, r.stdout, "  temporal workflow start --address 'temporal.internal:7233' --namespace 'team-a' --type Onboard --task-queue gkewi --workflow-id '"+onboardID+"' --input '")
+	})
+}
+
+func TestIDPrintsTheDerivedWorkflowID(t *testing.T) {
+	r := run(t, nil, "", "id", "-f", "testdata/onboard.yaml")
+	require.Equal(t, ExitOK, r.code, r.stderr)
+	assert.Equal(t, onboardID+"\n", r.stdout)
+}
+
+func TestBadRequestFilesAreUsageErrorsNamingTheField(t *testing.T) {
+	r := run(t, nil, "", "onboard", "-f", "testdata/onboard-typo.yaml")
+	assert.Equal(t, ExitUsage, r.code)
+	assert.Contains(t, r.stderr, `testdata/onboard-typo.yaml: error unmarshaling JSON: while decoding JSON: json: unknown field "approver"`)
+
+	r = run(t, nil, "", "id", "-f", "testdata/onboard-invalid.yaml")
+	assert.Equal(t, ExitUsage, r.code)
+	assert.Empty(t, r.stdout)
+	assert.Contains(t, r.stderr, "gkewi id: testdata/onboard-invalid.yaml is not a valid onboarding request:\n  - project \"Acme_Prod\": ")
+	assert.Contains(t, r.stderr, "\n  - gsa.accountId \"cb\": ")
+	assert.Contains(t, r.stderr, "\n  - support.reminderInterval \"often\": ")
+
+	r = run(t, nil, "", "onboard", "-f", "testdata/missing.yaml")
+	assert.Equal(t, ExitUsage, r.code)
+	assert.Contains(t, r.stderr, "no such file")
+
+	r = run(t, nil, "", "onboard")
+	assert.Equal(t, ExitUsage, r.code)
+	assert.Contains(t, r.stderr, "-f request.yaml is required")
+}
+
+func TestExpiryInThePastIsRefusedLocally(t *testing.T) {
+	b, err := os.ReadFile("testdata/onboard.yaml")
+	require.NoError(t, err)
+	req := string(b) + "expiry:\n  at: \"2026-01-01T00:00:00Z\"\n"
+	r := run(t, nil, req, "onboard", "-f", "-", "--dry-run")
+	assert.Equal(t, ExitUsage, r.code)
+	assert.Contains(t, r.stderr, `expiry.at "2026-01-01T00:00:00Z": must be in the future`)
+}
+
+func TestDecisionDryRunPrintsEquivalentCommands(t *testing.T) {
+	id := "gkewi-onboard/p-1/europe-west1/c/ns/k"
+	cases := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{
+			name: "approve signal",
+			args: []string{"approve", "--workflow-id", id, "--approver", "alice@example.com", "--ticket", "SUP-1"},
+			want: `temporal workflow signal --workflow-id 'gkewi-onboard/p-1/europe-west1/c/ns/k' --name support-approval --input '{"approved":true,"approver":"alice@example.com","ticket":"SUP-1"}'`,
+		},
+		{
+			name: "reject signal with a quote in the comment",
+			args: []string{"reject", "--workflow-id", id, "--approver", "alice@example.com", "--comment", "it's not ready"},
+			want: `temporal workflow signal --workflow-id 'gkewi-onboard/p-1/europe-west1/c/ns/k' --name support-approval --input '{"approved":false,"approver":"alice@example.com","comment":"it'\''s not ready"}'`,
+		},
+		{
+			name: "approve update in another namespace",
+			args: []string{"approve", "--update", "--namespace", "team-a", "--workflow-id", id, "--approver", "bob@example.com", "--ticket", "SUP-2"},
+			want: `temporal workflow update execute --namespace 'team-a' --workflow-id 'gkewi-onboard/p-1/europe-west1/c/ns/k' --name support-decision --input '{"approved":true,"approver":"bob@example.com","ticket":"SUP-2"}'`,
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := run(t, nil, "", append(tc.args, "--dry-run")...)
+			require.Equal(t, ExitOK, r.code, r.stderr)
+			assert.Equal(t, "Equivalent temporal command:\n  "+tc.want+"\n", r.stdout)
+		})
+	}
+}
+
+func TestRevokeFromFileDryRun(t *testing.T) {
+	r := run(t, nil, "", "revoke", "-f", "testdata/revoke.yaml", "--token-expiry-wait", "45m", "--dry-run")
+	require.Equal(t, ExitOK, r.code, r.stderr)
+	id := "gkewi-revoke/acme-prod/europe-west1/gke-main/carto/carto-common-backend"
+	assert.Equal(t, "Workflow ID: "+id+"\n"+
+		"Equivalent temporal command:\n"+
+		"  temporal workflow start --type Revoke --task-queue gkewi --workflow-id '"+id+"' --input "+
+		`'{"project":"acme-prod","location":"europe-west1","cluster":"gke-main","namespace":"carto","ksa":"carto-common-backend","gsaEmail":"carto-backend@acme-prod.iam.gserviceaccount.com","tokenExpiryWait":"45m","reason":"contract ended"}'`+"\n",
+		r.stdout)
+
+	r = run(t, nil, "", "revoke", "-f", "testdata/revoke.yaml", "--token-expiry-wait", "13h", "--dry-run")
+	assert.Equal(t, ExitUsage, r.code)
+	assert.Contains(t, r.stderr, `tokenExpiryWait "13h": must be between 0s and 12h`)
+}
+
+func TestUsageErrors(t *testing.T) {
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{nil, "Usage:"},
+		{[]string{"frobnicate"}, `unknown command "frobnicate"`},
+		{[]string{"approve", "--approver", "a@example.com"}, "--workflow-id is required"},
+		{[]string{"reject", "--workflow-id", "x"}, "--approver is required"},
+		{[]string{"approve", "--workflow-id", "x", "--approver", "Alice <a@example.com>"}, "want a bare email address"},
+		{[]string{"status"}, "--workflow-id is required"},
+		{[]string{"status", "--workflow-id", "x", "-o", "yaml"}, `-o "yaml": want table or json`},
+		{[]string{"revoke"}, "give exactly one of --workflow-id ONBOARD_ID and -f revoke.yaml"},
+		{[]string{"revoke", "--workflow-id", "x", "-f", "r.yaml"}, "give exactly one of"},
+		{[]string{"list", "--limit", "0"}, "--limit must be positive"},
+		{[]string{"onboard", "-f", "testdata/onboard.yaml", "stray"}, "unexpected arguments: stray"},
+		{[]string{"status", "--bogus"}, "flag provided but not defined: -bogus"},
+	}
+	for _, tc := range cases {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			r := run(t, nil, "", tc.args...)
+			assert.Equal(t, ExitUsage, r.code)
+			assert.Contains(t, r.stderr, tc.want)
+		})
+	}
+	r := run(t, nil, "", "help")
+	assert.Equal(t, ExitOK, r.code)
+	assert.Contains(t, r.stdout, "gkewi approve --workflow-id ID --approver EMAIL")
+}
+
+func TestUnreachableTemporalIsAFailureNamingTheAddress(t *testing.T) {
+	r := run(t, mapEnv{"TEMPORAL_ADDRESS": "127.0.0.1:1"}, "", "status", "--workflow-id", "x")
+	assert.Equal(t, ExitFailure, r.code)
+	assert.Contains(t, r.stderr, "cannot reach Temporal at 127.0.0.1:1 (namespace default")
+
+	// --address beats TEMPORAL_ADDRESS.
+	r = run(t, mapEnv{"TEMPORAL_ADDRESS": "127.0.0.1:1"}, "", "status", "--workflow-id", "x", "--address", "127.0.0.1:2", "--namespace", "team-a")
+	assert.Equal(t, ExitFailure, r.code)
+	assert.Contains(t, r.stderr, "cannot reach Temporal at 127.0.0.1:2 (namespace team-a")
+}
+
+// The notifier writes commands for the same workflow handlers the starter uses.
+func TestNotifierAndWorkflowsAgreeOnNames(t *testing.T) {
+	assert.Equal(t, workflows.SignalSupportApproval, activities.ApprovalSignalName)
+	assert.Equal(t, workflows.UpdateSupportDecision, activities.ApprovalUpdateName)
+}
+
+func TestWriteStatusTable(t *testing.T) {
+	start := time.Date(2026, 11, 22, 9, 0, 0, 0, time.UTC)
+	st := workflows.Status{
+		Workflow: "Onboard", State: workflows.StateAwaitingApproval,
+		Project: "acme-prod", Location: "europe-west1", Cluster: "gke-main",
+		Namespace: "carto", KSA: "carto-common-backend",
+		GSAEmail: "cb@acme-prod.iam.gserviceaccount.com", GSACreated: true,
+		Steps: []workflows.Step{
+			{Name: "enable-iamcredentials", State: workflows.StepDone, StartedAt: start, EndedAt: start.Add(1500 * time.Millisecond), Attempts: 2, LastError: "429 quota", Detail: "already enabled"},
+			{Name: "approval", State: workflows.StepRunning, StartedAt: start.Add(time.Minute)},
+			{Name: "helm", State: workflows.StepPending},
+		},
+		Approval: &workflows.Approval{
+			Decision: workflows.DecisionPending, Deadline: start.Add(168 * time.Hour), RemindersSent: 1,
+			Ignored: []workflows.IgnoredDecision{{Approver: "mallory@example.com", Via: "signal", Reason: "not an approver"}},
+		},
+		Warnings:  []string{"preflight: another cluster shares the pool"},
+		UpdatedAt: start.Add(time.Minute),
+	}
+	var b bytes.Buffer
+	writeStatus(&b, onboardID, st, start.Add(61*time.Minute))
+	assert.Equal(t, `Onboard `+onboardID+`: awaiting-approval
+  Cluster:           acme-prod/europe-west1/gke-main
+  KSA:               carto/carto-common-backend
+  GSA:               cb@acme-prod.iam.gserviceaccount.com (created by this run)
+  Approval:          pending, deadline 2026-11-29 09:00:00Z, 1 reminder(s) sent
+  Ignored decision:  mallory@example.com via signal: not an approver
+  Updated:           2026-11-22 09:01:00Z
+
+STEP                   STATE    ATTEMPTS  TOOK     DETAIL
+enable-iamcredentials  done     2         1.5s     already enabled; last error: 429 quota
+approval               running  -         1h0m0s…
+helm                   pending  -         -
+
+Warnings:
+  - preflight: another cluster shares the pool
+`, b.String())
+}

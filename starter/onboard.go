@@ -1,0 +1,155 @@
+package starter
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.temporal.io/api/serviceerror"
+	"go.temporal.io/sdk/client"
+
+	"github.com/gkewi/gkewi/workflows"
+)
+
+func (a *App) onboard(ctx context.Context, args []string) error {
+	fs := a.flagSet("onboard", "-f request.yaml [--wait] [--dry-run]")
+	var (
+		conn   connFlags
+		file   string
+		wait   bool
+		dryRun bool
+	)
+	conn.register(fs)
+	fs.StringVar(&file, "f", "", "onboarding request, YAML or JSON (- for stdin)")
+	fs.StringVar(&file, "file", "", "same as -f")
+	fs.BoolVar(&wait, "wait", false, "follow the run until it ends and print its result")
+	fs.BoolVar(&dryRun, "dry-run", false, "validate and print the workflow ID and command without starting anything")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	req, err := a.loadOnboardRequest(file)
+	if err != nil {
+		return err
+	}
+	id := workflows.OnboardWorkflowID(req)
+	input, err := compactJSON(req)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(a.Stdout, "Workflow ID: %s\n", id)
+	fmt.Fprintf(a.Stdout, "Equivalent temporal command:\n  %s\n", temporalStartCommand(conn, workflows.OnboardWorkflowName, id, input))
+	if dryRun {
+		return nil
+	}
+
+	c, _, err := a.dial(ctx, conn)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	run, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
+		ID:        id,
+		TaskQueue: workflows.TaskQueue,
+		// A second onboarding of the same grant must not silently attach to the first.
+		WorkflowExecutionErrorWhenAlreadyStarted: true,
+	}, workflows.OnboardWorkflowName, req)
+	var started *serviceerror.WorkflowExecutionAlreadyStarted
+	if errors.As(err, &started) {
+		return fmt.Errorf("an onboarding of this grant is already running (run %s); follow it with: gkewi status%s --workflow-id %s",
+			started.RunId, conn.cliFlags(), shellQuote(id))
+	}
+	if err != nil {
+		return fmt.Errorf("start %s: %w", workflows.OnboardWorkflowName, err)
+	}
+	fmt.Fprintf(a.Stdout, "Started %s, run %s.\n", workflows.OnboardWorkflowName, run.GetRunID())
+	fmt.Fprintf(a.Stdout, "Support is notified at %v and must approve; follow with: gkewi status%s --workflow-id %s\n",
+		supportTargets(req), conn.cliFlags(), shellQuote(id))
+	if !wait {
+		return nil
+	}
+	var res workflows.OnboardResult
+	if err := a.follow(ctx, c, run, &res); err != nil {
+		return fmt.Errorf("onboarding %s ended without a grant: %w", id, err)
+	}
+	return a.printJSON(res)
+}
+
+func supportTargets(req workflows.OnboardRequest) []string {
+	if len(req.Support.Notify) > 0 {
+		return req.Support.Notify
+	}
+	return req.Support.Approvers
+}
+
+func (a *App) id(_ context.Context, args []string) error {
+	fs := a.flagSet("id", "-f request.yaml")
+	var file string
+	fs.StringVar(&file, "f", "", "onboarding request, YAML or JSON (- for stdin)")
+	fs.StringVar(&file, "file", "", "same as -f")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	req, err := a.loadOnboardRequest(file)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(a.Stdout, workflows.OnboardWorkflowID(req))
+	return nil
+}
+
+// follow prints each change of the run's state until it ends, then decodes its
+// result into out.
+func (a *App) follow(ctx context.Context, c client.Client, run client.WorkflowRun, out any) error {
+	done := make(chan error, 1)
+	go func() { done <- run.Get(ctx, out) }()
+	ticker := time.NewTicker(a.PollInterval)
+	defer ticker.Stop()
+	last := ""
+	report := func() {
+		st, err := queryStatus(ctx, c, run.GetID(), run.GetRunID())
+		if err != nil {
+			return // no worker yet, or the run just ended: the next tick or the result tells
+		}
+		line := string(st.State)
+		if st.Approval != nil && st.State == workflows.StateAwaitingApproval && !st.Approval.Deadline.IsZero() {
+			line += fmt.Sprintf(" (deadline %s)", formatTime(st.Approval.Deadline))
+		}
+		if cur := currentStep(st); cur != "" {
+			line += ", step " + cur
+		}
+		if line != last {
+			fmt.Fprintf(a.Stdout, "%s  %s\n", a.Now().Format("15:04:05"), line)
+			last = line
+		}
+	}
+	report()
+	for {
+		select {
+		case err := <-done:
+			return err
+		case <-ticker.C:
+			report()
+		}
+	}
+}
+
+// currentStep is the running step, if any.
+func currentStep(st workflows.Status) string {
+	for _, s := range st.Steps {
+		if s.State == workflows.StepRunning {
+			return s.Name
+		}
+	}
+	return ""
+}
+
+func (a *App) printJSON(v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(a.Stdout, string(b))
+	return err
+}

@@ -1,0 +1,332 @@
+package starter
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	commonpb "go.temporal.io/api/common/v1"
+	enumspb "go.temporal.io/api/enums/v1"
+	"go.temporal.io/api/workflowservice/v1"
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/converter"
+
+	"github.com/gkewi/gkewi/workflows"
+)
+
+func queryStatus(ctx context.Context, c client.Client, workflowID, runID string) (workflows.Status, error) {
+	v, err := c.QueryWorkflow(ctx, workflowID, runID, workflows.QueryStatus)
+	if err != nil {
+		return workflows.Status{}, err
+	}
+	var st workflows.Status
+	if err := v.Get(&st); err != nil {
+		return workflows.Status{}, fmt.Errorf("decode status: %w", err)
+	}
+	return st, nil
+}
+
+func (a *App) status(ctx context.Context, args []string) error {
+	fs := a.flagSet("status", "--workflow-id ID [-o table|json]")
+	var (
+		conn              connFlags
+		workflowID, runID string
+		output            string
+	)
+	conn.register(fs)
+	fs.StringVar(&workflowID, "workflow-id", "", "the Onboard or Revoke workflow ID (required)")
+	fs.StringVar(&runID, "run-id", "", "a specific run (default: the latest)")
+	fs.StringVar(&output, "o", "table", "output: table or json")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if workflowID == "" {
+		return usagef("--workflow-id is required")
+	}
+	if output != "table" && output != "json" {
+		return usagef("-o %q: want table or json", output)
+	}
+	c, _, err := a.dial(ctx, conn)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	st, err := queryStatus(ctx, c, workflowID, runID)
+	if err != nil {
+		return fmt.Errorf("query %s (%s): %w", workflowID, temporalQueryCommand(conn, workflowID), err)
+	}
+	if output == "json" {
+		return a.printJSON(st)
+	}
+	writeStatus(a.Stdout, workflowID, st, a.Now())
+	return nil
+}
+
+// formatTime is a short UTC timestamp, "-" for the zero time.
+func formatTime(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.UTC().Format("2006-01-02 15:04:05Z")
+}
+
+// writeStatus prints a header and one line per step.
+func writeStatus(w io.Writer, workflowID string, st workflows.Status, now time.Time) {
+	fmt.Fprintf(w, "%s %s: %s\n", st.Workflow, workflowID, st.State)
+	kv := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	field := func(k, v string) {
+		if v != "" {
+			fmt.Fprintf(kv, "  %s:\t%s\n", k, v)
+		}
+	}
+	field("Cluster", strings.Trim(strings.Join([]string{st.Project, st.Location, st.Cluster}, "/"), "/"))
+	if st.Namespace != "" || st.KSA != "" {
+		field("KSA", st.Namespace+"/"+st.KSA)
+	}
+	gsa := st.GSAEmail
+	if gsa != "" && st.GSACreated {
+		gsa += " (created by this run)"
+	}
+	field("GSA", gsa)
+	if st.HelmRevision > 0 {
+		field("Helm revision", fmt.Sprint(st.HelmRevision))
+	}
+	if ap := st.Approval; ap != nil {
+		line := string(ap.Decision)
+		if ap.Approver != "" {
+			line += " by " + ap.Approver
+		}
+		if ap.Ticket != "" {
+			line += ", ticket " + ap.Ticket
+		}
+		if ap.Via != "" {
+			line += " (" + ap.Via + ")"
+		}
+		if ap.Decision == workflows.DecisionPending && !ap.Deadline.IsZero() {
+			line += fmt.Sprintf(", deadline %s, %d reminder(s) sent", formatTime(ap.Deadline), ap.RemindersSent)
+		}
+		field("Approval", line)
+		for _, ig := range ap.Ignored {
+			field("Ignored decision", fmt.Sprintf("%s via %s: %s", ig.Approver, ig.Via, ig.Reason))
+		}
+	}
+	if !st.ExpiresAt.IsZero() {
+		field("Expires", formatTime(st.ExpiresAt))
+	}
+	if !st.WaitUntil.IsZero() {
+		field("Token wait until", formatTime(st.WaitUntil))
+	}
+	if !st.AccessEndedAt.IsZero() {
+		field("Access ended", formatTime(st.AccessEndedAt))
+	}
+	field("Error", st.Error)
+	field("Updated", formatTime(st.UpdatedAt))
+	_ = kv.Flush()
+
+	fmt.Fprintln(w)
+	var table strings.Builder
+	tw := tabwriter.NewWriter(&table, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "STEP\tSTATE\tATTEMPTS\tTOOK\tDETAIL")
+	for _, s := range st.Steps {
+		detail := s.Detail
+		if s.LastError != "" {
+			if detail != "" {
+				detail += "; "
+			}
+			detail += "last error: " + s.LastError
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", s.Name, s.State, attempts(s.Attempts), took(s, now), oneLine(detail, 100))
+	}
+	_ = tw.Flush()
+	for _, line := range strings.SplitAfter(table.String(), "\n") {
+		// Padding after the last non-empty cell is noise for copy and paste.
+		if trimmed := strings.TrimRight(line, " \n"); trimmed != "" {
+			fmt.Fprintln(w, trimmed)
+		}
+	}
+	if len(st.Warnings) > 0 {
+		fmt.Fprintln(w, "\nWarnings:")
+		for _, warn := range st.Warnings {
+			fmt.Fprintf(w, "  - %s\n", warn)
+		}
+	}
+}
+
+func attempts(n int) string {
+	if n == 0 {
+		return "-"
+	}
+	return fmt.Sprint(n)
+}
+
+// took is the step's duration, counting up while it runs.
+func took(s workflows.Step, now time.Time) string {
+	switch {
+	case s.StartedAt.IsZero():
+		return "-"
+	case s.EndedAt.IsZero():
+		return now.Sub(s.StartedAt).Round(time.Second).String() + "…"
+	default:
+		d := s.EndedAt.Sub(s.StartedAt)
+		switch {
+		case d < time.Second:
+			return d.Round(time.Millisecond).String()
+		case d < time.Minute:
+			return d.Round(100 * time.Millisecond).String()
+		}
+		return d.Round(time.Second).String()
+	}
+}
+
+func oneLine(s string, limit int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if r := []rune(s); len(r) > limit {
+		return string(r[:limit-1]) + "…"
+	}
+	return s
+}
+
+// grant is one row of `gkewi list`.
+type grant struct {
+	WorkflowID string    `json:"workflowId"`
+	RunID      string    `json:"runId"`
+	Type       string    `json:"type"`
+	Status     string    `json:"status"`
+	State      string    `json:"state,omitempty"`
+	Project    string    `json:"project,omitempty"`
+	Cluster    string    `json:"cluster,omitempty"`
+	Namespace  string    `json:"namespace,omitempty"`
+	KSA        string    `json:"ksa,omitempty"`
+	GSA        string    `json:"gsa,omitempty"`
+	ExpiresAt  time.Time `json:"expiresAt,omitzero"`
+	StartedAt  time.Time `json:"startedAt"`
+}
+
+// defaultListQuery lists onboardings, the grants.
+const defaultListQuery = "WorkflowType='" + workflows.OnboardWorkflowName + "'"
+
+func (a *App) list(ctx context.Context, args []string) error {
+	fs := a.flagSet("list", "[--query QUERY] [--limit N] [-o table|json]")
+	var (
+		conn   connFlags
+		query  string
+		limit  int
+		output string
+	)
+	conn.register(fs)
+	fs.StringVar(&query, "query", defaultListQuery, "visibility query, e.g. \"WorkflowType='Onboard' AND GkewiState='awaiting-approval'\"")
+	fs.IntVar(&limit, "limit", 100, "at most this many rows")
+	fs.StringVar(&output, "o", "table", "output: table or json")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if output != "table" && output != "json" {
+		return usagef("-o %q: want table or json", output)
+	}
+	if limit <= 0 {
+		return usagef("--limit must be positive")
+	}
+	c, _, err := a.dial(ctx, conn)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+
+	var rows []grant
+	var token []byte
+	for len(rows) < limit {
+		resp, err := c.ListWorkflow(ctx, &workflowservice.ListWorkflowExecutionsRequest{
+			Query:         query,
+			PageSize:      int32(min(limit-len(rows), 1000)),
+			NextPageToken: token,
+		})
+		if err != nil {
+			return fmt.Errorf("list workflows (temporal workflow list%s --query %s): %w", conn.cliFlags(), shellQuote(query), err)
+		}
+		for _, info := range resp.GetExecutions() {
+			rows = append(rows, grantFromInfo(info.GetExecution().GetWorkflowId(), info.GetExecution().GetRunId(),
+				info.GetType().GetName(), info.GetStatus(), info.GetStartTime().AsTime(), info.GetSearchAttributes()))
+		}
+		token = resp.GetNextPageToken()
+		if len(token) == 0 {
+			break
+		}
+	}
+	if len(rows) > limit {
+		rows = rows[:limit]
+	}
+	if output == "json" {
+		if rows == nil {
+			rows = []grant{}
+		}
+		return a.printJSON(rows)
+	}
+	if len(rows) == 0 {
+		fmt.Fprintf(a.Stdout, "No workflows match %s\n", query)
+		return nil
+	}
+	tw := tabwriter.NewWriter(a.Stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "WORKFLOW ID\tSTATUS\tSTATE\tGSA\tEXPIRES\tSTARTED")
+	for _, g := range rows {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", g.WorkflowID, g.Status, dash(g.State), dash(g.GSA), formatTime(g.ExpiresAt), formatTime(g.StartedAt))
+	}
+	return tw.Flush()
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// grantFromInfo reads gkewi's search attributes off a visibility record.
+func grantFromInfo(id, runID, typ string, status enumspb.WorkflowExecutionStatus, started time.Time, sa *commonpb.SearchAttributes) grant {
+	g := grant{
+		WorkflowID: id,
+		RunID:      runID,
+		Type:       typ,
+		Status:     executionStatus(status),
+		StartedAt:  started,
+	}
+	fields := sa.GetIndexedFields()
+	str := func(name string) string {
+		var s string
+		if p, ok := fields[name]; ok {
+			_ = converter.GetDefaultDataConverter().FromPayload(p, &s)
+		}
+		return s
+	}
+	g.State = str(workflows.SearchAttrState)
+	g.Project = str(workflows.SearchAttrProject)
+	g.Cluster = str(workflows.SearchAttrCluster)
+	g.Namespace = str(workflows.SearchAttrNamespace)
+	g.KSA = str(workflows.SearchAttrKSA)
+	g.GSA = str(workflows.SearchAttrGSA)
+	if p, ok := fields[workflows.SearchAttrExpiry]; ok {
+		var t time.Time
+		if err := converter.GetDefaultDataConverter().FromPayload(p, &t); err == nil {
+			g.ExpiresAt = t
+		}
+	}
+	return g
+}
+
+// executionStatus is "Running", "Completed", ... as the temporal CLI shows it.
+func executionStatus(s enumspb.WorkflowExecutionStatus) string {
+	name := strings.TrimPrefix(s.String(), "WORKFLOW_EXECUTION_STATUS_")
+	name = strings.ReplaceAll(strings.ToLower(name), "_", "")
+	switch name {
+	case "continuedasnew":
+		return "ContinuedAsNew"
+	case "timedout":
+		return "TimedOut"
+	}
+	if name == "" {
+		return "-"
+	}
+	return strings.ToUpper(name[:1]) + name[1:]
+}

@@ -1,0 +1,289 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/gkewi/gkewi/workflows"
+)
+
+// Wait bounds: generous for a loaded 2-core CI machine, far above what a run takes.
+const (
+	toApproval  = 2 * time.Minute
+	toCompleted = 4 * time.Minute
+)
+
+// Method ids of the token chain in the emulator's request log.
+const (
+	callSTS           = "sts.token"
+	callGenerateToken = "iamcredentials.projects.serviceAccounts.generateAccessToken"
+	callBigQueryQuery = "bigquery.jobs.query"
+)
+
+// approveAndComplete approves a waiting onboarding and waits for its end.
+func approveAndComplete(t *testing.T, id string) workflows.Status {
+	t.Helper()
+	signalDecision(t, id, workflows.ApprovalDecision{Approved: true, Approver: approver, Ticket: "SUP-1"})
+	s := waitStatus(t, id, toCompleted, "the end of the onboarding",
+		inState(workflows.StateCompleted, workflows.StateFailed, workflows.StateRejected, workflows.StateCanceled))
+	require.Equal(t, workflows.StateCompleted, s.State, "error: %s", s.Error)
+	return s
+}
+
+func TestOnboardingApprovedThenRevoked(t *testing.T) {
+	requireSandbox(t)
+	req := onboardRequest(t, "e2e-full").WithDefaults()
+	start := time.Now()
+	id := startOnboard(t, req)
+
+	s := waitStatus(t, id, toApproval, "awaiting approval",
+		inState(workflows.StateAwaitingApproval, workflows.StateFailed, workflows.StateCompleted))
+	require.Equal(t, workflows.StateAwaitingApproval, s.State, "error: %s", s.Error)
+	require.NotEmpty(t, s.GSAEmail)
+	gsa := s.GSAEmail
+
+	t.Run("support is asked by email", func(t *testing.T) {
+		var found bool
+		for _, m := range sandbox.Mail() {
+			if slices.Contains(m.To, approver) && strings.Contains(string(m.Data), id) {
+				found = true
+				assert.Contains(t, string(m.Data), "support-approval", "the email says how to approve")
+			}
+		}
+		assert.True(t, found, "no email to %s mentions %s", approver, id)
+	})
+
+	t.Run("nothing is granted before the approval", func(t *testing.T) {
+		assert.True(t, gsaExists(t, gsa), "the GSA is prepared before the approval")
+		assert.NotContains(t, gsaMembers(t, gsa)["roles/iam.workloadIdentityUser"], workloadMember(req))
+	})
+
+	t.Run("an unlisted approver is ignored", func(t *testing.T) {
+		signalDecision(t, id, workflows.ApprovalDecision{Approved: true, Approver: unlistedEmail})
+		s := waitStatus(t, id, time.Minute, "the ignored decision", func(s workflows.Status) bool {
+			return s.Approval != nil && len(s.Approval.Ignored) > 0
+		})
+		assert.Equal(t, workflows.StateAwaitingApproval, s.State)
+		assert.Equal(t, unlistedEmail, s.Approval.Ignored[0].Approver)
+		assert.Contains(t, s.Approval.Ignored[0].Reason, "not in support.approvers")
+
+		// The update refuses it at once, with the reason.
+		input, err := json.Marshal(workflows.ApprovalDecision{Approved: true, Approver: unlistedEmail})
+		require.NoError(t, err)
+		res := run(t, sandbox.TemporalCLIPath(), "workflow", "update", "execute", "--workflow-id", id,
+			"--name", workflows.UpdateSupportDecision, "--input", string(input))
+		assert.NotEqual(t, 0, res.code, "%s", res)
+		assert.Contains(t, res.stdout+res.stderr, "not in support.approvers")
+		assert.NotContains(t, gsaMembers(t, gsa)["roles/iam.workloadIdentityUser"], workloadMember(req))
+	})
+
+	s = approveAndComplete(t, id)
+	require.Equal(t, "COMPLETED", waitClosed(t, id, time.Minute).WorkflowExecutionInfo.Status)
+
+	t.Run("Google Cloud holds the grant", func(t *testing.T) {
+		members := gsaMembers(t, gsa)
+		assert.Contains(t, members["roles/iam.workloadIdentityUser"], workloadMember(req))
+		assert.Contains(t, members["roles/iam.serviceAccountTokenCreator"], "serviceAccount:"+gsa)
+	})
+
+	t.Run("Kubernetes holds the annotation and the release", func(t *testing.T) {
+		ann := kubectl(t, "get", "serviceaccount", "-n", req.Namespace, req.KSA,
+			"-o", `jsonpath={.metadata.annotations.iam\.gke\.io/gcp-service-account}`)
+		assert.Equal(t, gsa, ann)
+		secrets := strings.Fields(kubectl(t, "get", "secrets", "-n", req.Namespace, "-l", "owner=helm,name=carto,status=deployed", "-o", "name"))
+		assert.Len(t, secrets, 1, "one deployed Helm revision")
+		env := kubectl(t, "get", "deployments", "-n", req.Namespace, "-l", "app.kubernetes.io/instance=carto",
+			"-o", `jsonpath={range .items[*]}{.spec.template.spec.serviceAccountName}{" "}{.spec.template.spec.containers[0].env}{"\n"}{end}`)
+		assert.Contains(t, env, req.KSA)
+		assert.Contains(t, env, `"name":"WORKSPACE_WORKLOAD_IDENTITY_SERVICE_ACCOUNT_EMAIL","value":"`+gsa+`"`)
+		assert.Contains(t, env, `"name":"WORKSPACE_WORKLOAD_IDENTITY_BILLING_PROJECT","value":"carto-billing"`)
+	})
+
+	t.Run("the workflow verified the chain for real", func(t *testing.T) {
+		federated := workloadMember(req)
+		ok := map[string]bool{}
+		for _, r := range callsSince(start) {
+			switch {
+			case r.Method == callGenerateToken && r.Principal == federated && r.Status == 200:
+				ok[callGenerateToken] = true
+			case r.Method == callBigQueryQuery && r.Principal == "serviceAccount:"+gsa && r.Status == 200:
+				ok[callBigQueryQuery] = true
+			case r.Method == callSTS && r.Status == 200:
+				ok[callSTS] = true
+			}
+		}
+		assert.Equal(t, map[string]bool{callSTS: true, callGenerateToken: true, callBigQueryQuery: true}, ok)
+		verify, _ := s.Step("verify")
+		assert.Equal(t, workflows.StepDone, verify.State)
+	})
+
+	t.Run("the grant is listed by its search attributes", func(t *testing.T) {
+		var list []struct {
+			Execution struct {
+				WorkflowID string `json:"workflowId"`
+			} `json:"execution"`
+		}
+		temporalJSON(t, &list, "workflow", "list", "--query",
+			fmt.Sprintf(`WorkflowType=%q AND GkewiNamespace=%q AND GkewiState="completed"`, workflows.OnboardWorkflowName, req.Namespace))
+		require.Len(t, list, 1)
+		assert.Equal(t, id, list[0].Execution.WorkflowID)
+	})
+
+	// Revoke with the gkewi CLI, from the completed onboarding.
+	revokeStart := time.Now()
+	res := gkewi(t, "revoke", "--workflow-id", id, "--token-expiry-wait", "2s", "--reason", "e2e", "--wait")
+	require.Equal(t, 0, res.code, "%s", res)
+	revokeID := workflows.RevokeWorkflowID(workflows.RevokeRequest{Project: req.Project, Location: req.Location,
+		Cluster: req.Cluster, Namespace: req.Namespace, KSA: req.KSA})
+	rs := queryStatus(t, revokeID)
+	require.Equal(t, workflows.StateRevoked, rs.State, "error: %s", rs.Error)
+
+	t.Run("the revocation removed only this grant", func(t *testing.T) {
+		assert.True(t, gsaExists(t, gsa), "the GSA stays")
+		members := gsaMembers(t, gsa)
+		assert.NotContains(t, members["roles/iam.workloadIdentityUser"], workloadMember(req))
+		assert.Contains(t, members["roles/iam.serviceAccountTokenCreator"], "serviceAccount:"+gsa)
+		wait, _ := rs.Step("token-expiry-wait")
+		assert.Equal(t, workflows.StepDone, wait.State)
+		assert.GreaterOrEqual(t, wait.EndedAt.Sub(wait.StartedAt), 2*time.Second)
+	})
+
+	t.Run("the access was proved gone", func(t *testing.T) {
+		step, _ := rs.Step("verify-revoked")
+		assert.Equal(t, workflows.StepDone, step.State)
+		assert.Contains(t, step.Detail, "generate-access-token")
+		denied := false
+		for _, r := range callsSince(revokeStart) {
+			if r.Method == callGenerateToken && r.Principal == workloadMember(req) {
+				assert.Equal(t, 403, r.Status, "after the revocation IAM refuses the workload")
+				denied = true
+			}
+		}
+		assert.True(t, denied, "the revocation walked the chain up to generateAccessToken")
+	})
+}
+
+func TestRejectionDeletesTheServiceAccount(t *testing.T) {
+	requireSandbox(t)
+	req := onboardRequest(t, "e2e-reject")
+	file := filepath.Join(t.TempDir(), "request.json")
+	b, err := json.Marshal(req)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(file, b, 0o600))
+
+	res := gkewi(t, "onboard", "-f", file)
+	require.Equal(t, 0, res.code, "%s", res)
+	id := workflows.OnboardWorkflowID(req)
+	assert.Contains(t, res.stdout, id)
+
+	s := waitStatus(t, id, toApproval, "awaiting approval", inState(workflows.StateAwaitingApproval, workflows.StateFailed))
+	require.Equal(t, workflows.StateAwaitingApproval, s.State, "error: %s", s.Error)
+	gsa := s.GSAEmail
+	require.True(t, gsaExists(t, gsa))
+
+	res = gkewi(t, "reject", "--workflow-id", id, "--approver", approver, "--ticket", "SUP-2", "--comment", "not this quarter")
+	require.Equal(t, 0, res.code, "%s", res)
+	s = waitStatus(t, id, toCompleted, "the rejection", inState(workflows.StateRejected, workflows.StateFailed, workflows.StateCompleted))
+	require.Equal(t, workflows.StateRejected, s.State, "error: %s", s.Error)
+
+	d := waitClosed(t, id, time.Minute)
+	assert.Equal(t, "FAILED", d.WorkflowExecutionInfo.Status)
+	require.NotNil(t, d.CloseEvent)
+	require.NotNil(t, d.CloseEvent.Failed)
+	assert.Equal(t, workflows.ErrTypeRejected, d.CloseEvent.Failed.Failure.Info.Type)
+	assert.Contains(t, d.CloseEvent.Failed.Failure.Message, "not this quarter")
+
+	assert.False(t, gsaExists(t, gsa), "the GSA this run created was deleted")
+	step, _ := s.Step("delete-service-account")
+	assert.Equal(t, workflows.StepDone, step.State)
+	// Nothing reached the cluster: Kubernetes changes come after the approval.
+	out := run(t, sandbox.KubectlPath(), "get", "namespace", req.Namespace)
+	assert.NotEqual(t, 0, out.code, "namespace %s should not exist: %s", req.Namespace, out)
+}
+
+func TestSecondOnboardingOfTheSameGrantChangesNothing(t *testing.T) {
+	requireSandbox(t)
+	req := onboardRequest(t, "e2e-again")
+	id := startOnboard(t, req)
+	waitStatus(t, id, toApproval, "awaiting approval", inState(workflows.StateAwaitingApproval))
+	approveAndComplete(t, id)
+	waitClosed(t, id, time.Minute)
+
+	since := time.Now()
+	again := startOnboard(t, req)
+	require.Equal(t, id, again, "the same grant has the same workflow ID")
+	waitStatus(t, id, toApproval, "awaiting approval again", inState(workflows.StateAwaitingApproval))
+	s := approveAndComplete(t, id)
+	waitClosed(t, id, time.Minute)
+
+	var mutating []string
+	calls := callsSince(since)
+	for _, r := range calls {
+		if isMutating(r.Method) {
+			mutating = append(mutating, fmt.Sprintf("%s by %s: %d", r.Method, r.Principal, r.Status))
+		}
+	}
+	assert.NotEmpty(t, calls, "the second run did call Google Cloud (reads)")
+	assert.Empty(t, mutating, "the second run changed Google Cloud")
+	for _, st := range s.Steps {
+		assert.False(t, st.Changed, "step %s changed something: %s", st.Name, st.Detail)
+	}
+	secrets := strings.Fields(kubectl(t, "get", "secrets", "-n", req.Namespace, "-l", "owner=helm,name=carto", "-o", "name"))
+	assert.Len(t, secrets, 1, "no second Helm revision")
+}
+
+func TestMalformedInputIsRefusedNamingTheField(t *testing.T) {
+	requireSandbox(t)
+	req := onboardRequest(t, "e2e-bad")
+	req.Project = "Bad_Project"
+	req.Support.ReminderInterval = "every day"
+
+	t.Run("started with the temporal CLI, the run fails at once", func(t *testing.T) {
+		since := time.Now()
+		id := "e2e-malformed-" + fmt.Sprint(time.Now().UnixNano())
+		input, err := json.Marshal(req)
+		require.NoError(t, err)
+		temporal(t, "workflow", "start", "--type", workflows.OnboardWorkflowName, "--task-queue", workflows.TaskQueue,
+			"--workflow-id", id, "--input", string(input))
+		d := waitClosed(t, id, time.Minute)
+		assert.Equal(t, "FAILED", d.WorkflowExecutionInfo.Status)
+		require.NotNil(t, d.CloseEvent)
+		require.NotNil(t, d.CloseEvent.Failed)
+		msg := d.CloseEvent.Failed.Failure.Message
+		assert.Equal(t, workflows.ErrTypeInvalidRequest, d.CloseEvent.Failed.Failure.Info.Type)
+		assert.Contains(t, msg, `project "Bad_Project"`)
+		assert.Contains(t, msg, "support.reminderInterval")
+		for _, r := range callsSince(since) {
+			assert.False(t, isMutating(r.Method), "a refused request changed Google Cloud: %s", r.Method)
+		}
+	})
+
+	t.Run("the gkewi CLI refuses it before starting anything", func(t *testing.T) {
+		file := filepath.Join(t.TempDir(), "bad.json")
+		b, err := json.Marshal(req)
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(file, b, 0o600))
+		res := gkewi(t, "onboard", "-f", file)
+		assert.Equal(t, 2, res.code, "%s", res)
+		assert.Contains(t, res.stderr, "project")
+		assert.Contains(t, res.stderr, "support.reminderInterval")
+		var list []json.RawMessage
+		temporalJSON(t, &list, "workflow", "list", "--query", fmt.Sprintf(`WorkflowId=%q`, workflows.OnboardWorkflowID(req)))
+		assert.Empty(t, list, "no workflow was started")
+
+		// A wrong JSON type is named too.
+		require.NoError(t, os.WriteFile(file, []byte(`{"project": "carto-sandbox", "nodePools": "default-pool"}`), 0o600))
+		res = gkewi(t, "onboard", "-f", file)
+		assert.Equal(t, 2, res.code, "%s", res)
+		assert.Contains(t, res.stderr, "nodePools")
+	})
+}

@@ -1,0 +1,152 @@
+package workflows
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"go.temporal.io/sdk/converter"
+	"go.temporal.io/sdk/workflow"
+)
+
+// How a decision reached the workflow.
+const (
+	viaSignal = "signal"
+	viaUpdate = "update"
+)
+
+// approvalGate takes in support decisions from the support-approval signal and
+// the support-decision update, counts only allowlisted approvers, and records
+// every other decision as ignored with the reason.
+//
+// Signals are taken from their channel whenever the workflow waits (on an
+// activity, a retry timer or the approval itself), so a decision sent before the
+// wait, even before the request went out, counts and shows in the status at once.
+type approvalGate struct {
+	approvers []string
+	record    *Approval
+	// awaiting is true while the workflow waits for the decision; the update is
+	// refused outside it.
+	awaiting bool
+	signals  workflow.ReceiveChannel
+	// wake lets the update handler end the wait's Select.
+	wake workflow.Channel
+}
+
+func newApprovalGate(ctx workflow.Context, approvers []string, record *Approval) *approvalGate {
+	return &approvalGate{
+		approvers: approvers,
+		record:    record,
+		signals:   workflow.GetSignalChannel(ctx, SignalSupportApproval),
+		wake:      workflow.NewBufferedChannel(ctx, 1),
+	}
+}
+
+// registerUpdate installs the support-decision update. Its validator refuses
+// unlisted approvers and decisions outside the wait, so the caller learns at once;
+// its handler returns the resulting state.
+func (g *approvalGate) registerUpdate(ctx workflow.Context) error {
+	return workflow.SetUpdateHandlerWithOptions(ctx, UpdateSupportDecision,
+		func(ctx workflow.Context, d ApprovalDecision) (State, error) {
+			g.consider(ctx, d, viaUpdate)
+			g.wake.SendAsync(true)
+			if g.record.Decision == DecisionApproved {
+				return StateApproved, nil
+			}
+			return StateRejected, nil
+		},
+		workflow.UpdateHandlerOptions{
+			Validator: func(ctx workflow.Context, d ApprovalDecision) error {
+				if reason := g.whyNotCounted(d); reason != "" {
+					return errors.New(reason)
+				}
+				if !g.awaiting {
+					return errors.New("not awaiting approval yet: the onboarding has not reached the approval step")
+				}
+				return nil
+			},
+			Description: "Approve or reject the onboarding as an allowlisted approver",
+		})
+}
+
+func (g *approvalGate) decided() bool {
+	return g.record.Decision == DecisionApproved || g.record.Decision == DecisionRejected
+}
+
+// whyNotCounted says why d does not count, or "" when it does.
+func (g *approvalGate) whyNotCounted(d ApprovalDecision) string {
+	approver := strings.TrimSpace(d.Approver)
+	switch {
+	case g.decided():
+		return fmt.Sprintf("already %s by %s", g.record.Decision, g.record.Approver)
+	case g.record.Decision != DecisionPending:
+		return "the approval is closed: " + string(g.record.Decision)
+	case approver == "":
+		return "approver is empty"
+	case !g.listed(approver):
+		return fmt.Sprintf("approver %q is not in support.approvers", approver)
+	}
+	return ""
+}
+
+func (g *approvalGate) listed(approver string) bool {
+	for _, a := range g.approvers {
+		if strings.EqualFold(a, approver) {
+			return true
+		}
+	}
+	return false
+}
+
+// consider records d as the decision, or as ignored with the reason.
+func (g *approvalGate) consider(ctx workflow.Context, d ApprovalDecision, via string) {
+	now := workflow.Now(ctx)
+	if reason := g.whyNotCounted(d); reason != "" {
+		g.ignore(IgnoredDecision{
+			Approver: d.Approver, Approved: d.Approved, Ticket: d.Ticket, Comment: d.Comment,
+			Via: via, ReceivedAt: now, Reason: reason,
+		})
+		workflow.GetLogger(ctx).Warn("approval decision ignored", "approver", d.Approver, "reason", reason)
+		return
+	}
+	g.record.Decision = DecisionRejected
+	if d.Approved {
+		g.record.Decision = DecisionApproved
+	}
+	g.record.Approver = strings.TrimSpace(d.Approver)
+	g.record.Ticket = d.Ticket
+	g.record.Comment = d.Comment
+	g.record.DecidedAt = now
+	g.record.Via = via
+	g.awaiting = false
+	workflow.GetLogger(ctx).Info("approval decision", "decision", g.record.Decision, "approver", g.record.Approver)
+}
+
+func (g *approvalGate) ignore(d IgnoredDecision) {
+	g.record.Ignored = append(g.record.Ignored, d)
+}
+
+// takeSignal receives one signal, decoding it here rather than in the channel so
+// a malformed payload is recorded instead of being dropped by the SDK.
+func (g *approvalGate) takeSignal(ctx workflow.Context, c workflow.ReceiveChannel, block bool) bool {
+	var raw converter.RawValue
+	if block {
+		c.Receive(ctx, &raw)
+	} else if !c.ReceiveAsync(&raw) {
+		return false
+	}
+	var d ApprovalDecision
+	if err := converter.GetDefaultDataConverter().FromPayload(raw.Payload(), &d); err != nil {
+		g.ignore(IgnoredDecision{Via: viaSignal, ReceivedAt: workflow.Now(ctx), Reason: "malformed payload: " + err.Error()})
+		workflow.GetLogger(ctx).Warn("malformed approval signal ignored", "error", err)
+		return true
+	}
+	g.consider(ctx, d, viaSignal)
+	return true
+}
+
+// drain takes in every signal already received.
+func (g *approvalGate) drain(ctx workflow.Context) {
+	for g.takeSignal(ctx, g.signals, false) {
+	}
+}

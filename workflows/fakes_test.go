@@ -1,0 +1,310 @@
+package workflows
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/stretchr/testify/mock"
+	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/testsuite"
+	"go.temporal.io/sdk/worker"
+
+	"github.com/gkewi/gkewi/activities"
+)
+
+// call is one activity execution seen by fakeCloud.
+type call struct {
+	Name  string
+	Input any
+}
+
+// fakeCloud stands in for every activity: it records each call with its input
+// and answers as configured. Errors queued in failures are returned, one per
+// call, before the activity succeeds.
+type fakeCloud struct {
+	mu sync.Mutex
+	// changed is StepResult.Changed for every step; false mimics a re-run.
+	changed bool
+	// saCreated is ServiceAccount.Created.
+	saCreated bool
+	nodePools []string
+	// verify answers VerifyAccess calls, numbered from 1; nil allows.
+	verify func(n int) activities.VerifyResult
+	// verifyErr fails VerifyAccess call n when it returns an error.
+	verifyErr func(n int) error
+	failures  map[string][]error
+	warnings  map[string][]string
+	calls     []call
+}
+
+func newFakeCloud() *fakeCloud {
+	return &fakeCloud{changed: true, saCreated: true, nodePools: []string{"default-pool", "gpu-pool"}}
+}
+
+// failNext queues errors for the named activity.
+func (f *fakeCloud) failNext(name string, errs ...error) *fakeCloud {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.failures == nil {
+		f.failures = map[string][]error{}
+	}
+	f.failures[name] = append(f.failures[name], errs...)
+	return f
+}
+
+// setVerify replaces the VerifyAccess answers and restarts their count.
+func (f *fakeCloud) setVerify(verify func(n int) activities.VerifyResult) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.verify = verify
+	kept := f.calls[:0]
+	for _, c := range f.calls {
+		if c.Name != "VerifyAccess" {
+			kept = append(kept, c)
+		}
+	}
+	f.calls = kept
+}
+
+// record logs a call and pops its next queued failure.
+func (f *fakeCloud) record(name string, in any) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls = append(f.calls, call{name, in})
+	if q := f.failures[name]; len(q) > 0 {
+		f.failures[name] = q[1:]
+		return q[0]
+	}
+	return nil
+}
+
+func (f *fakeCloud) step(name string, in any, detail string) (activities.StepResult, error) {
+	if err := f.record(name, in); err != nil {
+		return activities.StepResult{}, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return activities.StepResult{Changed: f.changed, Detail: detail, Warnings: f.warnings[name]}, nil
+}
+
+// names lists the activities called, in order.
+func (f *fakeCloud) names() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make([]string, len(f.calls))
+	for i, c := range f.calls {
+		out[i] = c.Name
+	}
+	return out
+}
+
+// inputs lists the inputs of the named activity's calls.
+func (f *fakeCloud) inputs(name string) []any {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []any
+	for _, c := range f.calls {
+		if c.Name == name {
+			out = append(out, c.Input)
+		}
+	}
+	return out
+}
+
+func (f *fakeCloud) count(name string) int { return len(f.inputs(name)) }
+
+// notifications lists the kinds of NotifySupport calls, in order.
+func (f *fakeCloud) notifications() []string {
+	var kinds []string
+	for _, in := range f.inputs("NotifySupport") {
+		kinds = append(kinds, in.(activities.Notification).Kind)
+	}
+	return kinds
+}
+
+func (f *fakeCloud) Preflight(_ context.Context, in activities.PreflightInput) (activities.StepResult, error) {
+	return f.step("Preflight", in, "cluster reachable")
+}
+
+func (f *fakeCloud) CheckIdentitySameness(_ context.Context, in activities.PreflightInput) (activities.StepResult, error) {
+	return f.step("CheckIdentitySameness", in, "")
+}
+
+func (f *fakeCloud) EnableService(_ context.Context, in activities.EnableServiceInput) (activities.StepResult, error) {
+	return f.step("EnableService", in, "")
+}
+
+func (f *fakeCloud) SetWorkloadPool(_ context.Context, in activities.ClusterRef) (activities.StepResult, error) {
+	return f.step("SetWorkloadPool", in, "workload pool "+in.WorkloadPool())
+}
+
+func (f *fakeCloud) ListNodePools(_ context.Context, in activities.ClusterRef) ([]string, error) {
+	if err := f.record("ListNodePools", in); err != nil {
+		return nil, err
+	}
+	return slices.Clone(f.nodePools), nil
+}
+
+func (f *fakeCloud) SetNodePoolMetadata(_ context.Context, in activities.NodePoolInput) (activities.StepResult, error) {
+	return f.step("SetNodePoolMetadata", in, "")
+}
+
+func (f *fakeCloud) EnsureServiceAccount(_ context.Context, in activities.EnsureServiceAccountInput) (activities.ServiceAccount, error) {
+	if err := f.record("EnsureServiceAccount", in); err != nil {
+		return activities.ServiceAccount{}, err
+	}
+	email := in.Email
+	if email == "" {
+		email = in.AccountID + "@" + in.Project + ".iam.gserviceaccount.com"
+	}
+	return activities.ServiceAccount{Email: email, UniqueID: "1234567890", Created: f.saCreated && in.Email == ""}, nil
+}
+
+func (f *fakeCloud) DeleteServiceAccount(_ context.Context, in activities.ServiceAccount) (activities.StepResult, error) {
+	return f.step("DeleteServiceAccount", in, "")
+}
+
+func (f *fakeCloud) AddServiceAccountIAMMember(_ context.Context, in activities.ServiceAccountIAMInput) (activities.StepResult, error) {
+	return f.step("AddServiceAccountIAMMember", in, "")
+}
+
+func (f *fakeCloud) RemoveServiceAccountIAMMember(_ context.Context, in activities.ServiceAccountIAMInput) (activities.StepResult, error) {
+	return f.step("RemoveServiceAccountIAMMember", in, "")
+}
+
+func (f *fakeCloud) GrantBigQueryAccess(_ context.Context, in activities.BigQueryAccessInput) (activities.StepResult, error) {
+	return f.step("GrantBigQueryAccess", in, "")
+}
+
+func (f *fakeCloud) RevokeBigQueryAccess(_ context.Context, in activities.BigQueryAccessInput) (activities.StepResult, error) {
+	return f.step("RevokeBigQueryAccess", in, "")
+}
+
+func (f *fakeCloud) AnnotateServiceAccount(_ context.Context, in activities.AnnotateInput) (activities.StepResult, error) {
+	return f.step("AnnotateServiceAccount", in, "")
+}
+
+func (f *fakeCloud) RemoveServiceAccountAnnotation(_ context.Context, in activities.AnnotateInput) (activities.StepResult, error) {
+	return f.step("RemoveServiceAccountAnnotation", in, "")
+}
+
+func (f *fakeCloud) HelmUpgradeInstall(_ context.Context, in activities.HelmInput) (activities.HelmResult, error) {
+	if err := f.record("HelmUpgradeInstall", in); err != nil {
+		return activities.HelmResult{}, err
+	}
+	return activities.HelmResult{Revision: 3, Status: "deployed", Changed: f.changed}, nil
+}
+
+func (f *fakeCloud) NotifySupport(_ context.Context, in activities.Notification) (activities.NotifyResult, error) {
+	if err := f.record("NotifySupport", in); err != nil {
+		return activities.NotifyResult{}, err
+	}
+	return activities.NotifyResult{Delivered: in.Targets}, nil
+}
+
+func (f *fakeCloud) VerifyAccess(_ context.Context, in activities.VerifyInput) (activities.VerifyResult, error) {
+	if err := f.record("VerifyAccess", in); err != nil {
+		return activities.VerifyResult{}, err
+	}
+	n := f.count("VerifyAccess")
+	f.mu.Lock()
+	verify, verifyErr := f.verify, f.verifyErr
+	f.mu.Unlock()
+	if verifyErr != nil {
+		if err := verifyErr(n); err != nil {
+			return activities.VerifyResult{}, err
+		}
+	}
+	if verify != nil {
+		return verify(n), nil
+	}
+	return allowed(), nil
+}
+
+var chainStages = []string{"ksa-token", "sts-exchange", "generate-access-token", "bigquery-call"}
+
+// allowed is a token chain that went through.
+func allowed() activities.VerifyResult {
+	res := activities.VerifyResult{Allowed: true}
+	for _, s := range chainStages {
+		res.Stages = append(res.Stages, activities.VerifyStage{Name: s, OK: true})
+	}
+	return res
+}
+
+// deniedAt is a token chain refused at stage.
+func deniedAt(stage string) activities.VerifyResult {
+	var res activities.VerifyResult
+	for _, s := range chainStages {
+		if s == stage {
+			res.Stages = append(res.Stages, activities.VerifyStage{Name: s, Detail: "Permission 'iam.serviceAccounts.getAccessToken' denied"})
+			return res
+		}
+		res.Stages = append(res.Stages, activities.VerifyStage{Name: s, OK: true})
+	}
+	panic(fmt.Sprintf("unknown stage %q", stage))
+}
+
+// mockAll routes every activity of the test environment to f.
+func (f *fakeCloud) mockAll(env *testsuite.TestWorkflowEnvironment) {
+	var (
+		gcp      *activities.GCP
+		kube     *activities.Kube
+		helm     *activities.Helm
+		notifier *activities.Notifier
+		verifier *activities.Verifier
+	)
+	for _, pair := range [][2]any{
+		{kube.Preflight, f.Preflight},
+		{gcp.CheckIdentitySameness, f.CheckIdentitySameness},
+		{gcp.EnableService, f.EnableService},
+		{gcp.SetWorkloadPool, f.SetWorkloadPool},
+		{gcp.ListNodePools, f.ListNodePools},
+		{gcp.SetNodePoolMetadata, f.SetNodePoolMetadata},
+		{gcp.EnsureServiceAccount, f.EnsureServiceAccount},
+		{gcp.DeleteServiceAccount, f.DeleteServiceAccount},
+		{gcp.AddServiceAccountIAMMember, f.AddServiceAccountIAMMember},
+		{gcp.RemoveServiceAccountIAMMember, f.RemoveServiceAccountIAMMember},
+		{gcp.GrantBigQueryAccess, f.GrantBigQueryAccess},
+		{gcp.RevokeBigQueryAccess, f.RevokeBigQueryAccess},
+		{kube.AnnotateServiceAccount, f.AnnotateServiceAccount},
+		{kube.RemoveServiceAccountAnnotation, f.RemoveServiceAccountAnnotation},
+		{helm.HelmUpgradeInstall, f.HelmUpgradeInstall},
+		{notifier.NotifySupport, f.NotifySupport},
+		{verifier.VerifyAccess, f.VerifyAccess},
+	} {
+		env.OnActivity(pair[0], mock.Anything, mock.Anything).Return(pair[1])
+	}
+}
+
+// registerAll registers f's methods on a real worker under the activity names
+// the workflows use.
+func (f *fakeCloud) registerAll(w worker.ActivityRegistry) {
+	for name, fn := range map[string]any{
+		"Preflight":                      f.Preflight,
+		"CheckIdentitySameness":          f.CheckIdentitySameness,
+		"EnableService":                  f.EnableService,
+		"SetWorkloadPool":                f.SetWorkloadPool,
+		"ListNodePools":                  f.ListNodePools,
+		"SetNodePoolMetadata":            f.SetNodePoolMetadata,
+		"EnsureServiceAccount":           f.EnsureServiceAccount,
+		"DeleteServiceAccount":           f.DeleteServiceAccount,
+		"AddServiceAccountIAMMember":     f.AddServiceAccountIAMMember,
+		"RemoveServiceAccountIAMMember":  f.RemoveServiceAccountIAMMember,
+		"GrantBigQueryAccess":            f.GrantBigQueryAccess,
+		"RevokeBigQueryAccess":           f.RevokeBigQueryAccess,
+		"AnnotateServiceAccount":         f.AnnotateServiceAccount,
+		"RemoveServiceAccountAnnotation": f.RemoveServiceAccountAnnotation,
+		"HelmUpgradeInstall":             f.HelmUpgradeInstall,
+		"NotifySupport":                  f.NotifySupport,
+		"VerifyAccess":                   f.VerifyAccess,
+	} {
+		w.RegisterActivityWithOptions(fn, activity.RegisterOptions{Name: name})
+	}
+}
+
+// joined is for readable failure messages.
+func joined(s []string) string { return strings.Join(s, "\n") }

@@ -1,0 +1,375 @@
+package workflows
+
+import (
+	"fmt"
+
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/workflow"
+
+	"github.com/gkewi/gkewi/activities"
+)
+
+// Error types of Onboard's own failures (step failures keep the activity's type,
+// see ErrTypeStepFailed).
+const (
+	ErrTypeInvalidRequest     = "InvalidRequest"
+	ErrTypeWrongWorkflowID    = "WrongWorkflowID"
+	ErrTypeRejected           = "Rejected"
+	ErrTypeApprovalTimedOut   = "ApprovalTimedOut"
+	ErrTypeExpiredBeforeGrant = "ExpiredBeforeGrant"
+	ErrTypeAccessNotGranted   = "AccessNotGranted"
+	ErrTypeAccessStillAllowed = "AccessStillAllowed"
+)
+
+// IAM roles the onboarding binds on the GSA.
+const (
+	roleTokenCreator         = "roles/iam.serviceAccountTokenCreator"
+	roleWorkloadIdentityUser = "roles/iam.workloadIdentityUser"
+	iamCredentialsService    = "iamcredentials.googleapis.com"
+)
+
+// Onboard's steps, in order; the status lists them under these names. Node pool
+// steps are "node-pool/NAME", added once the pools are known.
+const (
+	stepPreflight            = "preflight"
+	stepIdentitySameness     = "identity-sameness"
+	stepEnableService        = "enable-iamcredentials"
+	stepWorkloadPool         = "workload-pool"
+	stepListNodePools        = "list-node-pools"
+	stepNodePoolPrefix       = "node-pool/"
+	stepServiceAccount       = "service-account"
+	stepTokenCreator         = "token-creator"
+	stepApprovalRequest      = "approval-request"
+	stepApproval             = "approval"
+	stepWorkloadIdentityUser = "workload-identity-user"
+	stepAnnotate             = "annotate-ksa"
+	stepBigQuery             = "bigquery"
+	stepHelm                 = "helm"
+	stepVerify               = "verify"
+	stepScheduleRevocation   = "schedule-revocation"
+	// Only after a rejection, a timeout or a cancellation before the grant:
+	stepDeleteServiceAccount = "delete-service-account"
+	stepRemoveTokenCreator   = "remove-token-creator"
+	stepOutcome              = "outcome-notification"
+)
+
+// onboarding is one run of Onboard.
+type onboarding struct {
+	req     OnboardRequest
+	t       *tracker
+	gate    *approvalGate
+	cluster activities.ClusterRef
+	sa      activities.ServiceAccount
+	// tokenCreatorAdded: this run added the GSA's self token creator binding.
+	tokenCreatorAdded bool
+	// supportInvolved: support was asked (or answered), so it hears the outcome.
+	supportInvolved bool
+	helm            activities.HelmResult
+}
+
+// Onboard grants the KSA of a Helm release on a GKE cluster the identity of a
+// Google service account through Workload Identity, once support approves. See
+// the step constants for the order. Each step is idempotent, so running Onboard
+// again for a completed grant re-checks everything (after a new approval: the
+// grant may have been revoked since) and re-verifies access.
+//
+// The workflow ID must be OnboardWorkflowID(req), so one grant never has two
+// runs at once. A failure after the approval leaves what was done in place: fix
+// the cause and run Onboard again.
+//
+// Behaviour changes to this workflow must be guarded with workflow.GetVersion at
+// the step they change (change IDs named after the step), so running histories
+// keep replaying; the step functions below are the places to put them.
+func Onboard(ctx workflow.Context, req OnboardRequest) (OnboardResult, error) {
+	o := &onboarding{req: req.WithDefaults(), t: newTracker(ctx, OnboardWorkflowName)}
+	o.t.status.Approval = &Approval{Decision: DecisionPending}
+	o.gate = newApprovalGate(ctx, o.req.Support.Approvers, o.t.status.Approval)
+	o.t.listen = func(sel workflow.Selector) {
+		sel.AddReceive(o.gate.signals, func(c workflow.ReceiveChannel, _ bool) {
+			o.gate.takeSignal(ctx, c, true)
+			o.t.publish(ctx)
+		})
+	}
+	if err := o.t.registerQuery(ctx); err != nil {
+		return OnboardResult{}, err
+	}
+	if err := o.gate.registerUpdate(ctx); err != nil {
+		return OnboardResult{}, err
+	}
+	o.t.publish(ctx)
+
+	if err := o.checkRequest(ctx, req); err != nil {
+		return OnboardResult{}, o.fail(ctx, StateFailed, err)
+	}
+	o.start(ctx)
+	if err := o.prepare(ctx); err != nil {
+		return OnboardResult{}, o.fail(ctx, StateFailed, err)
+	}
+	if state, err := o.approval(ctx); err != nil {
+		return OnboardResult{}, o.fail(ctx, state, err)
+	}
+	if err := o.grant(ctx); err != nil {
+		return OnboardResult{}, o.fail(ctx, StateFailed, err)
+	}
+	return o.complete(ctx), nil
+}
+
+// checkRequest validates the request as sent (so a defaulted field is never
+// blamed) and the workflow ID, before any step.
+func (o *onboarding) checkRequest(ctx workflow.Context, req OnboardRequest) error {
+	if err := req.ValidateAt(workflow.Now(ctx)); err != nil {
+		return invalidRequest(err)
+	}
+	want, got := OnboardWorkflowID(req), workflow.GetInfo(ctx).WorkflowExecution.ID
+	if got != want {
+		return temporal.NewNonRetryableApplicationError(
+			fmt.Sprintf("workflow ID %q does not match the request: start Onboard for this grant with workflow ID %q", got, want),
+			ErrTypeWrongWorkflowID, nil)
+	}
+	return nil
+}
+
+func invalidRequest(err error) error {
+	var details []any
+	if ve, ok := err.(*ValidationError); ok {
+		details = append(details, ve.Problems)
+	}
+	return temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeInvalidRequest, nil, details...)
+}
+
+// start fills in the status and lists the steps.
+func (o *onboarding) start(ctx workflow.Context) {
+	r := o.req
+	o.cluster = activities.ClusterRef{Project: r.Project, Location: r.Location, Cluster: r.Cluster}
+	s := &o.t.status
+	s.Project, s.Location, s.Cluster, s.Namespace, s.KSA = r.Project, r.Location, r.Cluster, r.Namespace, r.KSA
+	upsertGrantAttributes(ctx, r.Project, r.Cluster, r.Namespace, r.KSA)
+	o.t.plan(stepPreflight, stepIdentitySameness, stepEnableService, stepWorkloadPool, stepListNodePools)
+	for _, p := range r.NodePools {
+		o.t.plan(stepNodePoolPrefix + p)
+	}
+	o.t.plan(stepServiceAccount, stepTokenCreator, stepApprovalRequest, stepApproval,
+		stepWorkloadIdentityUser, stepAnnotate, stepBigQuery, stepHelm, stepVerify)
+	if r.Expiry != nil {
+		o.t.plan(stepScheduleRevocation)
+	}
+	o.t.setState(ctx, StateRunning)
+}
+
+// prepare runs the steps before the approval: they make nothing reachable by the
+// workload yet.
+func (o *onboarding) prepare(ctx workflow.Context) error {
+	var gcp *activities.GCP
+	var kube *activities.Kube
+	r, t := o.req, o.t
+	pre := activities.PreflightInput{Cluster: o.cluster, Namespace: r.Namespace, KSA: r.KSA, Release: r.Helm.Release}
+	if _, err := t.runStep(ctx, stepPreflight, preflightOptions(), kube.Preflight, pre); err != nil {
+		return err
+	}
+	if _, err := t.runStep(ctx, stepIdentitySameness, preflightOptions(), gcp.CheckIdentitySameness, pre); err != nil {
+		return err
+	}
+	enable := activities.EnableServiceInput{Project: r.Project, Service: iamCredentialsService}
+	if _, err := t.runStep(ctx, stepEnableService, enableServiceOptions(), gcp.EnableService, enable); err != nil {
+		return err
+	}
+	if _, err := t.runStep(ctx, stepWorkloadPool, clusterOptions(), gcp.SetWorkloadPool, o.cluster); err != nil {
+		return err
+	}
+	if err := o.nodePools(ctx); err != nil {
+		return err
+	}
+	return o.serviceAccount(ctx)
+}
+
+// nodePools switches every node pool to the GKE metadata server, one at a time:
+// GKE runs one operation per cluster.
+func (o *onboarding) nodePools(ctx workflow.Context) error {
+	var gcp *activities.GCP
+	t := o.t
+	pools := o.req.NodePools
+	if len(pools) == 0 {
+		if err := t.run(ctx, stepListNodePools, readOptions(), gcp.ListNodePools, o.cluster, &pools); err != nil {
+			return err
+		}
+		t.insertAfter(stepListNodePools, prefixed(stepNodePoolPrefix, pools)...)
+		t.done(ctx, stepListNodePools, fmt.Sprintf("%d node pool(s)", len(pools)), nil)
+	} else {
+		t.skip(ctx, stepListNodePools, "node pools named in the request")
+	}
+	for _, p := range pools {
+		in := activities.NodePoolInput{Cluster: o.cluster, NodePool: p}
+		if _, err := t.runStep(ctx, stepNodePoolPrefix+p, clusterOptions(), gcp.SetNodePoolMetadata, in); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// serviceAccount ensures the GSA and lets it mint tokens for itself.
+func (o *onboarding) serviceAccount(ctx workflow.Context) error {
+	var gcp *activities.GCP
+	r, t := o.req, o.t
+	in := activities.EnsureServiceAccountInput{Project: r.Project, AccountID: r.GSA.AccountID, DisplayName: r.GSA.DisplayName, Email: r.GSA.Email}
+	if in.AccountID != "" && in.DisplayName == "" {
+		in.DisplayName = truncate(fmt.Sprintf("gkewi: %s/%s on %s", r.Namespace, r.KSA, r.Cluster), 100)
+	}
+	if err := t.run(ctx, stepServiceAccount, iamOptions(), gcp.EnsureServiceAccount, in, &o.sa); err != nil {
+		return err
+	}
+	t.status.GSAEmail, t.status.GSACreated = o.sa.Email, o.sa.Created
+	upsertGSAAttribute(ctx, o.sa.Email)
+	t.step(stepServiceAccount).Changed = o.sa.Created
+	detail := "reusing " + o.sa.Email
+	if o.sa.Created {
+		detail = "created " + o.sa.Email
+	}
+	t.done(ctx, stepServiceAccount, detail, nil)
+
+	self := activities.ServiceAccountIAMInput{ServiceAccountEmail: o.sa.Email, Role: roleTokenCreator, Member: serviceAccountMember(o.sa.Email)}
+	res, err := t.runStep(ctx, stepTokenCreator, iamOptions(), gcp.AddServiceAccountIAMMember, self)
+	o.tokenCreatorAdded = res.Changed
+	return err
+}
+
+// grant makes the identity usable by the workload, after the approval.
+//
+// Helm runs once, after the BigQuery grant, with the connection values included:
+// the grant needs only the GSA email, and one release revision with complete
+// values spares the workload a second rollout (and a window where it runs
+// without its connection settings).
+func (o *onboarding) grant(ctx workflow.Context) error {
+	var gcp *activities.GCP
+	var kube *activities.Kube
+	var helm *activities.Helm
+	r, t := o.req, o.t
+	wi := activities.ServiceAccountIAMInput{
+		ServiceAccountEmail: o.sa.Email,
+		Role:                roleWorkloadIdentityUser,
+		Member:              workloadIdentityMember(r.Project, r.Namespace, r.KSA),
+	}
+	if _, err := t.runStep(ctx, stepWorkloadIdentityUser, iamOptions(), gcp.AddServiceAccountIAMMember, wi); err != nil {
+		return err
+	}
+	annotate := activities.AnnotateInput{Namespace: r.Namespace, KSA: r.KSA, GSAEmail: o.sa.Email, Release: r.Helm.Release}
+	if _, err := t.runStep(ctx, stepAnnotate, kubeOptions(), kube.AnnotateServiceAccount, annotate); err != nil {
+		return err
+	}
+	var conn *activities.ConnectionValues
+	if bq := r.BigQuery; bq != nil {
+		if _, err := t.runStep(ctx, stepBigQuery, iamOptions(), gcp.GrantBigQueryAccess, bigQueryAccess(o.sa.Email, bq)); err != nil {
+			return err
+		}
+		conn = &activities.ConnectionValues{
+			TempDataset:       bq.TempDataset,
+			BillingProject:    bq.BillingProject,
+			ServiceAccount:    o.sa.Email,
+			ConnectionOwnerID: bq.ConnectionOwnerID,
+		}
+	} else {
+		t.skip(ctx, stepBigQuery, "no bigquery in the request")
+	}
+	in := activities.HelmInput{
+		Namespace: r.Namespace, Release: r.Helm.Release, Chart: r.Helm.Chart, RepoURL: r.Helm.RepoURL,
+		Version: r.Helm.Version, Values: r.Helm.Values, GSAEmail: o.sa.Email, Connection: conn,
+	}
+	if err := t.run(ctx, stepHelm, helmOptions(), helm.HelmUpgradeInstall, in, &o.helm); err != nil {
+		return err
+	}
+	t.status.HelmRevision = o.helm.Revision
+	t.step(stepHelm).Changed = o.helm.Changed
+	detail := fmt.Sprintf("revision %d (%s)", o.helm.Revision, o.helm.Status)
+	if !o.helm.Changed {
+		detail += ", values unchanged"
+	}
+	t.done(ctx, stepHelm, detail, nil)
+
+	_, err := verifyAccess(ctx, t, stepVerify, o.verifyInput(), true)
+	return err
+}
+
+func (o *onboarding) verifyInput() activities.VerifyInput {
+	return verifyInput(o.cluster, o.req.Namespace, o.req.KSA, o.sa.Email, o.req.BigQuery)
+}
+
+func verifyInput(cluster activities.ClusterRef, namespace, ksa, gsa string, bq *BigQuerySpec) activities.VerifyInput {
+	project := cluster.Project
+	if bq != nil {
+		project = bq.BillingProject
+	}
+	return activities.VerifyInput{Cluster: cluster, Namespace: namespace, KSA: ksa, GSAEmail: gsa, BigQueryProject: project}
+}
+
+func bigQueryAccess(gsa string, bq *BigQuerySpec) activities.BigQueryAccessInput {
+	return activities.BigQueryAccessInput{
+		Member:         serviceAccountMember(gsa),
+		DataProject:    bq.DataProject,
+		BillingProject: bq.BillingProject,
+		TempDataset:    bq.TempDataset,
+		Datasets:       bq.Datasets,
+	}
+}
+
+// complete records the outcome of a successful run.
+func (o *onboarding) complete(ctx workflow.Context) OnboardResult {
+	t := o.t
+	now := workflow.Now(ctx)
+	expiresAt := o.req.expiresAt(now)
+	if !expiresAt.IsZero() {
+		t.status.ExpiresAt = expiresAt
+		upsertExpiryAttribute(ctx, expiresAt)
+		o.arrangeRevocation(ctx, expiresAt)
+	}
+	o.gate.drain(ctx)
+	t.end(ctx, StateCompleted, nil)
+	o.notifyOutcome(ctx, fmt.Sprintf("onboarding completed: %s/%s on %s can act as %s", o.req.Namespace, o.req.KSA, o.req.Cluster, o.sa.Email))
+	return OnboardResult{
+		State:        StateCompleted,
+		GSAEmail:     o.sa.Email,
+		GSACreated:   o.sa.Created,
+		HelmRevision: o.helm.Revision,
+		Approval:     *t.status.Approval,
+		CompletedAt:  now,
+		ExpiresAt:    expiresAt,
+		Changed:      t.status.changedSteps(),
+		Warnings:     t.status.Warnings,
+		Revoke:       o.revokeRequest(),
+	}
+}
+
+// revokeRequest is the request that undoes this grant.
+func (o *onboarding) revokeRequest() RevokeRequest {
+	r := o.req
+	return RevokeRequest{
+		Project: r.Project, Location: r.Location, Cluster: r.Cluster,
+		Namespace: r.Namespace, KSA: r.KSA, GSAEmail: o.sa.Email,
+		BigQuery: r.BigQuery,
+	}.WithDefaults()
+}
+
+// fail ends the run with err in state s. A cancellation ends it as canceled.
+func (o *onboarding) fail(ctx workflow.Context, s State, err error) error {
+	if temporal.IsCanceledError(err) {
+		s = StateCanceled
+		ctx, _ = workflow.NewDisconnectedContext(ctx)
+	}
+	o.gate.drain(ctx)
+	o.t.end(ctx, s, err)
+	o.notifyOutcome(ctx, fmt.Sprintf("onboarding %s: %s", s, o.t.status.Error))
+	return err
+}
+
+func prefixed(prefix string, names []string) []string {
+	out := make([]string, len(names))
+	for i, n := range names {
+		out[i] = prefix + n
+	}
+	return out
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}

@@ -1,0 +1,170 @@
+package workflows
+
+import (
+	"errors"
+	"math"
+	"slices"
+	"time"
+
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/workflow"
+
+	"github.com/gkewi/gkewi/activities"
+)
+
+// stepOptions are the timeouts and the retry policy of one kind of step.
+//
+// The workflow, not the Temporal server, retries failed activities: every
+// execution runs with MaximumAttempts 1 and the workflow sleeps (a durable timer)
+// before the next one. That way the status query shows each attempt and its
+// error while a step is still being retried, which is what an operator needs
+// during a long busy-cluster wait. The retry policy below keeps the semantics of
+// a temporal.RetryPolicy, plus an overall bound.
+type stepOptions struct {
+	startToClose time.Duration
+	// heartbeat is set only for activities that heartbeat while they wait on a
+	// long Google operation, so a lost worker is noticed before startToClose.
+	heartbeat time.Duration
+	retry     retryPolicy
+}
+
+// retryPolicy decides whether and when to retry a failed activity execution.
+type retryPolicy struct {
+	initialInterval    time.Duration
+	backoffCoefficient float64
+	maximumInterval    time.Duration
+	// maximumAttempts bounds the executions, first included.
+	maximumAttempts int
+	// giveUpAfter bounds the time since the first execution; 0 means no bound
+	// beyond maximumAttempts.
+	giveUpAfter time.Duration
+	// nonRetryableErrorTypes end the step at once, in addition to errors the
+	// activity marks non-retryable itself.
+	nonRetryableErrorTypes []string
+}
+
+// fixNeeded lists activity error types an operator must act on; retrying cannot help.
+func fixNeeded() []string {
+	return []string{
+		activities.ErrTypeInvalidArgument,
+		activities.ErrTypeFailedPrecondition,
+		activities.ErrTypePermissionDenied,
+		activities.ErrTypeNotFound,
+		activities.ErrTypeUnauthenticated,
+		activities.ErrTypeServiceDisabled,
+		activities.ErrTypeAlreadyExists,
+	}
+}
+
+// Step options by kind. Cluster operations wait long and patiently: GKE runs one
+// operation per cluster at a time, so another onboarding (or an upgrade) on the
+// same cluster makes ours fail with a retryable ClusterBusy error until it ends.
+// Nothing else coordinates onboardings that share a cluster; the activities are
+// idempotent, so whichever runs second finds the setting already made.
+func preflightOptions() stepOptions {
+	return stepOptions{startToClose: 2 * time.Minute, retry: retryPolicy{
+		initialInterval: 5 * time.Second, backoffCoefficient: 2, maximumInterval: time.Minute,
+		maximumAttempts: 5, nonRetryableErrorTypes: fixNeeded(),
+	}}
+}
+
+func enableServiceOptions() stepOptions {
+	return stepOptions{startToClose: 15 * time.Minute, heartbeat: 2 * time.Minute, retry: retryPolicy{
+		initialInterval: 10 * time.Second, backoffCoefficient: 2, maximumInterval: 2 * time.Minute,
+		maximumAttempts: 10, nonRetryableErrorTypes: fixNeeded(),
+	}}
+}
+
+// clusterOptions: node pool updates recreate nodes, which takes long on big pools.
+func clusterOptions() stepOptions {
+	return stepOptions{startToClose: 3 * time.Hour, heartbeat: 2 * time.Minute, retry: retryPolicy{
+		initialInterval: 30 * time.Second, backoffCoefficient: 1.5, maximumInterval: 5 * time.Minute,
+		maximumAttempts: 200, giveUpAfter: 12 * time.Hour, nonRetryableErrorTypes: fixNeeded(),
+	}}
+}
+
+// readOptions: quick reads (list node pools).
+func readOptions() stepOptions {
+	return stepOptions{startToClose: time.Minute, retry: retryPolicy{
+		initialInterval: 5 * time.Second, backoffCoefficient: 2, maximumInterval: time.Minute,
+		maximumAttempts: 8, nonRetryableErrorTypes: fixNeeded(),
+	}}
+}
+
+// iamOptions: IAM and BigQuery policy read-modify-writes lose races (409 ABORTED)
+// under concurrent changes; those retry quickly. A workload pool that IAM does not
+// know yet (just enabled) shows up as WorkloadPoolNotReady and also retries.
+func iamOptions() stepOptions {
+	return stepOptions{startToClose: 2 * time.Minute, retry: retryPolicy{
+		initialInterval: 2 * time.Second, backoffCoefficient: 2, maximumInterval: time.Minute,
+		maximumAttempts: 20, giveUpAfter: 30 * time.Minute,
+		nonRetryableErrorTypes: fixNeeded(),
+	}}
+}
+
+func kubeOptions() stepOptions {
+	return stepOptions{startToClose: 2 * time.Minute, retry: retryPolicy{
+		initialInterval: 5 * time.Second, backoffCoefficient: 2, maximumInterval: time.Minute,
+		maximumAttempts: 10, nonRetryableErrorTypes: fixNeeded(),
+	}}
+}
+
+// helmOptions: an install waits for the release's pods; a failed one rarely heals
+// by itself, so few attempts.
+func helmOptions() stepOptions {
+	return stepOptions{startToClose: 30 * time.Minute, retry: retryPolicy{
+		initialInterval: 30 * time.Second, backoffCoefficient: 2, maximumInterval: 5 * time.Minute,
+		maximumAttempts: 3, nonRetryableErrorTypes: fixNeeded(),
+	}}
+}
+
+func notifyOptions() stepOptions {
+	return stepOptions{startToClose: time.Minute, retry: retryPolicy{
+		initialInterval: 10 * time.Second, backoffCoefficient: 2, maximumInterval: 2 * time.Minute,
+		maximumAttempts: 5, nonRetryableErrorTypes: fixNeeded(),
+	}}
+}
+
+// verifyOptions are for errors while asking (not for denials, see verify.go).
+func verifyOptions() stepOptions {
+	return stepOptions{startToClose: 2 * time.Minute, retry: retryPolicy{
+		initialInterval: 10 * time.Second, backoffCoefficient: 2, maximumInterval: time.Minute,
+		maximumAttempts: 5, nonRetryableErrorTypes: fixNeeded(),
+	}}
+}
+
+// activityOptions are the options of one execution.
+func (o stepOptions) activityOptions(summary string) workflow.ActivityOptions {
+	return workflow.ActivityOptions{
+		StartToCloseTimeout: o.startToClose,
+		HeartbeatTimeout:    o.heartbeat,
+		RetryPolicy:         &temporal.RetryPolicy{MaximumAttempts: 1},
+		Summary:             summary,
+	}
+}
+
+// retryable reports whether err, from execution number attempt, may be retried.
+func (p retryPolicy) retryable(err error, attempt int) bool {
+	if attempt >= p.maximumAttempts || temporal.IsCanceledError(err) {
+		return false
+	}
+	var appErr *temporal.ApplicationError
+	if errors.As(err, &appErr) {
+		return !appErr.NonRetryable() && !slices.Contains(p.nonRetryableErrorTypes, appErr.Type())
+	}
+	return true
+}
+
+// delay is the wait before the execution after number attempt; an activity may
+// ask for a specific delay with ApplicationError's NextRetryDelay.
+func (p retryPolicy) delay(err error, attempt int) time.Duration {
+	var appErr *temporal.ApplicationError
+	if errors.As(err, &appErr) && appErr.NextRetryDelay() > 0 {
+		return appErr.NextRetryDelay()
+	}
+	d := float64(p.initialInterval) * math.Pow(p.backoffCoefficient, float64(attempt-1))
+	if d > float64(p.maximumInterval) {
+		return p.maximumInterval
+	}
+	return time.Duration(d)
+}

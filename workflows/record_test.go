@@ -1,0 +1,201 @@
+package workflows
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	enumspb "go.temporal.io/api/enums/v1"
+	historypb "go.temporal.io/api/history/v1"
+	"go.temporal.io/api/temporalproto"
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/log"
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/testsuite"
+	"go.temporal.io/sdk/worker"
+
+	"github.com/gkewi/gkewi/activities"
+)
+
+const (
+	// recordEnv turns on TestRecordHistories.
+	recordEnv = "GKEWI_RECORD_HISTORIES"
+	// temporalCLIVersion is the version the Makefile pins.
+	temporalCLIVersion = "v1.5.1"
+)
+
+// TestRecordHistories re-records the histories TestReplayRecordedHistories
+// replays, by running the workflows in a Temporal dev server with a worker whose
+// activities are fakes. It runs only when asked, since new histories replace the
+// ones running workflows were checked against:
+//
+//	GKEWI_RECORD_HISTORIES=1 go test -count=1 -run TestRecordHistories ./workflows/
+//
+// It takes about four minutes: the timeout scenario waits for real timers.
+func TestRecordHistories(t *testing.T) {
+	if os.Getenv(recordEnv) == "" {
+		t.Skip("set " + recordEnv + "=1 to re-record workflows/testdata")
+	}
+	cli := temporalCLIPath()
+	if _, err := os.Stat(cli); err != nil {
+		t.Fatalf("Temporal CLI not found at %s (run `make tools`, or set GKEWI_TEMPORAL): %v", cli, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+
+	logger := log.NewStructuredLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	var extra []string
+	for _, f := range SearchAttributeFlags() {
+		extra = append(extra, "--search-attribute", f)
+	}
+	srv, err := testsuite.StartDevServer(ctx, testsuite.DevServerOptions{
+		ExistingPath:  cli,
+		ClientOptions: &client.Options{Namespace: "default", Logger: logger},
+		LogLevel:      "error",
+		ExtraArgs:     extra,
+	})
+	require.NoError(t, err)
+	defer func() { _ = srv.Stop() }()
+	c := srv.Client()
+
+	fake := newFakeCloud()
+	w := worker.New(c, TaskQueue, worker.Options{})
+	Register(w)
+	fake.registerAll(w)
+	require.NoError(t, w.Start())
+	defer w.Stop()
+
+	rec := recorder{t: t, ctx: ctx, c: c}
+
+	t.Run("onboard-bigquery-approved", func(t *testing.T) {
+		// A flaky preflight (one retry timer), an ignored signal, then the update.
+		fake.failNext("Preflight", errors.New("connection reset by peer"))
+		fake.setVerify(func(n int) activities.VerifyResult {
+			if n == 1 {
+				return deniedAt("generate-access-token")
+			}
+			return allowed()
+		})
+		req := validRequest()
+		req.Expiry = &ExpirySpec{TTL: "720h"}
+		run := rec.start(OnboardWorkflowName, OnboardWorkflowID(req), req)
+		rec.waitFor(run, StateAwaitingApproval)
+		require.NoError(t, c.SignalWorkflow(ctx, run.GetID(), run.GetRunID(), SignalSupportApproval, approve(mallory)))
+		handle, err := c.UpdateWorkflow(ctx, client.UpdateWorkflowOptions{
+			WorkflowID: run.GetID(), RunID: run.GetRunID(), UpdateName: UpdateSupportDecision,
+			Args: []any{approve(alice)}, WaitForStage: client.WorkflowUpdateStageCompleted,
+		})
+		require.NoError(t, err)
+		var state State
+		require.NoError(t, handle.Get(ctx, &state))
+		require.Equal(t, StateApproved, state)
+		var res OnboardResult
+		require.NoError(t, run.Get(ctx, &res))
+		require.Equal(t, StateCompleted, res.State)
+		rec.save(run, "onboard-bigquery-approved")
+	})
+
+	t.Run("onboard-rejected", func(t *testing.T) {
+		req := validRequest()
+		req.Namespace = "carto-rejected"
+		run := rec.start(OnboardWorkflowName, OnboardWorkflowID(req), req)
+		rec.waitFor(run, StateAwaitingApproval)
+		require.NoError(t, c.SignalWorkflow(ctx, run.GetID(), run.GetRunID(), SignalSupportApproval,
+			ApprovalDecision{Approved: false, Approver: alice, Ticket: "SUP-43", Comment: "not this cluster"}))
+		rec.requireFailure(run, ErrTypeRejected)
+		rec.save(run, "onboard-rejected")
+	})
+
+	t.Run("onboard-timed-out", func(t *testing.T) {
+		req := validRequest()
+		req.Namespace = "carto-timeout"
+		req.GSA = GSASpec{Email: wantGSA}
+		req.Support.ReminderInterval = "1m"
+		req.Support.ApprovalTimeout = "2m30s"
+		run := rec.start(OnboardWorkflowName, OnboardWorkflowID(req), req)
+		rec.requireFailure(run, ErrTypeApprovalTimedOut)
+		rec.save(run, "onboard-timed-out")
+	})
+
+	t.Run("revoke", func(t *testing.T) {
+		fake.setVerify(func(n int) activities.VerifyResult {
+			if n == 1 {
+				return allowed()
+			}
+			return deniedAt("generate-access-token")
+		})
+		req := revokeRequest()
+		req.TokenExpiryWait = "3s"
+		run := rec.start(RevokeWorkflowName, RevokeWorkflowID(req), req)
+		var res RevokeResult
+		require.NoError(t, run.Get(ctx, &res))
+		require.Equal(t, StateRevoked, res.State)
+		rec.save(run, "revoke")
+	})
+}
+
+type recorder struct {
+	t   *testing.T
+	ctx context.Context
+	c   client.Client
+}
+
+func (r recorder) start(workflowType, id string, req any) client.WorkflowRun {
+	run, err := r.c.ExecuteWorkflow(r.ctx, client.StartWorkflowOptions{ID: id, TaskQueue: TaskQueue}, workflowType, req)
+	require.NoError(r.t, err)
+	return run
+}
+
+// waitFor polls the status query until the run reaches state.
+func (r recorder) waitFor(run client.WorkflowRun, state State) {
+	require.Eventually(r.t, func() bool {
+		v, err := r.c.QueryWorkflow(r.ctx, run.GetID(), run.GetRunID(), QueryStatus)
+		if err != nil {
+			return false
+		}
+		var s Status
+		return v.Get(&s) == nil && s.State == state
+	}, time.Minute, 200*time.Millisecond, "run %s never reached %s", run.GetID(), state)
+}
+
+func (r recorder) requireFailure(run client.WorkflowRun, errType string) {
+	err := run.Get(r.ctx, nil)
+	var appErr *temporal.ApplicationError
+	require.Truef(r.t, errors.As(err, &appErr), "want an %s failure, got %v", errType, err)
+	require.Equal(r.t, errType, appErr.Type())
+}
+
+// save writes the run's full history to testdata/NAME.json.
+func (r recorder) save(run client.WorkflowRun, name string) {
+	it := r.c.GetWorkflowHistory(r.ctx, run.GetID(), run.GetRunID(), false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
+	hist := &historypb.History{}
+	for it.HasNext() {
+		ev, err := it.Next()
+		require.NoError(r.t, err)
+		hist.Events = append(hist.Events, ev)
+	}
+	data, err := temporalproto.CustomJSONMarshalOptions{Indent: "  "}.Marshal(hist)
+	require.NoError(r.t, err)
+	path := filepath.Join("testdata", name+".json")
+	require.NoError(r.t, os.WriteFile(path, append(data, '\n'), 0o644))
+	r.t.Logf("recorded %s: %d events", path, len(hist.Events))
+}
+
+// temporalCLIPath is the Temporal CLI `make tools` builds: $GKEWI_TEMPORAL, else
+// the pinned version in the user's cache.
+func temporalCLIPath() string {
+	if p := os.Getenv("GKEWI_TEMPORAL"); p != "" {
+		return p
+	}
+	cache := os.Getenv("XDG_CACHE_HOME")
+	if cache == "" {
+		home, _ := os.UserHomeDir()
+		cache = filepath.Join(home, ".cache")
+	}
+	return filepath.Join(cache, "gkewi", "tools", "temporal-"+temporalCLIVersion, "temporal")
+}

@@ -1,0 +1,39 @@
+package workflows
+
+// RevokeRequest is the input of the Revoke workflow. Its JSON field names are a
+// stable contract, like OnboardRequest's; OnboardResult.Revoke holds a ready one.
+type RevokeRequest struct {
+	Project   string `json:"project"`
+	Location  string `json:"location"`
+	Cluster   string `json:"cluster"`
+	Namespace string `json:"namespace"`
+	KSA       string `json:"ksa"`
+	// GSAEmail is the Google service account the KSA was allowed to act as.
+	GSAEmail string `json:"gsaEmail"`
+	// RemoveAnnotation also removes the KSA's iam.gke.io/gcp-service-account
+	// annotation. Off by default: Helm owns it and would put it back.
+	RemoveAnnotation bool `json:"removeAnnotation,omitempty"`
+	// BigQuery, when set, also revokes the connection's BigQuery roles.
+	BigQuery *BigQuerySpec `json:"bigquery,omitempty"`
+	// TokenExpiryWait is how long to wait for tokens already handed out to expire
+	// before proving access is gone; default 30m, "0s" skips it, at most 12h.
+	TokenExpiryWait Duration `json:"tokenExpiryWait,omitempty"`
+	// Reason is recorded in the status and the logs.
+	Reason string `json:"reason,omitempty"`
+}
+
+// WithDefaults returns r with the token expiry wait defaulted to 30m.
+func (r RevokeRequest) WithDefaults() RevokeRequest {
+	if r.TokenExpiryWait == "" {
+		r.TokenExpiryWait = DefaultTokenExpiryWait
+	}
+	return r
+}
+
+// member is the Workload Identity principal of the grant.
+func workloadIdentityMember(project, namespace, ksa string) string {
+	return "serviceAccount:" + project + ".svc.id.goog[" + namespace + "/" + ksa + "]"
+}
+
+// serviceAccountMember is the IAM member naming a Google service account.
+func serviceAccountMember(email string) string { return "serviceAccount:" + email }

@@ -1,0 +1,97 @@
+package workflows
+
+import (
+	"time"
+
+	enumspb "go.temporal.io/api/enums/v1"
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/workflow"
+)
+
+// Custom search attributes gkewi keeps up to date on its runs, so operators can
+// list grants with `temporal workflow list --query 'GkewiNamespace="x"'`. They must
+// be registered on the namespace before a worker runs the workflows.
+const (
+	SearchAttrProject   = "GkewiProject"
+	SearchAttrCluster   = "GkewiCluster"
+	SearchAttrNamespace = "GkewiNamespace"
+	SearchAttrKSA       = "GkewiKSA"
+	SearchAttrGSA       = "GkewiGSA"
+	SearchAttrState     = "GkewiState"
+	SearchAttrExpiry    = "GkewiExpiry"
+)
+
+// SearchAttributeTypes maps each custom search attribute to its type, as the
+// operator API (AddSearchAttributes) takes them.
+func SearchAttributeTypes() map[string]enumspb.IndexedValueType {
+	m := make(map[string]enumspb.IndexedValueType)
+	for _, a := range searchAttributeList() {
+		m[a.name] = a.kind
+	}
+	return m
+}
+
+// SearchAttributeFlags returns "Name=Type" for each custom search attribute, the
+// form `temporal server start-dev --search-attribute` takes.
+func SearchAttributeFlags() []string {
+	list := searchAttributeList()
+	flags := make([]string, len(list))
+	for i, a := range list {
+		flags[i] = a.name + "=" + a.kindName
+	}
+	return flags
+}
+
+type searchAttributeDef struct {
+	name     string
+	kind     enumspb.IndexedValueType
+	kindName string // as the CLI spells it
+}
+
+func searchAttributeList() []searchAttributeDef {
+	keyword := func(name string) searchAttributeDef {
+		return searchAttributeDef{name, enumspb.INDEXED_VALUE_TYPE_KEYWORD, "Keyword"}
+	}
+	return []searchAttributeDef{
+		keyword(SearchAttrProject),
+		keyword(SearchAttrCluster),
+		keyword(SearchAttrNamespace),
+		keyword(SearchAttrKSA),
+		keyword(SearchAttrGSA),
+		keyword(SearchAttrState),
+		{SearchAttrExpiry, enumspb.INDEXED_VALUE_TYPE_DATETIME, "Datetime"},
+	}
+}
+
+func keywordAttr(name, value string) temporal.SearchAttributeUpdate {
+	return temporal.NewSearchAttributeKeyKeyword(name).ValueSet(value)
+}
+
+// upsertGrantAttributes records which grant a run is about.
+func upsertGrantAttributes(ctx workflow.Context, project, cluster, namespace, ksa string) {
+	upsertAttributes(ctx,
+		keywordAttr(SearchAttrProject, project),
+		keywordAttr(SearchAttrCluster, cluster),
+		keywordAttr(SearchAttrNamespace, namespace),
+		keywordAttr(SearchAttrKSA, ksa))
+}
+
+func upsertGSAAttribute(ctx workflow.Context, email string) {
+	upsertAttributes(ctx, keywordAttr(SearchAttrGSA, email))
+}
+
+func upsertStateAttribute(ctx workflow.Context, s State) {
+	upsertAttributes(ctx, keywordAttr(SearchAttrState, string(s)))
+}
+
+func upsertExpiryAttribute(ctx workflow.Context, at time.Time) {
+	upsertAttributes(ctx, temporal.NewSearchAttributeKeyTime(SearchAttrExpiry).ValueSet(at))
+}
+
+// upsertAttributes logs instead of failing: search attributes help find runs but
+// the grant does not depend on them.
+func upsertAttributes(ctx workflow.Context, updates ...temporal.SearchAttributeUpdate) {
+	if err := workflow.UpsertTypedSearchAttributes(ctx, updates...); err != nil {
+		workflow.GetLogger(ctx).Warn("cannot upsert search attributes", "error", err)
+	}
+}

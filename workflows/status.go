@@ -1,0 +1,141 @@
+package workflows
+
+import "time"
+
+// State is the overall state of an Onboard or Revoke run, as shown by the status
+// query and the GkewiState search attribute.
+type State string
+
+const (
+	StateValidating       State = "validating"
+	StateRunning          State = "running"
+	StateAwaitingApproval State = "awaiting-approval"
+	StateApproved         State = "approved"
+	// StateCleaningUp: rejected, timed out or canceled before the grant; undoing
+	// what this run created.
+	StateCleaningUp State = "cleaning-up"
+	StateCompleted  State = "completed"
+	StateFailed     State = "failed"
+	StateRejected   State = "rejected"
+	StateTimedOut   State = "timed-out"
+	StateCanceled   State = "canceled"
+	// StateWaitingTokenExpiry: Revoke removed the grant and waits for tokens
+	// already handed out to expire.
+	StateWaitingTokenExpiry State = "waiting-token-expiry"
+	StateRevoked            State = "revoked"
+)
+
+// StepState is the state of one step.
+type StepState string
+
+const (
+	StepPending StepState = "pending"
+	StepRunning StepState = "running"
+	StepDone    StepState = "done"
+	StepSkipped StepState = "skipped"
+	StepFailed  StepState = "failed"
+)
+
+// Step is one step of a run. Attempts counts the activity executions; LastError
+// is the error of the latest failed one (kept after a later success); Changed is
+// false when everything was already as wanted.
+type Step struct {
+	Name      string    `json:"name"`
+	State     StepState `json:"state"`
+	Changed   bool      `json:"changed,omitempty"`
+	StartedAt time.Time `json:"startedAt,omitzero"`
+	EndedAt   time.Time `json:"endedAt,omitzero"`
+	Attempts  int       `json:"attempts,omitempty"`
+	LastError string    `json:"lastError,omitempty"`
+	Detail    string    `json:"detail,omitempty"`
+	Warnings  []string  `json:"warnings,omitempty"`
+}
+
+// Decision is the outcome of the approval gate.
+type Decision string
+
+const (
+	DecisionPending  Decision = "pending"
+	DecisionApproved Decision = "approved"
+	DecisionRejected Decision = "rejected"
+	DecisionTimedOut Decision = "timed-out"
+)
+
+// Approval records the approval gate: the decision that counted and every
+// decision that did not, with the reason.
+type Approval struct {
+	Decision  Decision  `json:"decision"`
+	Approver  string    `json:"approver,omitempty"`
+	Ticket    string    `json:"ticket,omitempty"`
+	Comment   string    `json:"comment,omitempty"`
+	DecidedAt time.Time `json:"decidedAt,omitzero"`
+	// Via is "signal" or "update".
+	Via string `json:"via,omitempty"`
+	// RequestedAt is when support was notified; Deadline when the wait gives up.
+	RequestedAt    time.Time `json:"requestedAt,omitzero"`
+	Deadline       time.Time `json:"deadline,omitzero"`
+	RemindersSent  int       `json:"remindersSent,omitempty"`
+	NextReminderAt time.Time `json:"nextReminderAt,omitzero"`
+	// Ignored are decisions that did not count: unlisted or empty approver,
+	// malformed payload, or sent after the decision.
+	Ignored []IgnoredDecision `json:"ignored,omitempty"`
+}
+
+// IgnoredDecision is a decision that was received but did not count.
+type IgnoredDecision struct {
+	Approver   string    `json:"approver,omitempty"`
+	Approved   bool      `json:"approved"`
+	Ticket     string    `json:"ticket,omitempty"`
+	Comment    string    `json:"comment,omitempty"`
+	Via        string    `json:"via"`
+	ReceivedAt time.Time `json:"receivedAt"`
+	Reason     string    `json:"reason"`
+}
+
+// Status is what the status query returns for both workflows.
+type Status struct {
+	// Workflow is OnboardWorkflowName or RevokeWorkflowName.
+	Workflow  string `json:"workflow"`
+	State     State  `json:"state"`
+	Project   string `json:"project,omitempty"`
+	Location  string `json:"location,omitempty"`
+	Cluster   string `json:"cluster,omitempty"`
+	Namespace string `json:"namespace,omitempty"`
+	KSA       string `json:"ksa,omitempty"`
+	GSAEmail  string `json:"gsaEmail,omitempty"`
+	// GSACreated is true when this run created the GSA (and so may delete it).
+	GSACreated   bool      `json:"gsaCreated,omitempty"`
+	HelmRevision int       `json:"helmRevision,omitempty"`
+	Steps        []Step    `json:"steps"`
+	Approval     *Approval `json:"approval,omitempty"`
+	// Warnings gathers the steps' warnings, each prefixed with its step.
+	Warnings []string `json:"warnings,omitempty"`
+	// Error is the failure that ended the run.
+	Error string `json:"error,omitempty"`
+	// ExpiresAt is when a time-bound grant ends.
+	ExpiresAt time.Time `json:"expiresAt,omitzero"`
+	// WaitUntil is when Revoke's token expiry wait ends.
+	WaitUntil time.Time `json:"waitUntil,omitzero"`
+	// AccessEndedAt is when Revoke proved the access gone.
+	AccessEndedAt time.Time `json:"accessEndedAt,omitzero"`
+	UpdatedAt     time.Time `json:"updatedAt"`
+}
+
+// Step returns the named step and whether it exists.
+func (s Status) Step(name string) (Step, bool) {
+	for _, st := range s.Steps {
+		if st.Name == name {
+			return st, true
+		}
+	}
+	return Step{}, false
+}
+
+// terminal reports whether the run has ended.
+func (s State) terminal() bool {
+	switch s {
+	case StateCompleted, StateFailed, StateRejected, StateTimedOut, StateCanceled, StateRevoked:
+		return true
+	}
+	return false
+}

@@ -1,0 +1,181 @@
+package workflows
+
+import (
+	"net/url"
+	"strings"
+)
+
+// Character-level checks for the names in a request. They are plain functions
+// rather than regular expressions so the rule each one enforces reads directly.
+
+// Rules, as shown to operators after the offending field and value.
+const (
+	ruleRequired     = "required"
+	ruleGoogleName   = "must be 6-30 characters, start with a lowercase letter, and contain only lowercase letters, digits and hyphens, not ending with a hyphen"
+	ruleClusterName  = "must be 1-40 characters, start with a lowercase letter, and contain only lowercase letters, digits and hyphens, not ending with a hyphen"
+	ruleLocation     = "must be a region such as europe-west1 or a zone such as europe-west1-b"
+	ruleDNSLabel     = "must be a DNS-1123 label: at most 63 lowercase letters, digits and hyphens, starting and ending with a letter or digit"
+	ruleDNSSubdomain = "must be a DNS-1123 subdomain: at most 253 lowercase letters, digits, hyphens and dots, each dot-separated part starting and ending with a letter or digit"
+	ruleRelease      = "must be a DNS-1123 label of at most 53 characters: lowercase letters, digits and hyphens, starting and ending with a letter or digit"
+	ruleSAEmail      = "must be a service account email ACCOUNT_ID@PROJECT_ID.iam.gserviceaccount.com"
+	ruleEmail        = "must be an email address"
+	ruleNotifyTarget = "must be an email address or an http:// or https:// URL"
+	ruleHTTPURL      = "must be an http:// or https:// URL"
+	ruleDataset      = "must be 1-1024 letters, digits and underscores"
+	ruleDuration     = "must be a duration such as 90m or 24h"
+	rulePositive     = "must be positive"
+	ruleRFC3339      = "must be an RFC 3339 time such as 2026-12-31T18:00:00Z"
+	ruleDuplicate    = "duplicate"
+)
+
+func isLower(c byte) bool      { return c >= 'a' && c <= 'z' }
+func isDigit(c byte) bool      { return c >= '0' && c <= '9' }
+func isLowerAlnum(c byte) bool { return isLower(c) || isDigit(c) }
+
+// isLowerHyphenated: lowercase letters, digits and hyphens, starting with a
+// letter and ending with a letter or digit, min..max long.
+func isLowerHyphenated(s string, min, max int) bool {
+	if len(s) < min || len(s) > max || !isLower(s[0]) || !isLowerAlnum(s[len(s)-1]) {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if !isLowerAlnum(s[i]) && s[i] != '-' {
+			return false
+		}
+	}
+	return true
+}
+
+// isProjectID and isAccountID share Google's rule: 6-30 of [a-z][-a-z0-9]*[a-z0-9].
+func isProjectID(s string) bool { return isLowerHyphenated(s, 6, 30) }
+func isAccountID(s string) bool { return isLowerHyphenated(s, 6, 30) }
+
+// isGKEName is a GKE cluster or node pool name.
+func isGKEName(s string) bool { return isLowerHyphenated(s, 1, 40) }
+
+// isDNSLabel is a Kubernetes DNS-1123 label of at most max characters.
+func isDNSLabel(s string, max int) bool {
+	if len(s) == 0 || len(s) > max || !isLowerAlnum(s[0]) || !isLowerAlnum(s[len(s)-1]) {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if !isLowerAlnum(s[i]) && s[i] != '-' {
+			return false
+		}
+	}
+	return true
+}
+
+// isDNSSubdomain is a Kubernetes DNS-1123 subdomain, the rule for object names
+// such as service accounts.
+func isDNSSubdomain(s string) bool {
+	if len(s) == 0 || len(s) > 253 {
+		return false
+	}
+	for _, part := range strings.Split(s, ".") {
+		if !isDNSLabel(part, 63) {
+			return false
+		}
+	}
+	return true
+}
+
+// isLocation is a Google Cloud region ("europe-west1") or zone ("europe-west1-b").
+func isLocation(s string) bool {
+	parts := strings.Split(s, "-")
+	if len(parts) == 3 && len(parts[2]) == 1 && isLower(parts[2][0]) {
+		parts = parts[:2]
+	}
+	if len(parts) != 2 || !allLower(parts[0]) {
+		return false
+	}
+	// The second part is letters then a number: "west1", "northeast2", "central1".
+	p := parts[1]
+	i := 0
+	for i < len(p) && isLower(p[i]) {
+		i++
+	}
+	return i > 0 && i < len(p) && allDigits(p[i:])
+}
+
+func allLower(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if !isLower(s[i]) {
+			return false
+		}
+	}
+	return s != ""
+}
+
+func allDigits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if !isDigit(s[i]) {
+			return false
+		}
+	}
+	return s != ""
+}
+
+// isEmail accepts a plain address local@domain: no display name, no quoting,
+// and a domain of at least two dot-separated labels.
+func isEmail(s string) bool {
+	if len(s) > 254 {
+		return false
+	}
+	local, domain, ok := strings.Cut(s, "@")
+	if !ok || local == "" || len(local) > 64 || strings.Contains(domain, "@") {
+		return false
+	}
+	if local[0] == '.' || local[len(local)-1] == '.' || strings.Contains(local, "..") {
+		return false
+	}
+	for i := 0; i < len(local); i++ {
+		c := local[i]
+		if !isLowerAlnum(c) && !(c >= 'A' && c <= 'Z') && !strings.ContainsRune(".!#$%&'*+/=?^_`{|}~-", rune(c)) {
+			return false
+		}
+	}
+	labels := strings.Split(strings.ToLower(domain), ".")
+	if len(labels) < 2 {
+		return false
+	}
+	for _, l := range labels {
+		if !isDNSLabel(l, 63) {
+			return false
+		}
+	}
+	return true
+}
+
+// saEmailDomain ends the email of every user-managed service account.
+const saEmailDomain = ".iam.gserviceaccount.com"
+
+// isServiceAccountEmail is ACCOUNT_ID@PROJECT_ID.iam.gserviceaccount.com.
+func isServiceAccountEmail(s string) bool {
+	account, rest, ok := strings.Cut(s, "@")
+	if !ok {
+		return false
+	}
+	project, ok := strings.CutSuffix(rest, saEmailDomain)
+	return ok && isAccountID(account) && isProjectID(project)
+}
+
+// isHTTPURL is an absolute http:// or https:// URL with a host.
+func isHTTPURL(s string) bool {
+	u, err := url.Parse(s)
+	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != ""
+}
+
+// isDatasetID is a BigQuery dataset id.
+func isDatasetID(s string) bool {
+	if len(s) == 0 || len(s) > 1024 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !isLowerAlnum(c) && !(c >= 'A' && c <= 'Z') && c != '_' {
+			return false
+		}
+	}
+	return true
+}
