@@ -184,6 +184,11 @@ func (h *Helm) HelmUpgradeInstall(ctx context.Context, in HelmInput) (HelmResult
 	}
 
 	out, err := h.runWithHeartbeat(ctx, verb+" "+in.Namespace+"/"+in.Release, run)
+	if err != nil && ctx.Err() != nil {
+		// Cancelled or timed out by Temporal: Helm carries on in the background and
+		// a retry finds the release busy or done.
+		return HelmResult{}, fmt.Errorf("helm %s of release %s/%s interrupted: %w", verb, in.Namespace, in.Release, ctx.Err())
+	}
 	if err != nil {
 		return HelmResult{}, classifyHelmError(fmt.Sprintf("helm %s of release %s/%s (chart %s %s)",
 			verb, in.Namespace, in.Release, ch.Metadata.Name, ch.Metadata.Version), err)

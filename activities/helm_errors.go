@@ -52,6 +52,8 @@ func classifyHelmError(action string, err error) error {
 		return err
 	}
 	msg := err.Error()
+	var apiStatus apierrors.APIStatus
+	isAPIStatus := errors.As(err, &apiStatus)
 	switch {
 	case strings.Contains(msg, "another operation (install/upgrade/rollback) is in progress"):
 		return temporal.NewApplicationErrorWithCause(
@@ -64,17 +66,27 @@ func classifyHelmError(action string, err error) error {
 	case strings.Contains(msg, "Apply failed with") && strings.Contains(msg, "conflict"):
 		return temporal.NewNonRetryableApplicationError(
 			fmt.Sprintf("%s: %v; another field manager owns these fields with other values", action, err), ErrTypeHelmOwnership, err)
+	case (isAPIStatus && apierrors.IsForbidden(err)) || strings.Contains(msg, " is forbidden: "):
+		// Helm flattens some API errors (uninstall, rollback) into text.
+		return temporal.NewNonRetryableApplicationError(
+			fmt.Sprintf("%s: permission denied: %v; %s", action, err, kubeRBACHint), ErrTypePermissionDenied, err)
 	case strings.Contains(msg, "rollback-on-failure"):
 		return temporal.NewNonRetryableApplicationError(fmt.Sprintf("%s: %v", action, err), ErrTypeHelmRelease, err)
-	}
-	if apiStatus := apierrors.APIStatus(nil); errors.As(err, &apiStatus) {
+	case strings.Contains(msg, "an error occurred while uninstalling the release") ||
+		strings.Contains(msg, "an error occurred while rolling back the release"):
+		return temporal.NewNonRetryableApplicationError(
+			fmt.Sprintf("%s: %v; the release was left failed: inspect it with helm history and helm status before retrying", action, err),
+			ErrTypeHelmRelease, err)
+	case isAPIStatus:
 		return classifyKubeError(action, err)
 	}
-	if isHelmNetworkError(err) {
+	var netErr net.Error
+	var urlErr *url.Error
+	if errors.As(err, &urlErr) || (errors.As(err, &netErr) && !errors.Is(err, context.DeadlineExceeded)) {
 		return temporal.NewApplicationErrorWithCause(fmt.Sprintf("%s: %v (will retry)", action, err), ErrTypeUnavailable, err)
 	}
-	// Rendering and validation errors: retrying would fail the same way and add
-	// failed revisions.
+	// Rendering, validation and readiness failures: retrying would fail the same
+	// way and add failed revisions.
 	return temporal.NewNonRetryableApplicationError(fmt.Sprintf("%s: %v", action, err), ErrTypeHelmRelease, err)
 }
 

@@ -481,6 +481,9 @@ func TestHelmErrorClassification(t *testing.T) {
 		{`Unable to continue with install: ServiceAccount "x" in namespace "n" exists and cannot be imported into the current release: invalid ownership metadata`, ErrTypeHelmOwnership, true},
 		{"release carto failed, and has been rolled back due to rollback-on-failure being set: context deadline exceeded", ErrTypeHelmRelease, true},
 		{`template: carto-demo/templates/x.yaml:3:4: executing "x" at <.Values.a.b>: nil pointer`, ErrTypeHelmRelease, true},
+		{"an error occurred while uninstalling the release. original install error: resource Deployment/ns/x not ready: context deadline exceeded: failed to delete release: x", ErrTypeHelmRelease, true},
+		{`an error occurred while rolling back the release. original upgrade error: boom: deployments.apps "x" is forbidden: User "u" cannot patch resource "deployments"`, ErrTypePermissionDenied, true},
+		{"resource Deployment/ns/x not ready. status: InProgress: context deadline exceeded", ErrTypeHelmRelease, true},
 	} {
 		err := classifyHelmError("helm upgrade", errors.New(tc.err))
 		requireKubeAppError(t, err, tc.errType, tc.nonRetryable)

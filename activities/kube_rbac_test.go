@@ -65,6 +65,19 @@ func TestKubeLeastPrivilegeRBAC(t *testing.T) {
 	ksa := "carto-common-backend"
 
 	t.Run("every step passes", func(t *testing.T) {
+		// A first install that never becomes ready is uninstalled, which takes
+		// the delete permissions.
+		broken := helmTestInput(releaseNS)
+		broken.Chart, broken.Release = helmDemoChartDir(t), "broken"
+		broken.Values["workspaceApi"].(map[string]any)["nodeSelector"] = map[string]any{"cloud.google.com/gke-nodepool": "no-such-pool"}
+		_, err := newKubeTestHelm(t, workerCfg, func(hc *HelmConfig) { hc.Timeout = 5 * time.Second }).HelmUpgradeInstall(ctx, broken)
+		appErr := requireKubeAppError(t, err, ErrTypeHelmRelease, true)
+		assert.Contains(t, appErr.Error(), "uninstalled")
+		left, err := admin.CoreV1().ServiceAccounts(releaseNS).Get(ctx, "broken-common-backend", metav1.GetOptions{})
+		assert.True(t, apierrors.IsNotFound(err), "the failed release's KSA is gone: %v %v", left, err)
+		_, err = admin.AppsV1().Deployments(releaseNS).Get(ctx, "broken-workspace-api", metav1.GetOptions{})
+		assert.True(t, apierrors.IsNotFound(err), "the failed release's deployment is gone: %v", err)
+
 		res, err := k.Preflight(ctx, PreflightInput{Namespace: releaseNS, KSA: ksa, Release: "carto"})
 		require.NoError(t, err)
 		assert.Empty(t, res.Warnings, "the KSA count is allowed too")

@@ -1,5 +1,7 @@
 package activities
 
+import "time"
+
 // Inputs and results of gkewi's activities. They travel in workflow histories, so
 // they hold names and outcomes only: never a token, key or other secret.
 
@@ -88,6 +90,11 @@ type VerifyResult struct {
 	// Stages lists each link in order: "ksa-token", "sts-exchange",
 	// "generate-access-token", "bigquery-call".
 	Stages []VerifyStage `json:"stages"`
+	// TokenExpiresAt is when the GSA access token the chain handed out in this
+	// walk expires (generateAccessToken's expireTime; the token itself never
+	// leaves the activity); zero when no token was handed out. Revoke uses it to
+	// prove that tokens handed out before the revocation have expired.
+	TokenExpiresAt time.Time `json:"tokenExpiresAt,omitzero"`
 }
 
 // VerifyStage is the outcome of one link of the token chain.

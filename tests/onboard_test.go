@@ -29,6 +29,12 @@ const (
 	callBigQueryQuery = "bigquery.jobs.query"
 )
 
+// Workflow execution statuses as `temporal workflow describe -o json` prints them.
+const (
+	statusCompleted = "WORKFLOW_EXECUTION_STATUS_COMPLETED"
+	statusFailed    = "WORKFLOW_EXECUTION_STATUS_FAILED"
+)
+
 // approveAndComplete approves a waiting onboarding and waits for its end.
 func approveAndComplete(t *testing.T, id string) workflows.Status {
 	t.Helper()
@@ -87,7 +93,7 @@ func TestOnboardingApprovedThenRevoked(t *testing.T) {
 	})
 
 	s = approveAndComplete(t, id)
-	require.Equal(t, "COMPLETED", waitClosed(t, id, time.Minute).WorkflowExecutionInfo.Status)
+	require.Equal(t, statusCompleted, waitClosed(t, id, time.Minute).WorkflowExecutionInfo.Status)
 
 	t.Run("Google Cloud holds the grant", func(t *testing.T) {
 		members := gsaMembers(t, gsa)
@@ -196,7 +202,7 @@ func TestRejectionDeletesTheServiceAccount(t *testing.T) {
 	require.Equal(t, workflows.StateRejected, s.State, "error: %s", s.Error)
 
 	d := waitClosed(t, id, time.Minute)
-	assert.Equal(t, "FAILED", d.WorkflowExecutionInfo.Status)
+	assert.Equal(t, statusFailed, d.WorkflowExecutionInfo.Status)
 	require.NotNil(t, d.CloseEvent)
 	require.NotNil(t, d.CloseEvent.Failed)
 	assert.Equal(t, workflows.ErrTypeRejected, d.CloseEvent.Failed.Failure.Info.Type)
@@ -239,6 +245,17 @@ func TestSecondOnboardingOfTheSameGrantChangesNothing(t *testing.T) {
 	}
 	secrets := strings.Fields(kubectl(t, "get", "secrets", "-n", req.Namespace, "-l", "owner=helm,name=carto", "-o", "name"))
 	assert.Len(t, secrets, 1, "no second Helm revision")
+
+	// A re-run that support rejects must leave the standing grant alone: the
+	// GSA was not created by that run.
+	gsa := s.GSAEmail
+	startOnboard(t, req)
+	waitStatus(t, id, toApproval, "awaiting approval a third time", inState(workflows.StateAwaitingApproval))
+	signalDecision(t, id, workflows.ApprovalDecision{Approved: false, Approver: approver, Comment: "duplicate"})
+	waitStatus(t, id, toCompleted, "the rejection", inState(workflows.StateRejected, workflows.StateFailed))
+	waitClosed(t, id, time.Minute)
+	require.True(t, gsaExists(t, gsa), "the rejected re-run deleted the GSA of the completed grant")
+	assert.Contains(t, gsaMembers(t, gsa)["roles/iam.workloadIdentityUser"], workloadMember(req.WithDefaults()))
 }
 
 func TestMalformedInputIsRefusedNamingTheField(t *testing.T) {
@@ -255,7 +272,7 @@ func TestMalformedInputIsRefusedNamingTheField(t *testing.T) {
 		temporal(t, "workflow", "start", "--type", workflows.OnboardWorkflowName, "--task-queue", workflows.TaskQueue,
 			"--workflow-id", id, "--input", string(input))
 		d := waitClosed(t, id, time.Minute)
-		assert.Equal(t, "FAILED", d.WorkflowExecutionInfo.Status)
+		assert.Equal(t, statusFailed, d.WorkflowExecutionInfo.Status)
 		require.NotNil(t, d.CloseEvent)
 		require.NotNil(t, d.CloseEvent.Failed)
 		msg := d.CloseEvent.Failed.Failure.Message

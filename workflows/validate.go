@@ -105,16 +105,18 @@ func (r OnboardRequest) validate(c *checker) {
 			c.fail(field, p, ruleDuplicate)
 		}
 	}
-	switch {
-	case (r.GSA.AccountID == "") == (r.GSA.Email == ""):
+	// Checked in the order of the GSA fields, so problems stay in field order.
+	if (r.GSA.AccountID == "") == (r.GSA.Email == "") {
 		c.fail("gsa", "", "set exactly one of accountId and email")
-	case r.GSA.AccountID != "":
-		c.check("gsa.accountId", r.GSA.AccountID, true, isAccountID, ruleGoogleName)
-	default:
-		c.check("gsa.email", r.GSA.Email, true, isServiceAccountEmail, ruleSAEmail)
+	} else {
+		c.check("gsa.accountId", r.GSA.AccountID, false, isAccountID, ruleGoogleName)
 	}
+	// IAM counts the display name in UTF-8 bytes, not characters.
 	if len(r.GSA.DisplayName) > 100 {
-		c.fail("gsa.displayName", "", "must be at most 100 characters")
+		c.fail("gsa.displayName", "", "must be at most 100 bytes of UTF-8")
+	}
+	if r.GSA.AccountID == "" {
+		c.check("gsa.email", r.GSA.Email, false, isServiceAccountEmail, ruleSAEmail)
 	}
 	c.check("namespace", r.Namespace, true, isDNSLabelK8s, ruleDNSLabel)
 	c.check("ksa", r.KSA, false, isDNSSubdomain, ruleDNSSubdomain)
@@ -162,7 +164,7 @@ func (r RevokeRequest) Validate() error {
 		}
 	}
 	if len(r.Reason) > 1000 {
-		c.fail("reason", "", "must be at most 1000 characters")
+		c.fail("reason", "", "must be at most 1000 bytes of UTF-8")
 	}
 	return c.err()
 }

@@ -67,13 +67,15 @@ func isDNSLabel(s string, max int) bool {
 }
 
 // isDNSSubdomain is a Kubernetes DNS-1123 subdomain, the rule for object names
-// such as service accounts.
+// such as service accounts. Like Kubernetes it bounds only the whole name, not
+// each dot-separated part: "<53-character release>-common-backend" is a valid
+// KSA name.
 func isDNSSubdomain(s string) bool {
 	if len(s) == 0 || len(s) > 253 {
 		return false
 	}
 	for _, part := range strings.Split(s, ".") {
-		if !isDNSLabel(part, 63) {
+		if !isDNSLabel(part, 253) {
 			return false
 		}
 	}

@@ -46,7 +46,18 @@ func TestOnboardRequestValidation(t *testing.T) {
 		{"gsa email", func(r *OnboardRequest) { r.GSA = GSASpec{Email: "backend@my-project.gserviceaccount.com"} },
 			`gsa.email "backend@my-project.gserviceaccount.com": must be a service account email ACCOUNT_ID@PROJECT_ID.iam.gserviceaccount.com`},
 		{"gsa display name", func(r *OnboardRequest) { r.GSA.DisplayName = strings.Repeat("d", 101) },
-			`gsa.displayName: must be at most 100 characters`},
+			`gsa.displayName: must be at most 100 bytes of UTF-8`},
+		{"gsa display name counted in bytes", func(r *OnboardRequest) { r.GSA.DisplayName = strings.Repeat("é", 51) },
+			`gsa.displayName: must be at most 100 bytes of UTF-8`},
+		{"gsa display name of 100 bytes", func(r *OnboardRequest) { r.GSA.DisplayName = strings.Repeat("é", 50) }, ""},
+		{"gsa problems in field order", func(r *OnboardRequest) {
+			r.GSA = GSASpec{Email: "backend@my-project.gserviceaccount.com", DisplayName: strings.Repeat("d", 101)}
+		}, `gsa.displayName: must be at most 100 bytes of UTF-8; ` +
+			`gsa.email "backend@my-project.gserviceaccount.com": must be a service account email ACCOUNT_ID@PROJECT_ID.iam.gserviceaccount.com`},
+		{"longest release with the defaulted KSA", func(r *OnboardRequest) { r.Helm.Release = "r" + strings.Repeat("x", 52) }, ""},
+		{"ksa longer than a DNS label", func(r *OnboardRequest) { r.KSA = strings.Repeat("k", 64) + ".sa" }, ""},
+		{"ksa longer than a DNS subdomain", func(r *OnboardRequest) { r.KSA = strings.Repeat("k", 254) },
+			`ksa "` + strings.Repeat("k", 254) + `": must be a DNS-1123 subdomain: at most 253 lowercase letters, digits, hyphens and dots, each dot-separated part starting and ending with a letter or digit`},
 		{"namespace", func(r *OnboardRequest) { r.Namespace = "Carto_NS" },
 			`namespace "Carto_NS": must be a DNS-1123 label: at most 63 lowercase letters, digits and hyphens, starting and ending with a letter or digit`},
 		{"namespace missing", func(r *OnboardRequest) { r.Namespace = "" }, `namespace: required`},
@@ -102,6 +113,18 @@ func TestOnboardRequestValidation(t *testing.T) {
 	}
 }
 
+func TestEmptyRequests(t *testing.T) {
+	onboard := OnboardRequest{}
+	assert.EqualError(t, onboard.Validate(), "invalid request: project: required; location: required; cluster: required; "+
+		"gsa: set exactly one of accountId and email; namespace: required; helm.release: required; helm.chart: required; "+
+		"support.approvers: at least one approver email is required")
+	assert.EqualError(t, onboard.WithDefaults().Validate(), onboard.Validate().Error(), "the defaults add no problem")
+
+	assert.EqualError(t, RevokeRequest{}.Validate(), "invalid request: project: required; location: required; cluster: required; "+
+		"namespace: required; ksa: required; gsaEmail: required")
+	assert.EqualError(t, RevokeRequest{}.WithDefaults().Validate(), RevokeRequest{}.Validate().Error())
+}
+
 func TestValidateIgnoresTheClock(t *testing.T) {
 	r := validRequest()
 	r.Expiry = &ExpirySpec{At: "2020-01-01T00:00:00Z"}
@@ -136,7 +159,9 @@ func TestRevokeRequestValidation(t *testing.T) {
 			`bigquery.tempDataset: required; bigquery.connectionOwnerId: required`},
 		{"cluster fields", func(r *RevokeRequest) { r.Project, r.Location, r.Cluster, r.Namespace = "", "", "", "" },
 			`project: required; location: required; cluster: required; namespace: required`},
-		{"reason", func(r *RevokeRequest) { r.Reason = strings.Repeat("x", 1001) }, `reason: must be at most 1000 characters`},
+		{"reason", func(r *RevokeRequest) { r.Reason = strings.Repeat("x", 1001) }, `reason: must be at most 1000 bytes of UTF-8`},
+		{"reason counted in bytes", func(r *RevokeRequest) { r.Reason = strings.Repeat("終", 334) }, `reason: must be at most 1000 bytes of UTF-8`},
+		{"defaulted KSA of the longest release", func(r *RevokeRequest) { r.KSA = "r" + strings.Repeat("x", 52) + "-common-backend" }, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := valid()

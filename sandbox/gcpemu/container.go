@@ -2,9 +2,12 @@ package gcpemu
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -170,23 +173,28 @@ func (e *Emulator) gkeUpdateCluster(c *call) (any, error) {
 		return nil, err
 	}
 	var req struct {
-		Update map[string]any `json:"update"`
+		Update map[string]json.RawMessage `json:"update"`
 	}
 	if err := decodeBody(c, &req); err != nil {
 		return nil, err
 	}
-	if len(req.Update) == 0 {
-		return nil, errInvalid("Must specify a field to update.")
-	}
-	var pool *string
-	for field, v := range req.Update {
+	// Sorted, so a request naming several unsupported fields always gets the same answer.
+	for _, field := range slices.Sorted(maps.Keys(req.Update)) {
 		if field != "desiredWorkloadIdentityConfig" {
 			return nil, errInvalid("Update of %q is not supported by this emulator; only desiredWorkloadIdentityConfig is.", field)
 		}
-		m, _ := v.(map[string]any)
-		wp, _ := m["workloadPool"].(string)
-		pool = &wp
 	}
+	raw, ok := req.Update["desiredWorkloadIdentityConfig"]
+	if !ok || string(raw) == "null" {
+		return nil, errInvalid("Must specify a field to update.")
+	}
+	var wi struct {
+		WorkloadPool string `json:"workloadPool"`
+	}
+	if err := json.Unmarshal(raw, &wi); err != nil {
+		return nil, errInvalid("Invalid value at 'update.desired_workload_identity_config' (type.googleapis.com/google.container.v1.WorkloadIdentityConfig), %s", raw)
+	}
+	pool := &wi.WorkloadPool
 	if *pool != "" && *pool != p.ID+".svc.id.goog" {
 		return nil, errInvalid("Invalid workload pool %q: the workload pool must be %q.", *pool, p.ID+".svc.id.goog")
 	}

@@ -305,12 +305,18 @@ func (e *Emulator) stateSnapshot() map[string]any {
 	for _, t := range e.st.Tokens {
 		tokens = append(tokens, map[string]any{"principal": t.Principal, "expiry": t.Expiry, "expired": !now.Before(t.Expiry)})
 	}
+	// Sorted all the way down, so two dumps of the same state are identical.
 	sort.Slice(tokens, func(i, j int) bool {
-		return tokens[i]["expiry"].(time.Time).Before(tokens[j]["expiry"].(time.Time))
+		a, b := tokens[i]["expiry"].(time.Time), tokens[j]["expiry"].(time.Time)
+		if !a.Equal(b) {
+			return a.Before(b)
+		}
+		return tokens[i]["principal"].(string) < tokens[j]["principal"].(string)
 	})
-	ops := []any{}
+	ops := []*operation{}
 	for _, op := range e.st.Operations {
 		ops = append(ops, op)
 	}
+	sort.Slice(ops, func(i, j int) bool { return ops[i].Name < ops[j].Name })
 	return map[string]any{"now": now, "projects": projects, "tokens": tokens, "operations": ops}
 }

@@ -24,9 +24,9 @@ type pki struct {
 	// saPublicKey verifies the service account tokens the apiserver signs.
 	saPublicKey crypto.PublicKey
 
-	caCertFile, caKeyFile         string
+	caCertFile, caKeyFile           string
 	servingCertFile, servingKeyFile string
-	saKeyFile, saPubFile          string
+	saKeyFile, saPubFile            string
 }
 
 // writePKI creates a CA, an apiserver serving certificate signed by it, and the

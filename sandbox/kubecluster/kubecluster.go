@@ -132,6 +132,7 @@ type Cluster struct {
 	procs   []*process
 	nodes   []string
 	readyIn time.Duration
+	version string
 
 	stopOnce sync.Once
 	stopErr  error
@@ -252,6 +253,13 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		return nil, err
 	}
 	c.progress("apiserver ready after %s", time.Since(begin).Round(time.Millisecond))
+	if v, err := c.client.Discovery().ServerVersion(); err == nil {
+		c.version = v.GitVersion
+		if strings.HasPrefix(v.GitVersion, "v0.0.0") {
+			// Charts with a kubeVersion constraint refuse such a cluster.
+			c.progress("warning: kube-apiserver reports version %s: it was built without version stamping (go build -ldflags \"-X k8s.io/component-base/version.gitVersion=%s ...\")", v.GitVersion, KubernetesVersion)
+		}
+	}
 
 	kcm, err := c.launch("kube-controller-manager", opts.Tools.KubeControllerManager, logDir,
 		"--kubeconfig="+identities.kubeconfigs["kube-controller-manager"],
@@ -530,6 +538,9 @@ func (c *Cluster) ServiceAccountPublicKey() crypto.PublicKey { return c.pki.saPu
 
 // Nodes are the names of the fake nodes.
 func (c *Cluster) Nodes() []string { return append([]string(nil), c.nodes...) }
+
+// Version is the apiserver's reported version, e.g. v1.36.3.
+func (c *Cluster) Version() string { return c.version }
 
 // ReadyIn is how long Start took.
 func (c *Cluster) ReadyIn() time.Duration { return c.readyIn }

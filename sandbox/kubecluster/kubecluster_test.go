@@ -47,7 +47,7 @@ func TestKubeClusterLifecycle(t *testing.T) {
 		Log:          &log,
 	})
 	require.NoError(t, err)
-	t.Logf("cluster ready in %s", c.ReadyIn().Round(time.Millisecond))
+	t.Logf("cluster %s ready in %s", c.Version(), c.ReadyIn().Round(time.Millisecond))
 	stopped := false
 	defer func() {
 		if !stopped {

@@ -26,7 +26,8 @@ import (
 //
 // Tests sharing a cluster should use namespaces of their own. When the binaries
 // are missing, Get skips the test, except under CI=true where it fails it: CI
-// must run every test.
+// must run every test. GKEWI_KUBECLUSTER_VERBOSE=1 prints the cluster's
+// progress lines (directory, ports, ready time) to stderr.
 type Shared struct {
 	opts Options
 

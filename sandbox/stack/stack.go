@@ -364,7 +364,19 @@ func (s *Sandbox) startKube(ctx context.Context) error {
 			_ = writeRecord(s.runDir, processRecord{Name: "kube-" + name, PID: pid, Exe: exe})
 		}
 	}
-	s.progress("Kubernetes control plane ready in %s (%s, issuer %s)", time.Since(begin).Round(100*time.Millisecond), c.APIServerURL(), c.Issuer())
+	// Helm checks charts' kubeVersion against the server's version: an apiserver
+	// built without the version stamp (v0.0.0) fails every such chart later, so
+	// say so now.
+	sv, err := c.Client().Discovery().ServerVersion()
+	if err != nil {
+		return fmt.Errorf("reading the Kubernetes version: %w", err)
+	}
+	if strings.HasPrefix(sv.GitVersion, "v0.0.0") {
+		return fmt.Errorf("the kube-apiserver reports version %q: it was built without the version stamp "+
+			"(go build -ldflags '-X k8s.io/component-base/version.gitVersion=%s ...'), and Helm refuses charts with a kubeVersion "+
+			"constraint against it; rebuild the Kubernetes binaries with the stamp", sv.GitVersion, kubecluster.KubernetesVersion)
+	}
+	s.progress("Kubernetes %s control plane ready in %s (%s, issuer %s)", sv.GitVersion, time.Since(begin).Round(100*time.Millisecond), c.APIServerURL(), c.Issuer())
 	return nil
 }
 

@@ -30,6 +30,7 @@ type demo struct {
 	out     io.Writer
 	tty     bool
 	width   int
+	height  int
 	insp    *inspector
 	report  demoReport
 	started time.Time
@@ -97,8 +98,8 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	d := &demo{out: stdout, started: time.Now(), views: map[string]*progressView{}}
 	if f, ok := stdout.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 		d.tty = true
-		if w, _, err := term.GetSize(int(f.Fd())); err == nil {
-			d.width = w
+		if w, h, err := term.GetSize(int(f.Fd())); err == nil {
+			d.width, d.height = w, h
 		}
 	}
 	d.report = demoReport{StartedAt: d.started, Verification: map[string]activities.VerifyResult{}, Proofs: map[string]any{}}
@@ -313,7 +314,7 @@ func (d *demo) command(args ...string) {
 func (d *demo) watch(ctx context.Context, title, id string, done func(workflows.Status) bool) (workflows.Status, error) {
 	view := d.views[id]
 	if view == nil {
-		view = newProgressView(d.out, d.tty, d.width)
+		view = newProgressView(d.out, d.tty, d.width, d.height)
 		d.views[id] = view
 	}
 	defer view.finish()

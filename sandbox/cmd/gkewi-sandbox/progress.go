@@ -14,9 +14,10 @@ import (
 // terminal, a compact list redrawn in place with ticks, elapsed times and the
 // current wait; otherwise one plain line per change.
 type progressView struct {
-	out   io.Writer
-	tty   bool
-	width int
+	out    io.Writer
+	tty    bool
+	width  int
+	height int
 	// drawn is the number of lines of the last redraw.
 	drawn int
 	frame int
@@ -27,11 +28,14 @@ type progressView struct {
 	lastWaitAt time.Time
 }
 
-func newProgressView(out io.Writer, tty bool, width int) *progressView {
+func newProgressView(out io.Writer, tty bool, width, height int) *progressView {
 	if width <= 20 {
 		width = 100
 	}
-	return &progressView{out: out, tty: tty, width: width, seen: map[string]workflows.StepState{}}
+	if height <= 5 {
+		height = 40
+	}
+	return &progressView{out: out, tty: tty, width: width, height: height, seen: map[string]workflows.StepState{}}
 }
 
 var spinner = []string{"⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"}
@@ -165,6 +169,11 @@ func (p *progressView) redraw(title string, s workflows.Status, started, now tim
 		lines = append(lines, p.clip("  ⏳ "+w))
 	} else {
 		lines = append(lines, "")
+	}
+	// Lines scrolled off the top cannot be redrawn: on a short terminal keep the
+	// title and the latest steps.
+	if room := p.height - 2; len(lines) > room {
+		lines = append(lines[:1], lines[len(lines)-room+1:]...)
 	}
 	var b strings.Builder
 	if p.drawn > 0 {
