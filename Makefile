@@ -63,13 +63,25 @@ $(ETCD):
 	@echo "building etcd $(ETCD_VERSION)"
 	cd sandbox/tools/etcd && $(GO) build -o $@ go.etcd.io/etcd/server/v3
 
+# Built outside the Kubernetes repository the binaries would report version
+# v0.0.0-master, which Helm's kubeVersion checks and gkewi's preflight refuse: stamp
+# the real version in. The stamp file marks binaries built that way.
+KUBE_VERSION_PKGS := k8s.io/component-base/version k8s.io/client-go/pkg/version
+KUBE_MINOR := $(word 2,$(subst ., ,$(KUBERNETES_VERSION)))
+KUBE_LDFLAGS := $(foreach p,$(KUBE_VERSION_PKGS),-X $(p).gitVersion=$(KUBERNETES_VERSION) \
+	-X $(p).gitMajor=1 -X $(p).gitMinor=$(KUBE_MINOR) -X $(p).gitTreeState=clean)
+KUBE_STAMP := $(KUBE_DIR)/.version-stamped
+
 # One go build for the four control-plane binaries shares the compile cache.
-$(KUBE_APISERVER) $(KUBE_CONTROLLER_MANAGER) $(KUBE_SCHEDULER) $(KUBECTL) &:
+$(KUBE_APISERVER) $(KUBE_CONTROLLER_MANAGER) $(KUBE_SCHEDULER) $(KUBECTL): $(KUBE_STAMP)
+
+$(KUBE_STAMP):
 	@echo "building Kubernetes $(KUBERNETES_VERSION) control plane (cold: about 10 minutes)"
 	mkdir -p $(KUBE_DIR)
-	cd sandbox/tools/kubernetes && $(GO) build -o $(KUBE_DIR)/ \
+	cd sandbox/tools/kubernetes && $(GO) build -ldflags '$(KUBE_LDFLAGS)' -o $(KUBE_DIR)/ \
 		k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
 		k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl
+	touch $@
 
 $(KWOK):
 	@echo "building kwok $(KWOK_VERSION)"

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/temporal"
 	"helm.sh/helm/v4/pkg/action"
 	chart "helm.sh/helm/v4/pkg/chart/v2"
 	"helm.sh/helm/v4/pkg/chart/v2/loader"
@@ -126,11 +127,9 @@ func (h *Helm) HelmUpgradeInstall(ctx context.Context, in HelmInput) (HelmResult
 	if err != nil {
 		return HelmResult{}, err
 	}
-	valuesFile, err := h.keepValues(in, ch, values)
-	if err != nil {
+	if err := h.releaseInterrupted(cfg, in.Release); err != nil {
 		return HelmResult{}, err
 	}
-
 	history, err := action.NewHistory(cfg).Run(in.Release)
 	if err != nil && !errors.Is(err, driver.ErrReleaseNotFound) {
 		return HelmResult{}, classifyHelmError("helm: reading the history of release "+in.Release, err)
@@ -140,6 +139,10 @@ func (h *Helm) HelmUpgradeInstall(ctx context.Context, in HelmInput) (HelmResult
 	if !install {
 		if deployed, err := cfg.Releases.Deployed(in.Release); err == nil {
 			if rel, ok := deployed.(*release.Release); ok && helmReleaseMatches(rel, ch, values) {
+				valuesFile, err := h.keepValues(in, ch, values)
+				if err != nil {
+					return HelmResult{}, err
+				}
 				return HelmResult{
 					Revision:   rel.Version,
 					Status:     rel.Info.Status.String(),
@@ -196,6 +199,11 @@ func (h *Helm) HelmUpgradeInstall(ctx context.Context, in HelmInput) (HelmResult
 	rel, ok := out.(*release.Release)
 	if !ok {
 		return HelmResult{}, fmt.Errorf("helm %s: unexpected release type %T", verb, out)
+	}
+	// Kept once applied, so the file always matches a deployed revision.
+	valuesFile, err := h.keepValues(in, ch, values)
+	if err != nil {
+		return HelmResult{}, err
 	}
 	return HelmResult{
 		Revision:   rel.Version,
@@ -295,6 +303,10 @@ func (h *Helm) runWithHeartbeat(ctx context.Context, what string, run func(conte
 		select {
 		case o := <-done:
 			return o.rel, o.err
+		case <-ctx.Done():
+			// Helm's own actions return on cancellation too; do not wait for one
+			// that does not.
+			return nil, ctx.Err()
 		case <-tick.C:
 			if activity.IsActivity(ctx) {
 				activity.RecordHeartbeat(ctx, fmt.Sprintf("helm %s: running for %s", what, time.Since(started).Round(time.Second)))
@@ -344,6 +356,34 @@ func (h *Helm) keepValues(in HelmInput, ch *chart.Chart, values map[string]any) 
 		return "", fmt.Errorf("helm: keeping values: %w", err)
 	}
 	return path, nil
+}
+
+// releaseInterrupted marks failed a revision left pending by an operation that
+// cannot still be running: a worker that died mid-install leaves the release
+// pending, and Helm refuses every later operation on it. Younger pending
+// revisions may belong to a live operation and are reported as busy (retried).
+func (h *Helm) releaseInterrupted(cfg *action.Configuration, name string) error {
+	last, err := cfg.Releases.Last(name)
+	if err != nil {
+		return nil // no release yet, or unreadable: the history read reports it
+	}
+	rel, ok := last.(*release.Release)
+	if !ok || rel.Info == nil || !rel.Info.Status.IsPending() {
+		return nil
+	}
+	age := time.Since(rel.Info.LastDeployed)
+	if age < 2*h.cfg.Timeout {
+		return temporal.NewApplicationError(
+			fmt.Sprintf("helm: release %s revision %d is %s since %s ago; waiting for that operation to end", name, rel.Version, rel.Info.Status, age.Round(time.Second)),
+			ErrTypeHelmBusy)
+	}
+	was := rel.Info.Status
+	rel.Info.Status = rcommon.StatusFailed
+	rel.Info.Description = fmt.Sprintf("marked failed by gkewi: left %s by an interrupted operation", was)
+	if err := cfg.Releases.Update(rel); err != nil {
+		return classifyHelmError("helm: marking interrupted revision failed", err)
+	}
+	return nil
 }
 
 func allUninstalled(history []ri.Releaser) bool {

@@ -621,3 +621,43 @@ func TestHelmWorkerChartRBACMatchesDeployRBAC(t *testing.T) {
 	assert.Len(t, helmRenderedObjects[rbacv1.ClusterRoleBinding](t, all, "ClusterRoleBinding"), 2)
 	assert.Empty(t, helmRenderedObjects[rbacv1.RoleBinding](t, all, "RoleBinding"))
 }
+
+// A worker that dies mid-upgrade leaves the release pending; Helm then refuses
+// every operation. A young pending revision is waited for, an old one is marked
+// failed and the upgrade goes on.
+func TestHelmRecoversReleaseLeftPending(t *testing.T) {
+	c := kubeTestCluster(t)
+	ctx := kubeTestContext(t)
+	ns := kubeTestNamespace(t, c.Client(), "helm-pending")
+	h := newKubeTestHelm(t, c.RESTConfig(), func(hc *HelmConfig) { hc.Timeout = 30 * time.Second })
+	in := helmTestInput(ns)
+	in.Chart = helmDemoChartDir(t)
+	_, err := h.HelmUpgradeInstall(ctx, in)
+	require.NoError(t, err)
+
+	// Revision 2 as an interrupted upgrade leaves it.
+	ac, _, err := h.actionConfig(ns)
+	require.NoError(t, err)
+	last, err := ac.Releases.Last("carto")
+	require.NoError(t, err)
+	pending := *last.(*release.Release)
+	info := *pending.Info
+	pending.Info = &info
+	pending.Version = 2
+	pending.Info.Status = rcommon.StatusPendingUpgrade
+	pending.Info.LastDeployed = time.Now().Add(-10 * time.Second)
+	require.NoError(t, ac.Releases.Create(&pending))
+
+	in.Values["workspaceApi"].(map[string]any)["replicaCount"] = 1
+	_, err = h.HelmUpgradeInstall(ctx, in)
+	appErr := requireKubeAppError(t, err, ErrTypeHelmBusy, false)
+	assert.Contains(t, appErr.Error(), "pending-upgrade")
+
+	pending.Info.LastDeployed = time.Now().Add(-2 * time.Minute)
+	require.NoError(t, ac.Releases.Update(&pending))
+	res, err := h.HelmUpgradeInstall(ctx, in)
+	require.NoError(t, err)
+	assert.Equal(t, 3, res.Revision)
+	assert.Equal(t, []string{"1:superseded", "2:failed", "3:deployed"}, helmHistory(t, c.RESTConfig(), ns, "carto"))
+	requireDeploymentReady(t, c.Client(), ns, "carto-workspace-api", 1)
+}

@@ -1,6 +1,9 @@
 package workflows
 
-import "strings"
+import (
+	"strings"
+	"time"
+)
 
 // A grant is identified by where the workload runs and which KSA it uses: the
 // same project, location, cluster, namespace and KSA always yield the same
@@ -10,13 +13,53 @@ import "strings"
 // "gkewi-onboard/PROJECT/LOCATION/CLUSTER/NAMESPACE/KSA" (KSA after defaults).
 func OnboardWorkflowID(r OnboardRequest) string {
 	r = r.WithDefaults()
-	return grantID("gkewi-onboard", r.Project, r.Location, r.Cluster, r.Namespace, r.KSA)
+	return grantID(onboardPrefix, r.Project, r.Location, r.Cluster, r.Namespace, r.KSA)
 }
 
 // RevokeWorkflowID is the workflow ID to start Revoke with for r:
 // "gkewi-revoke/PROJECT/LOCATION/CLUSTER/NAMESPACE/KSA".
 func RevokeWorkflowID(r RevokeRequest) string {
-	return grantID("gkewi-revoke", r.Project, r.Location, r.Cluster, r.Namespace, r.KSA)
+	return grantID(revokePrefix, r.Project, r.Location, r.Cluster, r.Namespace, r.KSA)
+}
+
+// RevocationScheduleID is the ID of the schedule that revokes a time-bound grant
+// when it expires: "gkewi-expiry/PROJECT/LOCATION/CLUSTER/NAMESPACE/KSA".
+func RevocationScheduleID(r RevokeRequest) string {
+	return grantID(revocationSchedulePrefix, r.Project, r.Location, r.Cluster, r.Namespace, r.KSA)
+}
+
+// Fixed IDs of the recurring sweep.
+const (
+	// SweepScheduleID is the schedule that starts Sweep every hour.
+	SweepScheduleID = "gkewi-sweep"
+	// SweepWorkflowID is the base ID of its runs (the schedule appends the time).
+	SweepWorkflowID = "gkewi-sweep"
+)
+
+const (
+	onboardPrefix            = "gkewi-onboard"
+	revokePrefix             = "gkewi-revoke"
+	revocationSchedulePrefix = "gkewi-expiry"
+	// scheduledSuffixLen is the length of "-2006-01-02T15:04:05Z", which a
+	// schedule appends to the workflow ID of each run it starts.
+	scheduledSuffixLen = len("-2006-01-02T15:04:05Z")
+)
+
+// grantKeyOf returns "PROJECT/LOCATION/CLUSTER/NAMESPACE/KSA" from the workflow
+// ID of an Onboard or Revoke run, a scheduled run's time suffix removed, and
+// false for an ID of another form.
+func grantKeyOf(prefix, workflowID string) (string, bool) {
+	key, ok := strings.CutPrefix(workflowID, prefix+"/")
+	if !ok || strings.Count(key, "/") != 4 {
+		return "", false
+	}
+	if n := len(key) - scheduledSuffixLen; n > 0 && key[n] == '-' {
+		// KSA names are lowercase DNS names: an RFC 3339 time ("...T...Z") cannot end one.
+		if _, err := time.Parse(time.RFC3339, key[n+1:]); err == nil {
+			key = key[:n]
+		}
+	}
+	return key, true
 }
 
 func grantID(prefix string, parts ...string) string {

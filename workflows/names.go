@@ -16,6 +16,8 @@ const (
 	OnboardWorkflowName = "Onboard"
 	// RevokeWorkflowName is the registered type name of Revoke.
 	RevokeWorkflowName = "Revoke"
+	// SweepWorkflowName is the registered type name of Sweep.
+	SweepWorkflowName = "Sweep"
 	// SignalSupportApproval carries an ApprovalDecision (fire and forget).
 	SignalSupportApproval = "support-approval"
 	// UpdateSupportDecision carries an ApprovalDecision and answers with the
@@ -25,8 +27,22 @@ const (
 	QueryStatus = "status"
 )
 
-// Register registers both workflows under their stable names.
+// Register registers the workflows under their stable names.
 func Register(r worker.WorkflowRegistry) {
 	r.RegisterWorkflowWithOptions(Onboard, workflow.RegisterOptions{Name: OnboardWorkflowName})
 	r.RegisterWorkflowWithOptions(Revoke, workflow.RegisterOptions{Name: RevokeWorkflowName})
+	r.RegisterWorkflowWithOptions(Sweep, workflow.RegisterOptions{Name: SweepWorkflowName})
 }
+
+// Change IDs of workflow.GetVersion: each names the step whose behaviour changed.
+const (
+	// changeScheduleRevocation: Onboard schedules the revocation of a time-bound
+	// grant (and drops an earlier run's schedule for a grant without expiry).
+	changeScheduleRevocation = "schedule-revocation"
+	// changeCancelCleanup: Onboard canceled before the approval also undoes what
+	// it created when the cancellation comes before the approval step.
+	changeCancelCleanup = "cancel-cleanup"
+	// changeRevokeProofs: Revoke cancels a running onboarding of the grant, proves
+	// the refusal before the token wait and deletes the grant's revocation schedule.
+	changeRevokeProofs = "revoke-proofs"
+)

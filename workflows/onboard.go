@@ -65,6 +65,8 @@ type onboarding struct {
 	// supportInvolved: support was asked (or answered), so it hears the outcome.
 	supportInvolved bool
 	helm            activities.HelmResult
+	// revocationSchedule is the schedule that revokes a time-bound grant.
+	revocationSchedule string
 }
 
 // Onboard grants the KSA of a Helm release on a GKE cluster the identity of a
@@ -103,6 +105,12 @@ func Onboard(ctx workflow.Context, req OnboardRequest) (OnboardResult, error) {
 	}
 	o.start(ctx)
 	if err := o.prepare(ctx); err != nil {
+		// A revocation cancels an onboarding that has not been approved; what
+		// this run created before the approval step goes too.
+		if temporal.IsCanceledError(err) && workflow.GetVersion(ctx, changeCancelCleanup, workflow.DefaultVersion, 1) == 1 {
+			state, err := o.endBeforeGrant(ctx, StateCanceled, err)
+			return OnboardResult{}, o.fail(ctx, state, err)
+		}
 		return OnboardResult{}, o.fail(ctx, StateFailed, err)
 	}
 	if state, err := o.approval(ctx); err != nil {
@@ -315,25 +323,34 @@ func (o *onboarding) complete(ctx workflow.Context) OnboardResult {
 	t := o.t
 	now := workflow.Now(ctx)
 	expiresAt := o.req.expiresAt(now)
-	if !expiresAt.IsZero() {
+	schedules := workflow.GetVersion(ctx, changeScheduleRevocation, workflow.DefaultVersion, 1) == 1
+	switch {
+	case !expiresAt.IsZero():
 		t.status.ExpiresAt = expiresAt
 		upsertExpiryAttribute(ctx, expiresAt)
-		o.arrangeRevocation(ctx, expiresAt)
+		if schedules {
+			o.scheduleRevocation(ctx, expiresAt)
+		} else {
+			o.arrangeRevocation(ctx, expiresAt)
+		}
+	case schedules:
+		o.dropRevocationSchedule(ctx)
 	}
 	o.gate.drain(ctx)
 	t.end(ctx, StateCompleted, nil)
 	o.notifyOutcome(ctx, fmt.Sprintf("onboarding completed: %s/%s on %s can act as %s", o.req.Namespace, o.req.KSA, o.req.Cluster, o.sa.Email))
 	return OnboardResult{
-		State:        StateCompleted,
-		GSAEmail:     o.sa.Email,
-		GSACreated:   o.sa.Created,
-		HelmRevision: o.helm.Revision,
-		Approval:     *t.status.Approval,
-		CompletedAt:  now,
-		ExpiresAt:    expiresAt,
-		Changed:      t.status.changedSteps(),
-		Warnings:     t.status.Warnings,
-		Revoke:       o.revokeRequest(),
+		State:              StateCompleted,
+		GSAEmail:           o.sa.Email,
+		GSACreated:         o.sa.Created,
+		HelmRevision:       o.helm.Revision,
+		Approval:           *t.status.Approval,
+		CompletedAt:        now,
+		ExpiresAt:          expiresAt,
+		Changed:            t.status.changedSteps(),
+		Warnings:           t.status.Warnings,
+		Revoke:             o.revokeRequest(),
+		RevocationSchedule: o.revocationSchedule,
 	}
 }
 

@@ -133,6 +133,32 @@ func verifyOptions() stepOptions {
 	}}
 }
 
+// scheduleOptions: calls to the Temporal service (schedules, visibility).
+func scheduleOptions() stepOptions {
+	return stepOptions{startToClose: time.Minute, retry: retryPolicy{
+		initialInterval: 2 * time.Second, backoffCoefficient: 2, maximumInterval: 30 * time.Second,
+		maximumAttempts: 8, nonRetryableErrorTypes: fixNeeded(),
+	}}
+}
+
+// onboardingCheckOptions: Revoke's look at the grant's onboarding. Few attempts:
+// when it cannot be told, the revocation goes on (removing access is the safe side).
+func onboardingCheckOptions() stepOptions {
+	return stepOptions{startToClose: time.Minute, retry: retryPolicy{
+		initialInterval: 5 * time.Second, backoffCoefficient: 2, maximumInterval: 30 * time.Second,
+		maximumAttempts: 3, nonRetryableErrorTypes: fixNeeded(),
+	}}
+}
+
+// cancelOnboardingOptions: the activity waits (heartbeating) until the canceled
+// onboarding has cleaned up, which includes deleting its GSA with retries.
+func cancelOnboardingOptions() stepOptions {
+	return stepOptions{startToClose: time.Hour, heartbeat: time.Minute, retry: retryPolicy{
+		initialInterval: 10 * time.Second, backoffCoefficient: 2, maximumInterval: time.Minute,
+		maximumAttempts: 3, nonRetryableErrorTypes: fixNeeded(),
+	}}
+}
+
 // activityOptions are the options of one execution.
 func (o stepOptions) activityOptions(summary string) workflow.ActivityOptions {
 	return workflow.ActivityOptions{

@@ -19,17 +19,30 @@ type OnboardResult struct {
 	Warnings []string `json:"warnings,omitempty"`
 	// Revoke is a ready request to revoke this grant later.
 	Revoke RevokeRequest `json:"revoke"`
+	// RevocationSchedule is the ID of the schedule that revokes a time-bound
+	// grant at ExpiresAt; empty when none was scheduled.
+	RevocationSchedule string `json:"revocationSchedule,omitempty"`
 }
 
 // RevokeResult is what a completed Revoke returns.
 type RevokeResult struct {
+	// State is StateRevoked, or StateOnboardingCanceled when the grant was still
+	// awaiting approval and canceling the onboarding was all there was to do.
 	State State `json:"state"`
-	// AccessEndedAt is when verification found the token chain denied.
-	AccessEndedAt time.Time `json:"accessEndedAt"`
+	// AccessEndedAt is when access ended: the token chain refused fresh tokens
+	// and every token handed out before had expired (see Revoke).
+	AccessEndedAt time.Time `json:"accessEndedAt,omitzero"`
+	// RefusedAt is when the token chain was first seen refusing a fresh token.
+	RefusedAt time.Time `json:"refusedAt,omitzero"`
+	// TokensValidUntil is the latest time a token handed out before RefusedAt
+	// could still be used.
+	TokensValidUntil time.Time `json:"tokensValidUntil,omitzero"`
 	// DeniedStage is the first link of the token chain that was refused.
-	DeniedStage string   `json:"deniedStage"`
-	Changed     []string `json:"changed,omitempty"`
-	Warnings    []string `json:"warnings,omitempty"`
+	DeniedStage string `json:"deniedStage,omitempty"`
+	// CanceledOnboarding is the run ID of the onboarding this revocation canceled.
+	CanceledOnboarding string   `json:"canceledOnboarding,omitempty"`
+	Changed            []string `json:"changed,omitempty"`
+	Warnings           []string `json:"warnings,omitempty"`
 }
 
 // changedSteps lists the steps that changed something.

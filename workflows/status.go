@@ -23,6 +23,9 @@ const (
 	// already handed out to expire.
 	StateWaitingTokenExpiry State = "waiting-token-expiry"
 	StateRevoked            State = "revoked"
+	// StateOnboardingCanceled: Revoke found the grant still awaiting approval
+	// and canceled its onboarding, which undid what it had created.
+	StateOnboardingCanceled State = "onboarding-canceled"
 )
 
 // StepState is the state of one step.
@@ -114,9 +117,17 @@ type Status struct {
 	Error string `json:"error,omitempty"`
 	// ExpiresAt is when a time-bound grant ends.
 	ExpiresAt time.Time `json:"expiresAt,omitzero"`
+	// RevocationSchedule is the schedule that revokes a time-bound grant.
+	RevocationSchedule string `json:"revocationSchedule,omitempty"`
 	// WaitUntil is when Revoke's token expiry wait ends.
 	WaitUntil time.Time `json:"waitUntil,omitzero"`
-	// AccessEndedAt is when Revoke proved the access gone.
+	// RefusedAt is when Revoke first saw the token chain refuse a fresh token.
+	RefusedAt time.Time `json:"refusedAt,omitzero"`
+	// TokensValidUntil is the latest time a token handed out before RefusedAt
+	// could still be used.
+	TokensValidUntil time.Time `json:"tokensValidUntil,omitzero"`
+	// AccessEndedAt is when Revoke proved the access gone: fresh tokens refused
+	// and every token handed out before expired.
 	AccessEndedAt time.Time `json:"accessEndedAt,omitzero"`
 	UpdatedAt     time.Time `json:"updatedAt"`
 }
@@ -134,7 +145,7 @@ func (s Status) Step(name string) (Step, bool) {
 // terminal reports whether the run has ended.
 func (s State) terminal() bool {
 	switch s {
-	case StateCompleted, StateFailed, StateRejected, StateTimedOut, StateCanceled, StateRevoked:
+	case StateCompleted, StateFailed, StateRejected, StateTimedOut, StateCanceled, StateRevoked, StateOnboardingCanceled:
 		return true
 	}
 	return false

@@ -55,6 +55,9 @@ func TestKubeClusterLifecycle(t *testing.T) {
 		}
 	}()
 	assert.Contains(t, log.String(), "ready after")
+	// Charts with a kubeVersion constraint (and gkewi's preflight) need the real
+	// version: the binaries must be built with version stamping.
+	assert.Equal(t, KubernetesVersion, c.Version(), "kube-apiserver built without -ldflags -X k8s.io/component-base/version.gitVersion=...")
 
 	t.Run("nodes are Ready, schedulable and labelled with their pool", func(t *testing.T) {
 		nodes, err := c.Client().CoreV1().Nodes().List(ctx, metav1.ListOptions{})
