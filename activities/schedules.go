@@ -191,8 +191,7 @@ func (a WorkflowAction) validate() error {
 
 func (a WorkflowAction) scheduleAction() *client.ScheduleWorkflowAction {
 	action := &client.ScheduleWorkflowAction{ID: a.WorkflowID, Workflow: a.WorkflowType, TaskQueue: a.TaskQueue}
-	if len(a.Input) > 0 {
-		// A json.RawMessage is encoded as the JSON it holds.
+	if a.Input != nil {
 		action.Args = []any{a.Input}
 	}
 	return action

@@ -335,7 +335,10 @@ func onboardStandIn(ctx workflow.Context, in standInOnboarding) (json.RawMessage
 	if err := workflow.UpsertTypedSearchAttributes(ctx, updates...); err != nil {
 		return nil, err
 	}
-	workflow.GetSignalChannel(ctx, "finish").Receive(ctx, nil)
+	sel := workflow.NewSelector(ctx)
+	sel.AddReceive(workflow.GetSignalChannel(ctx, "finish"), func(c workflow.ReceiveChannel, _ bool) { c.Receive(ctx, nil) })
+	sel.AddReceive(ctx.Done(), func(workflow.ReceiveChannel, bool) {})
+	sel.Select(ctx)
 	if err := ctx.Err(); err != nil {
 		dctx, _ := workflow.NewDisconnectedContext(ctx)
 		st.State = "canceled"

@@ -16,8 +16,9 @@ type WorkflowAction struct {
 	// (RFC 3339) to the ID of each run it starts.
 	WorkflowID string `json:"workflowId"`
 	TaskQueue  string `json:"taskQueue"`
-	// Input is the workflow's single argument, as JSON.
-	Input json.RawMessage `json:"input,omitempty"`
+	// Input is the workflow's single argument (nil: none). It is sent as JSON;
+	// passed through an activity, an object arrives as a map, which encodes the same.
+	Input any `json:"input,omitempty"`
 }
 
 // RevocationScheduleInput asks for a schedule that starts Action once, at At.

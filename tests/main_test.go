@@ -23,12 +23,15 @@ import (
 	"time"
 
 	"github.com/gkewi/gkewi/sandbox/gcpemu"
+	"github.com/gkewi/gkewi/sandbox/kubecluster"
 	"github.com/gkewi/gkewi/sandbox/stack"
 )
 
 var (
 	sandbox  *stack.Sandbox
 	gkewiBin string
+	// workDir holds the built binaries and the sandbox; kept when a test failed.
+	workDir string
 	// setupErr is why the sandbox is not there.
 	setupErr error
 )
@@ -52,6 +55,13 @@ func runMain(m *testing.M) int {
 			}
 		}
 	}
+	if workDir != "" {
+		if code == 0 {
+			_ = os.RemoveAll(workDir)
+		} else {
+			fmt.Fprintln(os.Stderr, "e2e: the sandbox's logs and state are kept in", workDir)
+		}
+	}
 	return code
 }
 
@@ -60,10 +70,15 @@ func setUp() error {
 	if err != nil {
 		return err
 	}
+	// Before a minute of building: without the tools nothing can run.
+	if err := stack.CheckTools("", "", kubecluster.Tools{}); err != nil {
+		return err
+	}
 	tmp, err := os.MkdirTemp("", "gkewi-e2e-")
 	if err != nil {
 		return err
 	}
+	workDir = tmp
 	binDir := os.Getenv("GKEWI_E2E_BIN_DIR")
 	if binDir == "" {
 		binDir = filepath.Join(tmp, "bin")

@@ -1,7 +1,6 @@
 package workflows
 
 import (
-	"encoding/json"
 	"fmt"
 	"time"
 
@@ -50,14 +49,10 @@ func (r OnboardRequest) expiresAt(completedAt time.Time) time.Time {
 // NewRevocationSchedule is the schedule that revokes the grant of req at at: it
 // starts Revoke with req (its reason saying why) under RevokeWorkflowID(req),
 // suffixed with the time by the schedule. Onboard and `gkewi extend` use it.
-func NewRevocationSchedule(req RevokeRequest, at time.Time) (activities.RevocationScheduleInput, error) {
+func NewRevocationSchedule(req RevokeRequest, at time.Time) activities.RevocationScheduleInput {
 	req = req.WithDefaults()
 	if req.Reason == "" {
 		req.Reason = "grant expired at " + stamp(at)
-	}
-	input, err := json.Marshal(req)
-	if err != nil {
-		return activities.RevocationScheduleInput{}, fmt.Errorf("encode the revoke request: %w", err)
 	}
 	return activities.RevocationScheduleInput{
 		ScheduleID: RevocationScheduleID(req),
@@ -66,11 +61,11 @@ func NewRevocationSchedule(req RevokeRequest, at time.Time) (activities.Revocati
 			WorkflowType: RevokeWorkflowName,
 			WorkflowID:   RevokeWorkflowID(req),
 			TaskQueue:    TaskQueue,
-			Input:        input,
+			Input:        req,
 		},
 		Note: fmt.Sprintf("gkewi: revokes %s/%s on %s/%s/%s (GSA %s) when the grant expires",
 			req.Namespace, req.KSA, req.Project, req.Location, req.Cluster, req.GSAEmail),
-	}, nil
+	}
 }
 
 // NewSweepSchedule is the recurring schedule that runs Sweep every interval
@@ -82,7 +77,7 @@ func NewSweepSchedule(every time.Duration) activities.RecurringScheduleInput {
 	return activities.RecurringScheduleInput{
 		ScheduleID: SweepScheduleID,
 		Every:      every,
-		Action:     activities.WorkflowAction{WorkflowType: SweepWorkflowName, WorkflowID: SweepWorkflowID, TaskQueue: TaskQueue, Input: json.RawMessage(`{}`)},
+		Action:     activities.WorkflowAction{WorkflowType: SweepWorkflowName, WorkflowID: SweepWorkflowID, TaskQueue: TaskQueue, Input: SweepRequest{}},
 		Note:       "gkewi: revokes time-bound grants whose expiry passed and that nothing revoked",
 	}
 }
@@ -102,17 +97,12 @@ func (o *onboarding) arrangeRevocation(ctx workflow.Context, expiresAt time.Time
 func (o *onboarding) scheduleRevocation(ctx workflow.Context, expiresAt time.Time) {
 	var schedules *activities.Schedules
 	t := o.t
-	in, err := NewRevocationSchedule(o.revokeRequest(), expiresAt)
-	if err != nil {
-		t.failed(ctx, stepScheduleRevocation, err.Error())
-		t.warn(ctx, stepScheduleRevocation, "revocation not scheduled: "+err.Error())
-		return
-	}
+	in := NewRevocationSchedule(o.revokeRequest(), expiresAt)
 	var res activities.ScheduleResult
 	if err := t.run(ctx, stepScheduleRevocation, scheduleOptions(), schedules.SetRevocationTime, in, &res); err != nil {
 		t.warn(ctx, stepScheduleRevocation, fmt.Sprintf(
 			"the revocation at %s is not scheduled (%s): the hourly sweep (schedule %s) revokes the grant after it expires; to schedule it, run `gkewi extend --workflow-id %s --at %s`",
-			stamp(expiresAt), errorMessage(err), SweepScheduleID, workflow.GetInfo(ctx).WorkflowExecution.ID, stamp(expiresAt)))
+			stamp(expiresAt), t.step(stepScheduleRevocation).LastError, SweepScheduleID, workflow.GetInfo(ctx).WorkflowExecution.ID, stamp(expiresAt)))
 		return
 	}
 	o.revocationSchedule = res.ScheduleID

@@ -2,13 +2,16 @@ package workflows
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/stretchr/testify/mock"
 	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/testsuite"
 	"go.temporal.io/sdk/worker"
 
@@ -38,10 +41,19 @@ type fakeCloud struct {
 	failures  map[string][]error
 	warnings  map[string][]string
 	calls     []call
+	// schedules holds the revocation schedules by ID (Schedules activities).
+	schedules map[string]activities.ScheduleStatus
+	// onboarding is the grant's onboarding as DescribeWorkflowRun sees it before
+	// a cancellation; canceled is how it looks after CancelWorkflowRun.
+	onboarding *activities.WorkflowRunDescription
+	canceled   *activities.WorkflowRunDescription
+	// lists answers ListWorkflowRuns by query; results answers WorkflowRunResult by run ID.
+	lists   func(query string) []activities.WorkflowRun
+	results map[string]OnboardResult
 }
 
 func newFakeCloud() *fakeCloud {
-	return &fakeCloud{changed: true, saCreated: true, nodePools: []string{"default-pool", "gpu-pool"}}
+	return &fakeCloud{changed: true, saCreated: true, nodePools: []string{"default-pool", "gpu-pool"}, schedules: map[string]activities.ScheduleStatus{}}
 }
 
 // failNext queues errors for the named activity.
@@ -224,6 +236,104 @@ func (f *fakeCloud) VerifyAccess(_ context.Context, in activities.VerifyInput) (
 	return allowed(), nil
 }
 
+func (f *fakeCloud) SetRevocationTime(_ context.Context, in activities.RevocationScheduleInput) (activities.ScheduleResult, error) {
+	if err := f.record("SetRevocationTime", in); err != nil {
+		return activities.ScheduleResult{}, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	_, existed := f.schedules[in.ScheduleID]
+	at := in.At.UTC().Truncate(time.Second)
+	if at.Before(in.At) {
+		at = at.Add(time.Second)
+	}
+	f.schedules[in.ScheduleID] = activities.ScheduleStatus{ScheduleID: in.ScheduleID, Exists: true, NextActionAt: at, Note: in.Note}
+	return activities.ScheduleResult{ScheduleID: in.ScheduleID, At: at, Created: !existed}, nil
+}
+
+func (f *fakeCloud) DescribeRevocationSchedule(_ context.Context, in activities.ScheduleRef) (activities.ScheduleStatus, error) {
+	if err := f.record("DescribeRevocationSchedule", in); err != nil {
+		return activities.ScheduleStatus{}, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if st, ok := f.schedules[in.ScheduleID]; ok {
+		return st, nil
+	}
+	return activities.ScheduleStatus{ScheduleID: in.ScheduleID}, nil
+}
+
+func (f *fakeCloud) DeleteSchedule(_ context.Context, in activities.ScheduleRef) (activities.StepResult, error) {
+	if err := f.record("DeleteSchedule", in); err != nil {
+		return activities.StepResult{}, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.schedules[in.ScheduleID]; !ok {
+		return activities.StepResult{Detail: "no schedule " + in.ScheduleID}, nil
+	}
+	delete(f.schedules, in.ScheduleID)
+	return activities.StepResult{Changed: true, Detail: "deleted schedule " + in.ScheduleID}, nil
+}
+
+func (f *fakeCloud) EnsureSweepSchedule(_ context.Context, in activities.RecurringScheduleInput) (activities.StepResult, error) {
+	return f.step("EnsureSweepSchedule", in, "")
+}
+
+func (f *fakeCloud) DescribeWorkflowRun(_ context.Context, in activities.DescribeWorkflowRunInput) (activities.WorkflowRunDescription, error) {
+	if err := f.record("DescribeWorkflowRun", in); err != nil {
+		return activities.WorkflowRunDescription{}, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	switch {
+	case in.RunID != "" && f.canceled != nil:
+		return *f.canceled, nil
+	case f.onboarding != nil:
+		return *f.onboarding, nil
+	}
+	return activities.WorkflowRunDescription{}, nil
+}
+
+func (f *fakeCloud) CancelWorkflowRun(_ context.Context, in activities.CancelWorkflowRunInput) (activities.WorkflowRun, error) {
+	if err := f.record("CancelWorkflowRun", in); err != nil {
+		return activities.WorkflowRun{}, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.canceled == nil {
+		return activities.WorkflowRun{}, fmt.Errorf("fake: no canceled run configured")
+	}
+	return f.canceled.Run, nil
+}
+
+func (f *fakeCloud) ListWorkflowRuns(_ context.Context, in activities.ListWorkflowRunsInput) (activities.ListWorkflowRunsResult, error) {
+	if err := f.record("ListWorkflowRuns", in); err != nil {
+		return activities.ListWorkflowRunsResult{}, err
+	}
+	f.mu.Lock()
+	lists := f.lists
+	f.mu.Unlock()
+	res := activities.ListWorkflowRunsResult{Runs: []activities.WorkflowRun{}}
+	if lists != nil {
+		res.Runs = append(res.Runs, lists(in.Query)...)
+	}
+	return res, nil
+}
+
+func (f *fakeCloud) WorkflowRunResult(_ context.Context, in activities.WorkflowRunRef) (json.RawMessage, error) {
+	if err := f.record("WorkflowRunResult", in); err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	res, ok := f.results[in.RunID]
+	if !ok {
+		return nil, temporal.NewNonRetryableApplicationError("fake: no result of run "+in.RunID, activities.ErrTypeFailedPrecondition, nil)
+	}
+	return json.Marshal(res)
+}
+
 var chainStages = []string{"ksa-token", "sts-exchange", "generate-access-token", "bigquery-call"}
 
 // allowed is a token chain that went through.
@@ -251,13 +361,23 @@ func deniedAt(stage string) activities.VerifyResult {
 // mockAll routes every activity of the test environment to f.
 func (f *fakeCloud) mockAll(env *testsuite.TestWorkflowEnvironment) {
 	var (
-		gcp      *activities.GCP
-		kube     *activities.Kube
-		helm     *activities.Helm
-		notifier *activities.Notifier
-		verifier *activities.Verifier
+		gcp       *activities.GCP
+		kube      *activities.Kube
+		helm      *activities.Helm
+		notifier  *activities.Notifier
+		verifier  *activities.Verifier
+		schedules *activities.Schedules
+		grants    *activities.Grants
 	)
 	for _, pair := range [][2]any{
+		{schedules.SetRevocationTime, f.SetRevocationTime},
+		{schedules.DescribeRevocationSchedule, f.DescribeRevocationSchedule},
+		{schedules.DeleteSchedule, f.DeleteSchedule},
+		{schedules.EnsureSweepSchedule, f.EnsureSweepSchedule},
+		{grants.DescribeWorkflowRun, f.DescribeWorkflowRun},
+		{grants.CancelWorkflowRun, f.CancelWorkflowRun},
+		{grants.ListWorkflowRuns, f.ListWorkflowRuns},
+		{grants.WorkflowRunResult, f.WorkflowRunResult},
 		{kube.Preflight, f.Preflight},
 		{gcp.CheckIdentitySameness, f.CheckIdentitySameness},
 		{gcp.EnableService, f.EnableService},
@@ -281,7 +401,8 @@ func (f *fakeCloud) mockAll(env *testsuite.TestWorkflowEnvironment) {
 }
 
 // registerAll registers f's methods on a real worker under the activity names
-// the workflows use.
+// the workflows use, except those of Schedules and Grants: against a real
+// Temporal service, the real ones run.
 func (f *fakeCloud) registerAll(w worker.ActivityRegistry) {
 	for name, fn := range map[string]any{
 		"Preflight":                      f.Preflight,

@@ -36,8 +36,11 @@ func TestOnboardHappyPathWithBigQuery(t *testing.T) {
 		"ListNodePools", "SetNodePoolMetadata", "SetNodePoolMetadata",
 		"EnsureServiceAccount", "AddServiceAccountIAMMember", "NotifySupport",
 		"AddServiceAccountIAMMember", "AnnotateServiceAccount", "GrantBigQueryAccess",
-		"HelmUpgradeInstall", "VerifyAccess", "NotifySupport",
+		"HelmUpgradeInstall", "VerifyAccess", "DeleteSchedule", "NotifySupport",
 	}, fake.names())
+	// A grant without expiry drops a revocation schedule an earlier run may have left.
+	assert.Equal(t, []any{activities.ScheduleRef{ScheduleID: "gkewi-expiry/my-project/europe-west1/prod-cluster/carto/carto-common-backend"}},
+		fake.inputs("DeleteSchedule"))
 
 	cluster := activities.ClusterRef{Project: "my-project", Location: "europe-west1", Cluster: "prod-cluster"}
 	assert.Equal(t, []any{activities.PreflightInput{Cluster: cluster, Namespace: "carto", KSA: "carto-common-backend", Release: "carto"}}, fake.inputs("Preflight"))

@@ -317,8 +317,11 @@ func TestExpiryTTLIsCountedFromCompletion(t *testing.T) {
 	s := queryStatus(t, env)
 	assert.Equal(t, want, s.ExpiresAt)
 	st := mustStep(t, s, "schedule-revocation")
-	assert.Equal(t, StepSkipped, st.State, "revocation scheduling is not implemented and says so")
-	assert.Contains(t, res.Warnings, "schedule-revocation: the grant expires at 2026-07-01T10:00:00Z but nothing revokes it then: start Revoke with the result's revoke request by that time")
+	assert.Equal(t, StepDone, st.State)
+	assert.Equal(t, "Revoke starts at 2026-07-01T10:00:00Z (schedule gkewi-expiry/my-project/europe-west1/prod-cluster/carto/carto-common-backend)", st.Detail)
+	in := fake.inputs("SetRevocationTime")
+	require.Len(t, in, 1)
+	assert.Equal(t, want, in[0].(activities.RevocationScheduleInput).At)
 }
 
 func TestExpiryAtPassedDuringTheWaitGrantsNothing(t *testing.T) {

@@ -24,37 +24,58 @@ const (
 // Errors while asking are retried by the step's policy; a wrong outcome is
 // retried here.
 func verifyAccess(ctx workflow.Context, t *tracker, step string, in activities.VerifyInput, wantAllowed bool) (activities.VerifyResult, error) {
+	res, ok, err := walkUntil(ctx, t, step, in, func(r activities.VerifyResult) bool { return r.Allowed == wantAllowed }, nil)
+	if err != nil || ok {
+		return res, err
+	}
+	attempts := t.step(step).Attempts
+	if wantAllowed {
+		denied := deniedStage(res)
+		return res, temporal.NewNonRetryableApplicationError(
+			fmt.Sprintf("access still denied at stage %s after %s (%d attempts): %s", denied.Name, propagationBound, attempts, denied.Detail),
+			ErrTypeAccessNotGranted, nil)
+	}
+	return res, stillAllowedError(in, attempts)
+}
+
+func stillAllowedError(in activities.VerifyInput, attempts int) error {
+	return temporal.NewNonRetryableApplicationError(
+		fmt.Sprintf("access still allowed after %s (%d attempts): %s can still get tokens for %s; check for other workloadIdentityUser or token creator grants on it",
+			propagationBound, attempts, in.Namespace+"/"+in.KSA, in.GSAEmail),
+		ErrTypeAccessStillAllowed, nil)
+}
+
+// walkUntil walks the token chain as step until accept takes the outcome, with
+// backoff, for up to propagationBound; observe (if set) sees every outcome. It
+// reports false, with the step failed, when the bound passed first.
+func walkUntil(ctx workflow.Context, t *tracker, step string, in activities.VerifyInput,
+	accept func(activities.VerifyResult) bool, observe func(activities.VerifyResult),
+) (activities.VerifyResult, bool, error) {
 	var verifier *activities.Verifier
 	giveUp := workflow.Now(ctx).Add(propagationBound)
 	delay := propagationFirstDelay
 	for {
 		var res activities.VerifyResult
 		if err := t.run(ctx, step, verifyOptions(), verifier.VerifyAccess, in, &res); err != nil {
-			return res, err
+			return res, false, err
 		}
-		if res.Allowed == wantAllowed {
+		if observe != nil {
+			observe(res)
+		}
+		if accept(res) {
 			t.done(ctx, step, describeChain(res), nil)
-			return res, nil
+			return res, true, nil
 		}
 		st := t.step(step)
 		st.LastError = describeChain(res)
 		if workflow.Now(ctx).Add(delay).After(giveUp) {
 			t.failed(ctx, step, st.LastError)
-			if wantAllowed {
-				denied := deniedStage(res)
-				return res, temporal.NewNonRetryableApplicationError(
-					fmt.Sprintf("access still denied at stage %s after %s (%d attempts): %s", denied.Name, propagationBound, st.Attempts, denied.Detail),
-					ErrTypeAccessNotGranted, nil)
-			}
-			return res, temporal.NewNonRetryableApplicationError(
-				fmt.Sprintf("access still allowed after %s (%d attempts): %s can still get tokens for %s; check for other workloadIdentityUser or token creator grants on it",
-					propagationBound, st.Attempts, in.Namespace+"/"+in.KSA, in.GSAEmail),
-				ErrTypeAccessStillAllowed, nil)
+			return res, false, nil
 		}
 		t.publish(ctx)
 		if err := t.sleep(ctx, delay, "verify again"); err != nil {
 			t.failed(ctx, step, "canceled")
-			return res, err
+			return res, false, err
 		}
 		delay = min(2*delay, propagationMaxDelay)
 	}

@@ -1,6 +1,8 @@
 package gcpemu
 
 import (
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -236,7 +238,12 @@ func (e *Emulator) bqListDatasets(c *call) (any, error) {
 			"type":             "DEFAULT",
 		})
 	}
-	out := map[string]any{"kind": "bigquery#datasetList", "etag": e.newEtag()}
+	// The list's etag follows its datasets'; reading must not advance any counter.
+	sum := sha256.New()
+	for _, id := range ids {
+		sum.Write([]byte(id + "\x00" + p.Datasets[id].Etag + "\x00"))
+	}
+	out := map[string]any{"kind": "bigquery#datasetList", "etag": base64.StdEncoding.EncodeToString(sum.Sum(nil)[:12])}
 	if len(list) > 0 {
 		out["datasets"] = list
 	}
@@ -398,6 +405,16 @@ func (e *Emulator) bqWriteDataset(c *call, replace bool) (any, error) {
 	if body.Location != "" && !strings.EqualFold(body.Location, d.Location) {
 		return nil, errInvalid("Cannot change dataset location from %s to %s.", d.Location, body.Location)
 	}
+	// Validate everything before changing anything: a refused write changes nothing.
+	var access []accessEntry
+	if replace || body.Access != nil {
+		if body.Access != nil {
+			access = *body.Access
+		}
+		if access, err = e.canonicalAccess(p.ID, d.ID, access); err != nil {
+			return nil, err
+		}
+	}
 	if replace || body.FriendlyName != nil {
 		d.FriendlyName = deref(body.FriendlyName)
 	}
@@ -411,14 +428,6 @@ func (e *Emulator) bqWriteDataset(c *call, replace bool) (any, error) {
 		d.Labels = body.Labels
 	}
 	if replace || body.Access != nil {
-		var access []accessEntry
-		if body.Access != nil {
-			access = *body.Access
-		}
-		access, err := e.canonicalAccess(p.ID, d.ID, access)
-		if err != nil {
-			return nil, err
-		}
 		d.Access = access
 		d.AccessPolicy.write(accessToPolicy(p.ID, access), c.now, e.cfg.PropagationDelay)
 	}

@@ -121,8 +121,10 @@ func (w *fuzzWorld) mustDo(tb testing.TB, token, method, target, body string) []
 	return rec.Body.Bytes()
 }
 
-func fuzzKey(tb testing.TB) *rsa.PrivateKey {
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
+// fuzzKey is the cluster's signing key. bits is 2048 like a real cluster's,
+// or 1024 where a target signs every input and speed matters more.
+func fuzzKey(tb testing.TB, bits int) *rsa.PrivateKey {
+	key, err := rsa.GenerateKey(rand.Reader, bits)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -134,7 +136,7 @@ func fuzzKey(tb testing.TB) *rsa.PrivateKey {
 // must agree (tokens and job ids aside), never be a 5xx, and every error must
 // have the shape the real service gives.
 func FuzzEmulatorRequests(f *testing.F) {
-	key := fuzzKey(f)
+	key := fuzzKey(f, 2048)
 	f.Fuzz(func(t *testing.T, method, target, contentType string, caller uint8, ifMatch string, body []byte) {
 		if !strings.HasPrefix(target, "/") {
 			target = "/" + target
@@ -158,11 +160,25 @@ func FuzzEmulatorRequests(f *testing.F) {
 		for i := range answers {
 			w := newFuzzWorld(t, key)
 			auth := w.auth[int(caller)%len(w.auth)]
+			before := mustJSON(t, w.emu.stateSnapshot())
 			req, rec, err := w.do(auth, method, target, contentType, header, body)
 			if err != nil {
 				return // not a request a client can send
 			}
 			checkResponse(t, req, rec)
+			// A refused request and a read change nothing (the metadata
+			// server's token endpoint mints, as the real one does).
+			metadata := strings.HasPrefix(req.URL.Path, "/computeMetadata/")
+			if (rec.Code >= 400 || req.Method == http.MethodGet) && !metadata {
+				if after := mustJSON(t, w.emu.stateSnapshot()); after != before {
+					t.Fatalf("%s %s answered %d but changed the state:\n%s\n%s\n%s", req.Method, req.URL, rec.Code, rec.Body, before, after)
+				}
+			}
+			for _, a := range w.auth {
+				if tok, ok := strings.CutPrefix(a, "Bearer "); ok && len(tok) > 20 && strings.Contains(rec.Body.String(), tok) {
+					t.Fatalf("the answer repeats a caller's access token: %s", rec.Body)
+				}
+			}
 			answers[i] = fmt.Sprintf("%d %s", rec.Code, volatile.ReplaceAllString(rec.Body.String(), "<volatile>"))
 		}
 		if answers[0] != answers[1] {
@@ -287,9 +303,11 @@ func checkResponse(t *testing.T, req *http.Request, rec *httptest.ResponseRecord
 // type IAM knows, goes through a real setIamPolicy, reads back unchanged, and
 // the read policy can be written back as is (the workflows' read-modify-write).
 func FuzzPolicyMember(f *testing.F) {
-	key := fuzzKey(f)
+	key := fuzzKey(f, 2048)
 	shared := newFuzzWorld(f, key)
 	f.Fuzz(func(t *testing.T, member string) {
+		// Members arrive in JSON, where invalid UTF-8 has become U+FFFD.
+		member = strings.ToValidUTF8(member, "\uFFFD")
 		check := func() error {
 			shared.emu.mu.Lock()
 			defer shared.emu.mu.Unlock()
@@ -357,7 +375,7 @@ func FuzzPolicyMember(f *testing.F) {
 // merged and sorted, members unique and sorted, version 3 exactly when there
 // is a condition), read back the same, and be writable again unchanged.
 func FuzzSetIamPolicy(f *testing.F) {
-	key := fuzzKey(f)
+	key := fuzzKey(f, 2048)
 	f.Fuzz(func(t *testing.T, onServiceAccount bool, body []byte) {
 		w := newFuzzWorld(t, key)
 		op := w.auth[1]
@@ -450,7 +468,7 @@ func mustJSON(t *testing.T, v any) string {
 // Without a token signed by the cluster nothing may succeed, and every refusal
 // is a 4xx in the OAuth error shape.
 func FuzzSTSToken(f *testing.F) {
-	key := fuzzKey(f)
+	key := fuzzKey(f, 2048)
 	shared := newFuzzWorld(f, key)
 	f.Fuzz(func(t *testing.T, contentType string, body []byte) {
 		req, rec, err := shared.do("", http.MethodPost, "/sts/v1/token", contentType, nil, body)
@@ -468,7 +486,7 @@ func FuzzSTSToken(f *testing.F) {
 // them: a token is issued only when issuer, audience and validity hold, and it
 // stands for the Kubernetes service account the claims name.
 func FuzzSTSClaims(f *testing.F) {
-	key := fuzzKey(f)
+	key := fuzzKey(f, 1024)
 	shared := newFuzzWorld(f, key)
 	f.Fuzz(func(t *testing.T, claims []byte) {
 		jwt := signRawJWT(t, key, testKID, claims)

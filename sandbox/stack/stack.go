@@ -261,19 +261,40 @@ func DefaultKubectl() string {
 	return filepath.Join(dir, "kubectl")
 }
 
+// CheckTools reports, in one error wrapping ErrToolMissing, every binary of
+// `make tools` the sandbox needs that is missing (empty paths: the defaults).
+func CheckTools(temporalCLI, kubectl string, kube kubecluster.Tools) error {
+	if temporalCLI == "" {
+		temporalCLI = DefaultTemporalCLI()
+	}
+	if kubectl == "" {
+		kubectl = DefaultKubectl()
+	}
+	return checkBinaries(kube, []binary{
+		{"Temporal CLI", temporalCLI, "make tools"},
+		{"kubectl", kubectl, "make tools"},
+	})
+}
+
+type binary struct{ name, path, fix string }
+
 // checkTools reports every missing binary at once.
 func (s *Sandbox) checkTools() error {
-	var missing []string
-	for _, t := range []struct{ name, path, fix string }{
+	return checkBinaries(s.opts.KubeTools, []binary{
 		{"Temporal CLI", s.opts.TemporalCLI, "make tools"},
 		{"kubectl", s.opts.Kubectl, "make tools"},
 		{"gkewi worker", s.opts.WorkerBinary, "make build"},
-	} {
+	})
+}
+
+func checkBinaries(kube kubecluster.Tools, binaries []binary) error {
+	var missing []string
+	for _, t := range binaries {
 		if st, err := os.Stat(t.path); err != nil || st.IsDir() {
 			missing = append(missing, fmt.Sprintf("%s not found at %s (`%s`)", t.name, t.path, t.fix))
 		}
 	}
-	err := s.opts.KubeTools.Check()
+	err := kube.Check()
 	if len(missing) == 0 {
 		return err
 	}

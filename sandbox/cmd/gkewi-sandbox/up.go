@@ -137,7 +137,11 @@ func printHowTo(w io.Writer, sb *stack.Sandbox) {
 	fmt.Fprintf(w, "  source %s\n", relPath(filepath.Join(sb.Dir(), "env.sh")))
 	fmt.Fprintf(w, "  temporal workflow list --query 'WorkflowType=\"Onboard\"'\n")
 	fmt.Fprintf(w, "  kubectl get serviceaccounts -A -l app.kubernetes.io/managed-by=Helm\n")
-	fmt.Fprintf(w, "\nStop it with:\n\n  bin/gkewi-sandbox down\n")
+	down := "bin/gkewi-sandbox down"
+	if wd, err := os.Getwd(); err != nil || sb.Dir() != filepath.Join(wd, ".sandbox") {
+		down += " --dir " + shellQuote(relPath(sb.Dir()))
+	}
+	fmt.Fprintf(w, "\nStop it with:\n\n  %s\n", down)
 }
 
 // relPath shortens a path under the working directory.
