@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -126,6 +128,65 @@ func TestSchedulesFireOnceAtTheTimeOnDevServer(t *testing.T) {
 	assert.True(t, res.Triggered)
 	pastRun := waitForScheduledRun(t, s, pastID)
 	assert.True(t, strings.HasPrefix(pastRun, past.WorkflowID+"-"), "run ID %s", pastRun)
+}
+
+func TestSchedulesFollowTemporalCLIUpdatesOnDevServer(t *testing.T) {
+	// The plain temporal CLI can extend, trigger and delete a revocation
+	// schedule with the commands the README gives.
+	srv := temporalTestServer(t)
+	c := srv.Client()
+	startStandIns(t, c)
+	s := NewSchedules(c)
+	ctx := context.Background()
+	id := "gkewi-expiry/p/l/c/ns/cli"
+	input := `{"project":"acme-prod","ksa":"cli","reason":"grant expired"}`
+	_, err := s.SetRevocationTime(ctx, RevocationScheduleInput{ScheduleID: id, At: time.Now().Add(time.Hour),
+		Action: WorkflowAction{WorkflowType: "Revoke", WorkflowID: "gkewi-revoke/p/l/c/ns/cli", TaskQueue: devTaskQueue, Input: json.RawMessage(input)}})
+	require.NoError(t, err)
+	cli := func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command(temporalCLIPath(), append(args, "--address", srv.FrontendHostPort())...).CombinedOutput()
+		require.NoError(t, err, "temporal %s: %s", strings.Join(args, " "), out)
+		return string(out)
+	}
+
+	// The input, as `temporal schedule describe -o json | jq -r '...data | @base64d'` reads it.
+	var desc struct {
+		Schedule struct {
+			Action struct {
+				StartWorkflow struct {
+					Input struct {
+						Payloads []struct {
+							Data []byte `json:"data"`
+						} `json:"payloads"`
+					} `json:"input"`
+				} `json:"startWorkflow"`
+			} `json:"action"`
+		} `json:"schedule"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(cli("schedule", "describe", "--schedule-id", id, "-o", "json")), &desc))
+	payloads := desc.Schedule.Action.StartWorkflow.Input.Payloads
+	require.Len(t, payloads, 1)
+	assert.JSONEq(t, input, string(payloads[0].Data))
+
+	later := time.Date(time.Now().Year()+1, 8, 1, 10, 0, 0, 0, time.UTC)
+	cli("schedule", "update", "--schedule-id", id,
+		"--calendar", fmt.Sprintf(`{"year":"%d","month":"8","dayOfMonth":"1","hour":"10","minute":"0","second":"0"}`, later.Year()),
+		"--remaining-actions", "1", "--catchup-window", "8760h",
+		"--workflow-id", "gkewi-revoke/p/l/c/ns/cli", "--type", "Revoke", "--task-queue", devTaskQueue,
+		"--input", string(payloads[0].Data))
+	st, err := s.DescribeRevocationSchedule(ctx, ScheduleRef{ScheduleID: id})
+	require.NoError(t, err)
+	assert.Equal(t, later, st.NextActionAt, "what the sweep reads follows the update")
+
+	cli("schedule", "trigger", "--schedule-id", id)
+	run := waitForScheduledRun(t, s, id)
+	assert.JSONEq(t, input, string(standInResult(t, c, run)))
+
+	cli("schedule", "delete", "--schedule-id", id)
+	st, err = s.DescribeRevocationSchedule(ctx, ScheduleRef{ScheduleID: id})
+	require.NoError(t, err)
+	assert.False(t, st.Exists)
 }
 
 func TestSchedulesEnsureSweepScheduleOnDevServer(t *testing.T) {
@@ -419,6 +480,12 @@ const temporalCLIVersion = "v1.5.1"
 // except under CI=true, where a missing tool is a failure.
 func temporalTestClient(t *testing.T) client.Client {
 	t.Helper()
+	return temporalTestServer(t).Client()
+}
+
+// temporalTestServer is temporalTestClient's server.
+func temporalTestServer(t *testing.T) *testsuite.DevServer {
+	t.Helper()
 	path := temporalCLIPath()
 	if _, err := os.Stat(path); err != nil {
 		msg := "Temporal CLI not found at " + path + " (run `make tools` or set GKEWI_TEMPORAL)"
@@ -438,6 +505,7 @@ func temporalTestClient(t *testing.T) client.Client {
 			"--search-attribute", attrState + "=Keyword",
 			"--search-attribute", attrExpiry + "=Datetime",
 		},
+		Stdout: io.Discard,
 	})
 	require.NoError(t, err, "start the Temporal dev server")
 	t.Cleanup(func() {
@@ -445,7 +513,7 @@ func temporalTestClient(t *testing.T) client.Client {
 			t.Logf("stop the Temporal dev server: %v", err)
 		}
 	})
-	return srv.Client()
+	return srv
 }
 
 // temporalCLIPath is $GKEWI_TEMPORAL, else where `make tools` puts the pinned CLI.

@@ -35,11 +35,13 @@ const (
 	cloudPlatformScope        = "https://www.googleapis.com/auth/cloud-platform"
 )
 
-// Lifetimes of the tokens the verification asks for: as short as each issuer
-// allows, since they are thrown away at the end of the activity.
+// Lifetimes of the tokens the verification asks for: short, since they are
+// thrown away at the end of the activity, and a revocation waits for the GSA
+// tokens its walks were handed to expire. The API server's minimum for KSA
+// tokens is 10 minutes.
 const (
 	verifyKSATokenLifetime = 10 * time.Minute
-	verifyGSATokenLifetime = 5 * time.Minute
+	verifyGSATokenLifetime = time.Minute
 )
 
 // Verifier walks the token chain a pod would: KSA token, STS exchange, GSA access
@@ -122,7 +124,8 @@ func (v *Verifier) VerifyAccess(ctx context.Context, in VerifyInput) (VerifyResu
 		}
 		return res, ClassifyGoogleError(err, "generate an access token of "+in.GSAEmail, "iam.serviceAccounts.getAccessToken")
 	}
-	pass(StageGenerateAccessToken, fmt.Sprintf("access token of %s, valid until %s", in.GSAEmail, gsaExpiry))
+	res.TokenExpiresAt = gsaExpiry
+	pass(StageGenerateAccessToken, fmt.Sprintf("access token of %s, valid until %s", in.GSAEmail, gsaExpiry.UTC().Format(time.RFC3339)))
 	heartbeat(ctx, StageGenerateAccessToken)
 
 	// 4. A BigQuery call as the GSA: a dry-run query needs bigquery.jobs.create
@@ -187,12 +190,12 @@ func (v *Verifier) exchange(ctx context.Context, c ClusterRef, ksaToken string) 
 }
 
 // generateAccessToken asks IAM for a short-lived token of gsa, as the holder of
-// the federated token.
-func (v *Verifier) generateAccessToken(ctx context.Context, gsa, federated string) (string, string, error) {
+// the federated token, and returns it with its expiry.
+func (v *Verifier) generateAccessToken(ctx context.Context, gsa, federated string) (string, time.Time, error) {
 	opts := append([]option.ClientOption{option.WithTokenSource(bearer(federated))}, v.options...)
 	svc, err := NewIAMCredentialsService(ctx, v.endpoints, opts...)
 	if err != nil {
-		return "", "", fmt.Errorf("IAM credentials client: %w", err)
+		return "", time.Time{}, fmt.Errorf("IAM credentials client: %w", err)
 	}
 	resp, err := svc.Projects.ServiceAccounts.GenerateAccessToken("projects/-/serviceAccounts/"+gsa,
 		&iamcredentials.GenerateAccessTokenRequest{
@@ -200,12 +203,17 @@ func (v *Verifier) generateAccessToken(ctx context.Context, gsa, federated strin
 			Lifetime: fmt.Sprintf("%ds", int(verifyGSATokenLifetime/time.Second)),
 		}).Context(ctx).Do()
 	if err != nil {
-		return "", "", err
+		return "", time.Time{}, err
 	}
 	if resp.AccessToken == "" {
-		return "", "", errors.New("IAM answered without an access token")
+		return "", time.Time{}, errors.New("IAM answered without an access token")
 	}
-	return resp.AccessToken, resp.ExpireTime, nil
+	expiry, err := time.Parse(time.RFC3339, resp.ExpireTime)
+	if err != nil {
+		// The token was handed out: its expiry must be known to wait for it.
+		return "", time.Time{}, fmt.Errorf("IAM answered with an unreadable expireTime %q: %w", resp.ExpireTime, err)
+	}
+	return resp.AccessToken, expiry, nil
 }
 
 // dryRunQuery validates a trivial query in project as the GSA and returns the

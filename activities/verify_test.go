@@ -179,9 +179,12 @@ func TestVerifyAccessAllowedWithTheBindingAndDeniedWithout(t *testing.T) {
 	f.grantJobUser(t, gsa)
 	f.emu.ResetRequestLog()
 
+	before := time.Now()
 	res, err := f.verify(t, f.input("carto-common-backend", gsa))
 	require.NoError(t, err)
 	assert.True(t, res.Allowed, "stages: %+v", res.Stages)
+	// The expiry of the GSA token the walk was handed, never the token.
+	assert.WithinRange(t, res.TokenExpiresAt, before.Add(verifyGSATokenLifetime-2*time.Second), time.Now().Add(verifyGSATokenLifetime+time.Second))
 	assert.Equal(t, []string{StageKSAToken, StageSTSExchange, StageGenerateAccessToken, StageBigQueryCall}, stageNames(res))
 	for _, s := range res.Stages {
 		assert.True(t, s.OK, "stage %s: %s", s.Name, s.Detail)
@@ -214,6 +217,7 @@ func TestVerifyAccessAllowedWithTheBindingAndDeniedWithout(t *testing.T) {
 	assert.True(t, res.Stages[1].OK)
 	assert.False(t, res.Stages[2].OK)
 	assert.Contains(t, res.Stages[2].Detail, "iam.serviceAccounts.getAccessToken")
+	assert.True(t, res.TokenExpiresAt.IsZero(), "no token was handed out")
 	requireNoTokens(t, res)
 
 	// Removing the binding takes the access away (no propagation delay here).
@@ -265,6 +269,7 @@ func TestVerifyAccessDeniedAtEachStage(t *testing.T) {
 		assert.False(t, res.Allowed)
 		require.Equal(t, []string{StageKSAToken, StageSTSExchange, StageGenerateAccessToken, StageBigQueryCall}, stageNames(res))
 		assert.True(t, res.Stages[2].OK)
+		assert.False(t, res.TokenExpiresAt.IsZero(), "the GSA token was handed out before BigQuery refused")
 		assert.False(t, res.Stages[3].OK)
 		assert.Contains(t, res.Stages[3].Detail, "bigquery.jobs.create")
 	})

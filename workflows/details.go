@@ -52,6 +52,15 @@ func currentDetails(s Status) string {
 	}
 	if !s.ExpiresAt.IsZero() {
 		b.WriteString(fmt.Sprintf("\n\nExpires %s", stamp(s.ExpiresAt)))
+		if s.RevocationSchedule != "" {
+			b.WriteString(fmt.Sprintf(", revoked then by schedule `%s`", s.RevocationSchedule))
+		}
+	}
+	if !s.AccessEndedAt.IsZero() {
+		b.WriteString(fmt.Sprintf("\n\nAccess ended %s", stamp(s.AccessEndedAt)))
+		if !s.RefusedAt.IsZero() {
+			b.WriteString(fmt.Sprintf(" (fresh tokens refused since %s)", stamp(s.RefusedAt)))
+		}
 	}
 	if s.Error != "" {
 		b.WriteString(fmt.Sprintf("\n\n**Error**: %s", s.Error))

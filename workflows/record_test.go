@@ -3,6 +3,8 @@ package workflows
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -29,50 +31,26 @@ const (
 	temporalCLIVersion = "v1.5.1"
 )
 
-// TestRecordHistories re-records the histories TestReplayRecordedHistories
+// TestRecordHistories records the histories TestReplayRecordedHistories
 // replays, by running the workflows in a Temporal dev server with a worker whose
-// activities are fakes. It runs only when asked, since new histories replace the
-// ones running workflows were checked against:
+// cloud activities are fakes. It runs only when asked, and records only the
+// histories missing from testdata: an existing one stands for runs recorded by
+// an earlier version of the workflows, which must keep replaying. To re-record
+// one, delete its file first.
 //
-//	GKEWI_RECORD_HISTORIES=1 go test -count=1 -run TestRecordHistories ./workflows/
+//	GKEWI_RECORD_HISTORIES=1 go test -count=1 -run 'TestRecordHistories|OnDevServer' ./workflows/
 //
-// It takes about four minutes: the timeout scenario waits for real timers.
+// The timeout scenario waits for real timers (about four minutes). The
+// histories of time-bound grants come from TestTimeBoundGrantsOnDevServer.
 func TestRecordHistories(t *testing.T) {
-	if os.Getenv(recordEnv) == "" {
-		t.Skip("set " + recordEnv + "=1 to re-record workflows/testdata")
+	if !recording() {
+		t.Skip("set " + recordEnv + "=1 to record the missing histories of workflows/testdata")
 	}
-	cli := temporalCLIPath()
-	if _, err := os.Stat(cli); err != nil {
-		t.Fatalf("Temporal CLI not found at %s (run `make tools`, or set GKEWI_TEMPORAL): %v", cli, err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-
-	logger := log.NewStructuredLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
-	var extra []string
-	for _, f := range SearchAttributeFlags() {
-		extra = append(extra, "--search-attribute", f)
-	}
-	srv, err := testsuite.StartDevServer(ctx, testsuite.DevServerOptions{
-		ExistingPath:  cli,
-		ClientOptions: &client.Options{Namespace: "default", Logger: logger},
-		LogLevel:      "error",
-		ExtraArgs:     extra,
-	})
-	require.NoError(t, err)
-	defer func() { _ = srv.Stop() }()
-	c := srv.Client()
-
-	fake := newFakeCloud()
-	w := worker.New(c, TaskQueue, worker.Options{})
-	Register(w)
-	fake.registerAll(w)
-	require.NoError(t, w.Start())
-	defer w.Stop()
-
-	rec := recorder{t: t, ctx: ctx, c: c}
+	d := startDevWorker(t, 10*time.Minute)
+	ctx, c, fake, rec := d.ctx, d.c, d.fake, d.rec
 
 	t.Run("onboard-bigquery-approved", func(t *testing.T) {
+		rec.skipIfRecorded(t, "onboard-bigquery-approved")
 		// A flaky preflight (one retry timer), an ignored signal, then the update.
 		fake.failNext("Preflight", errors.New("connection reset by peer"))
 		fake.setVerify(func(n int) activities.VerifyResult {
@@ -101,6 +79,7 @@ func TestRecordHistories(t *testing.T) {
 	})
 
 	t.Run("onboard-rejected", func(t *testing.T) {
+		rec.skipIfRecorded(t, "onboard-rejected")
 		req := validRequest()
 		req.Namespace = "carto-rejected"
 		run := rec.start(OnboardWorkflowName, OnboardWorkflowID(req), req)
@@ -112,6 +91,7 @@ func TestRecordHistories(t *testing.T) {
 	})
 
 	t.Run("onboard-timed-out", func(t *testing.T) {
+		rec.skipIfRecorded(t, "onboard-timed-out")
 		req := validRequest()
 		req.Namespace = "carto-timeout"
 		req.GSA = GSASpec{Email: wantGSA}
@@ -123,6 +103,7 @@ func TestRecordHistories(t *testing.T) {
 	})
 
 	t.Run("revoke", func(t *testing.T) {
+		rec.skipIfRecorded(t, "revoke")
 		fake.setVerify(func(n int) activities.VerifyResult {
 			if n == 1 {
 				return allowed()
@@ -139,10 +120,85 @@ func TestRecordHistories(t *testing.T) {
 	})
 }
 
+// devWorker is a Temporal dev server with a worker running gkewi's workflows:
+// fake cloud activities, real Schedules and Grants activities.
+type devWorker struct {
+	ctx  context.Context
+	c    client.Client
+	fake *fakeCloud
+	rec  recorder
+}
+
+// startDevWorker starts the dev server and the worker for the test. Without the
+// Temporal CLI the test is skipped, except under CI=true or when recording.
+func startDevWorker(t *testing.T, timeout time.Duration) devWorker {
+	t.Helper()
+	cli := temporalCLIPath()
+	if _, err := os.Stat(cli); err != nil {
+		msg := fmt.Sprintf("Temporal CLI not found at %s (run `make tools`, or set GKEWI_TEMPORAL): %v", cli, err)
+		if os.Getenv("CI") == "true" || recording() {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	t.Cleanup(cancel)
+
+	logger := log.NewStructuredLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})))
+	var extra []string
+	for _, f := range SearchAttributeFlags() {
+		extra = append(extra, "--search-attribute", f)
+	}
+	srv, err := testsuite.StartDevServer(ctx, testsuite.DevServerOptions{
+		ExistingPath:  cli,
+		ClientOptions: &client.Options{Namespace: "default", Logger: logger},
+		LogLevel:      "error",
+		ExtraArgs:     extra,
+		Stdout:        io.Discard,
+	})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = srv.Stop() })
+	c := srv.Client()
+
+	fake := newFakeCloud()
+	w := worker.New(c, TaskQueue, worker.Options{})
+	Register(w)
+	fake.registerAll(w)
+	w.RegisterActivity(activities.NewSchedules(c))
+	w.RegisterActivity(activities.NewGrants(c))
+	require.NoError(t, w.Start())
+	t.Cleanup(w.Stop)
+	return devWorker{ctx: ctx, c: c, fake: fake, rec: recorder{t: t, ctx: ctx, c: c}}
+}
+
+func recording() bool { return os.Getenv(recordEnv) != "" }
+
 type recorder struct {
 	t   *testing.T
 	ctx context.Context
 	c   client.Client
+}
+
+func historyPath(name string) string { return filepath.Join("testdata", name+".json") }
+
+// skipIfRecorded skips a recording scenario whose history exists.
+func (r recorder) skipIfRecorded(t *testing.T, name string) {
+	if _, err := os.Stat(historyPath(name)); err == nil {
+		t.Skipf("%s exists; delete it to re-record", historyPath(name))
+	}
+}
+
+// keep saves the history of a run as testdata/NAME.json when recording and the
+// file is missing.
+func (r recorder) keep(workflowID, runID, name string) {
+	if !recording() {
+		return
+	}
+	if _, err := os.Stat(historyPath(name)); err == nil {
+		r.t.Logf("%s exists; not re-recorded", historyPath(name))
+		return
+	}
+	r.saveRun(workflowID, runID, name)
 }
 
 func (r recorder) start(workflowType, id string, req any) client.WorkflowRun {
@@ -151,16 +207,17 @@ func (r recorder) start(workflowType, id string, req any) client.WorkflowRun {
 	return run
 }
 
-// waitFor polls the status query until the run reaches state.
-func (r recorder) waitFor(run client.WorkflowRun, state State) {
+// waitFor polls the status query until the run reaches state, and returns the status.
+func (r recorder) waitFor(run client.WorkflowRun, state State) Status {
+	var s Status
 	require.Eventually(r.t, func() bool {
 		v, err := r.c.QueryWorkflow(r.ctx, run.GetID(), run.GetRunID(), QueryStatus)
 		if err != nil {
 			return false
 		}
-		var s Status
 		return v.Get(&s) == nil && s.State == state
 	}, time.Minute, 200*time.Millisecond, "run %s never reached %s", run.GetID(), state)
+	return s
 }
 
 func (r recorder) requireFailure(run client.WorkflowRun, errType string) {
@@ -172,7 +229,11 @@ func (r recorder) requireFailure(run client.WorkflowRun, errType string) {
 
 // save writes the run's full history to testdata/NAME.json.
 func (r recorder) save(run client.WorkflowRun, name string) {
-	it := r.c.GetWorkflowHistory(r.ctx, run.GetID(), run.GetRunID(), false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
+	r.saveRun(run.GetID(), run.GetRunID(), name)
+}
+
+func (r recorder) saveRun(workflowID, runID, name string) {
+	it := r.c.GetWorkflowHistory(r.ctx, workflowID, runID, false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
 	hist := &historypb.History{}
 	for it.HasNext() {
 		ev, err := it.Next()
@@ -181,7 +242,7 @@ func (r recorder) save(run client.WorkflowRun, name string) {
 	}
 	data, err := temporalproto.CustomJSONMarshalOptions{Indent: "  "}.Marshal(hist)
 	require.NoError(r.t, err)
-	path := filepath.Join("testdata", name+".json")
+	path := historyPath(name)
 	require.NoError(r.t, os.WriteFile(path, append(data, '\n'), 0o644))
 	r.t.Logf("recorded %s: %d events", path, len(hist.Events))
 }

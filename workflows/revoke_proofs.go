@@ -24,7 +24,7 @@ func (r *revocation) settleOnboarding(ctx workflow.Context) (bool, error) {
 	t, req := r.t, r.req
 	id := grantID(onboardPrefix, req.Project, req.Location, req.Cluster, req.Namespace, req.KSA)
 	var desc activities.WorkflowRunDescription
-	in := activities.DescribeWorkflowRunInput{WorkflowID: id}
+	in := activities.DescribeWorkflowRunInput{WorkflowID: id, KeywordAttributes: []string{SearchAttrState}}
 	if err := t.run(ctx, stepOnboarding, onboardingCheckOptions(), grants.DescribeWorkflowRun, in, &desc); err != nil {
 		return false, r.goOnWithout(ctx, err, "could not look at the onboarding "+id)
 	}
@@ -60,7 +60,7 @@ func (r *revocation) settleOnboarding(ctx workflow.Context) (bool, error) {
 	}
 	deleted, _ := final.Step(stepDeleteServiceAccount)
 	nothingLeft := !granted && final.GSACreated && final.GSAEmail == req.GSAEmail && deleted.State == StepDone
-	detail := fmt.Sprintf("canceled onboarding run %s (it was %s)", closed.RunID, final.State)
+	detail := fmt.Sprintf("canceled onboarding run %s, which was %s", closed.RunID, orUnknown(desc.Run.Keywords[SearchAttrState]))
 	switch {
 	case closed.Status != activities.WorkflowStatusCanceled:
 		detail = fmt.Sprintf("onboarding run %s ended %s (%s) before the cancellation", closed.RunID, closed.Status, final.State)
@@ -205,4 +205,11 @@ func (r *revocation) waitForTokens(ctx workflow.Context) error {
 	t.done(ctx, stepTokenExpiryWait, fmt.Sprintf("tokens handed out before %s expired by %s (tokenExpiryWait %s)", stamp(s.RefusedAt), stamp(until), r.req.TokenExpiryWait), nil)
 	t.setState(ctx, StateRunning)
 	return nil
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "in an unknown state"
+	}
+	return s
 }

@@ -54,8 +54,9 @@ func TestRevokeWaitsForTokensThenProvesAccessGone(t *testing.T) {
 		"DescribeWorkflowRun", "RemoveServiceAccountIAMMember", "RevokeBigQueryAccess", "RemoveServiceAccountAnnotation",
 		"VerifyAccess", "VerifyAccess", "VerifyAccess", "DeleteSchedule",
 	}, fake.names())
-	assert.Equal(t, []any{activities.DescribeWorkflowRunInput{WorkflowID: "gkewi-onboard/my-project/europe-west1/prod-cluster/carto/carto-common-backend"}},
-		fake.inputs("DescribeWorkflowRun"))
+	assert.Equal(t, []any{activities.DescribeWorkflowRunInput{
+		WorkflowID: "gkewi-onboard/my-project/europe-west1/prod-cluster/carto/carto-common-backend", KeywordAttributes: []string{"GkewiState"},
+	}}, fake.inputs("DescribeWorkflowRun"))
 	assert.Equal(t, []any{activities.ServiceAccountIAMInput{
 		ServiceAccountEmail: wantGSA, Role: "roles/iam.workloadIdentityUser", Member: wantWIMember,
 	}}, fake.inputs("RemoveServiceAccountIAMMember"))
@@ -249,6 +250,7 @@ func TestRevokeCancelsAnOnboardingAwaitingApproval(t *testing.T) {
 	onboardID := "gkewi-onboard/my-project/europe-west1/prod-cluster/carto/carto-common-backend"
 	fake.onboarding = &activities.WorkflowRunDescription{Found: true, Run: activities.WorkflowRun{
 		WorkflowID: onboardID, RunID: "run-1", WorkflowType: OnboardWorkflowName, Status: activities.WorkflowStatusRunning,
+		Keywords: map[string]string{SearchAttrState: "awaiting-approval"},
 	}}
 	fake.canceled = canceledOnboarding(t, onboardID, "run-1", Status{
 		State: StateCanceled, GSAEmail: wantGSA, GSACreated: true,
@@ -279,7 +281,7 @@ func TestRevokeCancelsAnOnboardingAwaitingApproval(t *testing.T) {
 	st := mustStep(t, s, "onboarding")
 	assert.Equal(t, StepDone, st.State)
 	assert.True(t, st.Changed)
-	assert.Equal(t, "canceled onboarding run run-1 (it was canceled); it had not reached the grant and deleted "+wantGSA+", which it had created", st.Detail)
+	assert.Equal(t, "canceled onboarding run run-1, which was awaiting-approval; it had not reached the grant and deleted "+wantGSA+", which it had created", st.Detail)
 	assert.Equal(t, StepSkipped, mustStep(t, s, "remove-workload-identity-user").State)
 }
 

@@ -21,7 +21,8 @@ const defaultMaxRevocations = 100
 type SweepRequest struct {
 	// DryRun lists what would be revoked without starting anything.
 	DryRun bool `json:"dryRun,omitempty"`
-	// MaxRevocations bounds the revocations this sweep starts; default 100.
+	// MaxRevocations bounds the expired grants this sweep revokes (or finds
+	// extended); default 100. The next sweep takes the rest.
 	MaxRevocations int `json:"maxRevocations,omitempty"`
 }
 
@@ -44,8 +45,8 @@ type SweepResult struct {
 	// Skipped lists the other expired grants left alone, each with the reason
 	// (extended, or their revoke request unreadable).
 	Skipped []SweptGrant `json:"skipped,omitempty"`
-	// Deferred counts the grants left to the next sweep (MaxRevocations, or more
-	// runs than one listing returns).
+	// Deferred counts the grants left to the next sweep over MaxRevocations,
+	// plus one when visibility listed more expired runs than one listing takes.
 	Deferred int `json:"deferred,omitempty"`
 }
 
@@ -88,6 +89,11 @@ type SweptGrant struct {
 // abandoned when the sweep ends: revocations wait out tokens, sweeps do not.
 // Visibility is eventually consistent; a revocation that does not show yet can
 // at worst be started twice, which is harmless (every step is idempotent).
+//
+// Visibility keeps closed runs only for the namespace's retention period, so the
+// sweep sees a grant only while its Onboard run is retained. The revocation
+// schedule has no such limit; the sweep covers the schedule going missing within
+// that period. Keep the retention above the longest expiry to widen it.
 func Sweep(ctx workflow.Context, req SweepRequest) (SweepResult, error) {
 	now := workflow.Now(ctx)
 	res := SweepResult{CheckedAt: now, DryRun: req.DryRun}

@@ -177,30 +177,35 @@ func TestSweepTreatsARevokeAlreadyRunningAsSuccess(t *testing.T) {
 	newSweepFixture(fake)
 	env := newEnv(t, fake, "gkewi-sweep-2026-06-01T08:00:00Z")
 	var revokes startedRevokes
-	revokes.mock(env, time.Hour)
+	revokes.mock(env, 0)
 	env.RegisterWorkflow(sweepWhileRevoking)
+	env.RegisterWorkflow(waitAnHour)
 
 	env.ExecuteWorkflow(sweepWhileRevoking, grantRevokeID("ns-a"))
 
 	require.NoError(t, env.GetWorkflowError())
 	var res SweepResult
 	require.NoError(t, env.GetWorkflowResult(&res))
-	t.Logf("%+v", res)
 	assert.Equal(t, []string{"my-project/europe-west1/prod-cluster/ns-a/carto-common-backend"}, grantsOf(res.AlreadyRevoking))
 	assert.Equal(t, grantRevokeID("ns-a"), res.AlreadyRevoking[0].RevokeWorkflowID)
 	assert.Len(t, res.Revoked, 2, "ns-f and ns-h")
+	assert.ElementsMatch(t, []string{grantRevokeID("ns-f"), grantRevokeID("ns-h")}, revokes.ids)
+	assert.Equal(t, testStart, res.CheckedAt, "swept while the other revocation ran")
 }
 
-// sweepWhileRevoking starts a Revoke under id, then sweeps.
+// sweepWhileRevoking starts a long run under id (the test environment tells
+// runs apart by ID only), then sweeps.
 func sweepWhileRevoking(ctx workflow.Context, id string) (SweepResult, error) {
 	cctx := workflow.WithChildOptions(ctx, workflow.ChildWorkflowOptions{
 		WorkflowID: id, TaskQueue: TaskQueue, ParentClosePolicy: enumspb.PARENT_CLOSE_POLICY_ABANDON,
 	})
-	if err := workflow.ExecuteChildWorkflow(cctx, RevokeWorkflowName, revokeRequest()).GetChildWorkflowExecution().Get(ctx, nil); err != nil {
+	if err := workflow.ExecuteChildWorkflow(cctx, waitAnHour).GetChildWorkflowExecution().Get(ctx, nil); err != nil {
 		return SweepResult{}, err
 	}
 	return Sweep(ctx, SweepRequest{})
 }
+
+func waitAnHour(ctx workflow.Context) error { return workflow.Sleep(ctx, time.Hour) }
 
 func TestSweepDryRunStartsNothing(t *testing.T) {
 	fake := newFakeCloud()

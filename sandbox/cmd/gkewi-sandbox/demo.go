@@ -194,6 +194,9 @@ func (d *demo) run(ctx context.Context, req workflows.OnboardRequest, expiryWait
 	}
 	fmt.Fprintf(d.out, "\n  The status query shows the wait:\n")
 	d.command("workflow", "query", "--workflow-id", onboardID, "--name", workflows.QueryStatus)
+	if err := d.provePending(ctx, req, status.GSAEmail); err != nil {
+		return err
+	}
 
 	d.section("3. The email support received (read from the SMTP sink)")
 	d.showMail(ctx, req.Support)
@@ -457,6 +460,29 @@ func (d *demo) printMail(raw []byte, file string) {
 		}
 		fmt.Fprintln(d.out, "  │ "+l)
 	}
+}
+
+// provePending shows that the preparation is done and nothing is granted yet.
+func (d *demo) provePending(ctx context.Context, req workflows.OnboardRequest, gsaEmail string) error {
+	fmt.Fprintf(d.out, "  Prepared, but nothing granted before the approval:\n\n")
+	member := "serviceAccount:" + req.Project + ".svc.id.goog[" + req.Namespace + "/" + req.KSA + "]"
+	cl, err := d.insp.cluster(ctx)
+	if err != nil {
+		return err
+	}
+	d.proof("GKE cluster (container API)", "workload pool "+orDash(cl.WorkloadPool), cl.WorkloadPool == req.Project+".svc.id.goog")
+	gsa, err := d.insp.gsa(ctx, gsaEmail)
+	if err != nil {
+		return err
+	}
+	d.proof("GSA (IAM API)", gsaEmail+" exists", gsa.Exists)
+	d.proof("  workloadIdentityUser", member+" not bound yet", !contains(gsa.Bindings["roles/iam.workloadIdentityUser"], member))
+	_, found, err := d.insp.ksaAnnotation(ctx, req.Namespace, req.KSA)
+	if err != nil {
+		return err
+	}
+	d.proof("KSA (Kubernetes API)", req.Namespace+"/"+req.KSA+" not created yet", !found)
+	return nil
 }
 
 // proveOnboarding reads the grant back from each system and walks the token chain.
