@@ -18,14 +18,25 @@ var accountIDRE = regexp.MustCompile(`^[a-z]([-a-z0-9]*[a-z0-9])$`)
 func serviceAccountResource(email string) string { return "projects/-/serviceAccounts/" + email }
 
 // createdMarker is the description gkewi gives the accounts it creates, naming
-// the workflow, so a retried attempt recognizes an account its earlier attempt
-// created (the create's response may have been lost).
+// the workflow run, so a retried attempt recognizes an account its earlier
+// attempt created (the create's response may have been lost). The run ID matters:
+// every run of one grant shares the workflow ID, and a later run must not take
+// the account an earlier run created, and still in use, for its own.
 func createdMarker(ctx context.Context) string {
 	if !activity.IsActivity(ctx) {
 		return ""
 	}
-	return "Created by gkewi for workflow " + activity.GetInfo(ctx).WorkflowExecution.ID
+	run := activity.GetInfo(ctx).WorkflowExecution
+	marker := "Created by gkewi for run " + run.RunID + " of workflow " + run.ID
+	if len(marker) > maxDescriptionBytes {
+		// The run ID alone is unique; the workflow ID is for the reader.
+		marker = marker[:maxDescriptionBytes]
+	}
+	return marker
 }
+
+// maxDescriptionBytes is IAM's limit on a service account's description.
+const maxDescriptionBytes = 256
 
 // EnsureServiceAccount creates the GSA or reuses the existing one. It never
 // creates keys.

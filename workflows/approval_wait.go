@@ -41,6 +41,9 @@ func (o *onboarding) approval(ctx workflow.Context) (State, error) {
 	if err := o.awaitDecision(ctx); err != nil {
 		return o.endBeforeGrant(ctx, StateCanceled, err)
 	}
+	if workflow.GetVersion(ctx, changeApprovalMemo, workflow.DefaultVersion, 1) == 1 {
+		upsertApprovalMemo(ctx, rec)
+	}
 	switch rec.Decision {
 	case DecisionRejected:
 		t.failed(ctx, stepApproval, "rejected by "+rec.Approver)
@@ -190,7 +193,7 @@ func (o *onboarding) notify(ctx workflow.Context, step, kind, outcome string) er
 			return err
 		}
 		if err != nil {
-			t.warn(ctx, step, "reminder not sent: "+errorMessage(err))
+			t.warn(ctx, step, "reminder not sent: "+redactURLs(errorMessage(err)))
 		}
 	} else {
 		err := t.run(ctx, step, notifyOptions(), notifier.NotifySupport, in, &res)
@@ -198,13 +201,17 @@ func (o *onboarding) notify(ctx workflow.Context, step, kind, outcome string) er
 			return err
 		}
 		if err != nil {
-			t.warn(ctx, step, "not sent: "+errorMessage(err))
+			t.warn(ctx, step, "not sent: "+redactURLs(errorMessage(err)))
 			return nil
 		}
-		t.done(ctx, step, "sent to "+strings.Join(res.Delivered, ", "), nil)
+		t.done(ctx, step, "sent to "+strings.Join(redactTargets(res.Delivered), ", "), nil)
 	}
 	if len(res.Failed) > 0 {
-		t.warn(ctx, step, kind+" not delivered to "+strings.Join(res.Failed, ", "))
+		why := res.Errors // each names its target as scheme://host
+		if len(why) != len(res.Failed) {
+			why = redactTargets(res.Failed)
+		}
+		t.warn(ctx, step, kind+" not delivered to "+redactURLs(strings.Join(why, "; ")))
 	}
 	return nil
 }

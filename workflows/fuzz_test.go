@@ -1,6 +1,7 @@
 package workflows
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"reflect"
@@ -18,10 +19,12 @@ import (
 // and check the promises validation makes to operators. `go test` runs their
 // seed corpora under testdata/fuzz; `go test -run '^$' -fuzz FuzzX` explores.
 
-// FuzzOnboardRequestValidate: validation never panics, is deterministic, blames
-// only fields of the JSON contract (quoting their actual values, in field
-// order), and a request it accepts yields a usable workflow ID and a revoke
-// request that is itself valid.
+// FuzzOnboardRequestValidate: validation never panics, is deterministic (also
+// across decodings of the same input, as a replay decodes it again), refuses
+// exactly the members encoding/json would drop (first, naming their paths),
+// otherwise blames only fields of the JSON contract (quoting their actual
+// values, in field order), and a request it accepts yields a usable workflow ID
+// and a revoke request that is itself valid.
 func FuzzOnboardRequestValidate(f *testing.F) {
 	paths := contractPaths(reflect.TypeFor[OnboardRequest]())
 	f.Fuzz(func(t *testing.T, input []byte) {
@@ -32,6 +35,12 @@ func FuzzOnboardRequestValidate(f *testing.F) {
 		asSent := problemsOf(t, r.Validate())
 		assertSameProblems(t, asSent, problemsOf(t, r.Validate()), "Validate is not deterministic")
 		checkProblems(t, paths, r, asSent)
+		checkUnknownFields(t, input, reflect.TypeFor[onboardRequestFields](), asSent)
+		var again OnboardRequest
+		if err := json.Unmarshal(input, &again); err != nil {
+			t.Fatalf("second decoding failed: %v", err)
+		}
+		assertSameProblems(t, asSent, problemsOf(t, again.Validate()), "decoding the same input again found other problems")
 
 		d := r.WithDefaults()
 		assertSameProblems(t, problemsOf(t, d.WithDefaults().Validate()), problemsOf(t, d.Validate()), "WithDefaults is not idempotent")
@@ -131,6 +140,7 @@ func FuzzRevokeRequestValidate(f *testing.F) {
 		problems := problemsOf(t, r.Validate())
 		assertSameProblems(t, problems, problemsOf(t, r.Validate()), "Validate is not deterministic")
 		checkProblems(t, paths, r, problems)
+		checkUnknownFields(t, input, reflect.TypeFor[revokeRequestFields](), problems)
 		d := r.WithDefaults()
 		defaulted := problemsOf(t, d.Validate())
 		checkProblems(t, paths, d, defaulted)
@@ -189,14 +199,27 @@ func assertSameProblems(t *testing.T, want, got []FieldError, msg string) {
 	}
 }
 
-// checkProblems checks each problem names a contract field present in r (list
-// indexes in range), quotes that field's value, states a rule, and that the
-// problems come in the order of the fields in the contract.
+// checkProblems checks that unknown-field problems come first and name no
+// contract field, and that each other problem names a contract field present in
+// r (list indexes in range), quotes that field's value, states a rule, and that
+// those problems come in the order of the fields in the contract.
 func checkProblems(t *testing.T, paths []string, r any, problems []FieldError) {
 	t.Helper()
+	unknown := unknownProblems(problems)
+	for _, p := range unknown {
+		if p.Value != "" {
+			t.Fatalf("unknown-field problem quotes a value: %+v", p)
+		}
+		if slices.Contains(paths, indexPattern.ReplaceAllString(p.Field, "[]")) {
+			t.Fatalf("%q is a field of the JSON contract, yet reported unknown", p.Field)
+		}
+	}
 	type position struct{ field, index int }
 	last := position{-1, -1}
-	for _, p := range problems {
+	for _, p := range problems[len(unknown):] {
+		if isUnknownRule(p.Rule) {
+			t.Fatalf("unknown-field problem %q after field problems: %v", p.Field, problems)
+		}
 		if p.Rule == "" {
 			t.Fatalf("problem without a rule: %+v", p)
 		}
@@ -230,6 +253,73 @@ func checkProblems(t *testing.T, paths []string, r any, problems []FieldError) {
 		}
 		last = pos
 	}
+}
+
+// unknownProblems is the leading run of unknown-field problems.
+func unknownProblems(problems []FieldError) []FieldError {
+	n := 0
+	for n < len(problems) && isUnknownRule(problems[n].Rule) {
+		n++
+	}
+	return problems[:n]
+}
+
+func isUnknownRule(rule string) bool {
+	return rule == ruleUnknownField || strings.HasPrefix(rule, ruleUnknownField+" (did you mean ")
+}
+
+// checkUnknownFields compares the unknown-field problems with encoding/json's
+// own verdict: decoding input into plain (the request type without its
+// UnmarshalJSON) with DisallowUnknownFields fails exactly when there are such
+// problems, naming the key of the first one.
+func checkUnknownFields(t *testing.T, input []byte, plain reflect.Type, problems []FieldError) {
+	t.Helper()
+	unknown := unknownProblems(problems)
+	dec := json.NewDecoder(bytes.NewReader(input))
+	dec.DisallowUnknownFields()
+	err := dec.Decode(reflect.New(plain).Interface())
+	if err == nil {
+		if len(unknown) > 0 {
+			t.Fatalf("encoding/json knows every member, yet %v", unknown)
+		}
+		return
+	}
+	key, ok := strings.CutPrefix(err.Error(), "json: unknown field ")
+	if !ok {
+		t.Fatalf("strict decoding failed otherwise than on an unknown field: %v", err)
+	}
+	if len(unknown) == 0 {
+		t.Fatalf("encoding/json found unknown field %s, validation none", key)
+	}
+	if want, _ := strconv.Unquote(key); lastKey(t, unknown[0].Field) != want {
+		t.Fatalf("encoding/json's first unknown field is %s, validation's %q", key, unknown[0].Field)
+	}
+	for _, p := range unknown {
+		if !strings.HasPrefix(p.Rule, ruleUnknownField) {
+			t.Fatalf("bad rule %q", p.Rule)
+		}
+		if hint, ok := strings.CutPrefix(p.Rule, ruleUnknownField+" (did you mean "); ok {
+			hint = strings.TrimSuffix(hint, "?)")
+			if hint == p.Field || lastKey(t, hint) == lastKey(t, p.Field) {
+				t.Fatalf("%q suggests itself: %q", p.Field, p.Rule)
+			}
+		}
+	}
+}
+
+// lastKey is the member key at the end of a path: "expiry.tll" -> "tll",
+// `gsa["a b"]` -> "a b".
+func lastKey(t *testing.T, path string) string {
+	t.Helper()
+	if strings.HasSuffix(path, `"]`) {
+		i := strings.LastIndex(path, `["`)
+		key, err := strconv.Unquote(path[i+1 : len(path)-1])
+		if err != nil {
+			t.Fatalf("path %q: %v", path, err)
+		}
+		return key
+	}
+	return path[strings.LastIndex(path, ".")+1:]
 }
 
 var (

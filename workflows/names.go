@@ -45,4 +45,9 @@ const (
 	// changeRevokeProofs: Revoke cancels a running onboarding of the grant, proves
 	// the refusal before the token wait and deletes the grant's revocation schedule.
 	changeRevokeProofs = "revoke-proofs"
+	// changeUnknownFields: Onboard and Revoke refuse input members that match no
+	// field. Asked only when the input has some.
+	changeUnknownFields = "unknown-fields"
+	// changeApprovalMemo: Onboard records the approver in its memo, for listings.
+	changeApprovalMemo = "approval-memo"
 )

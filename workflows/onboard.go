@@ -125,6 +125,9 @@ func Onboard(ctx workflow.Context, req OnboardRequest) (OnboardResult, error) {
 // checkRequest validates the request as sent (so a defaulted field is never
 // blamed) and the workflow ID, before any step.
 func (o *onboarding) checkRequest(ctx workflow.Context, req OnboardRequest) error {
+	if !refusesUnknownFields(ctx, len(req.unknownFields)) {
+		req.unknownFields = nil
+	}
 	if err := req.ValidateAt(workflow.Now(ctx)); err != nil {
 		return invalidRequest(err)
 	}
@@ -300,12 +303,15 @@ func (o *onboarding) verifyInput() activities.VerifyInput {
 	return verifyInput(o.cluster, o.req.Namespace, o.req.KSA, o.sa.Email, o.req.BigQuery)
 }
 
+// verifyInput ends the chain with a BigQuery call only for a grant with a BigQuery
+// connection: without one the GSA holds no BigQuery role anywhere, and a refused
+// query would be read as access denied.
 func verifyInput(cluster activities.ClusterRef, namespace, ksa, gsa string, bq *BigQuerySpec) activities.VerifyInput {
-	project := cluster.Project
+	in := activities.VerifyInput{Cluster: cluster, Namespace: namespace, KSA: ksa, GSAEmail: gsa}
 	if bq != nil {
-		project = bq.BillingProject
+		in.BigQueryProject = bq.BillingProject
 	}
-	return activities.VerifyInput{Cluster: cluster, Namespace: namespace, KSA: ksa, GSAEmail: gsa, BigQueryProject: project}
+	return in
 }
 
 func bigQueryAccess(gsa string, bq *BigQuerySpec) activities.BigQueryAccessInput {

@@ -26,6 +26,9 @@ type stepOptions struct {
 	// long Google operation, so a lost worker is noticed before startToClose.
 	heartbeat time.Duration
 	retry     retryPolicy
+	// redactURLs cuts URLs in the step's errors to scheme://host before the
+	// status shows them (notifications: a webhook URL may hold a secret).
+	redactURLs bool
 }
 
 // retryPolicy decides whether and when to retry a failed activity execution.
@@ -119,7 +122,7 @@ func helmOptions() stepOptions {
 }
 
 func notifyOptions() stepOptions {
-	return stepOptions{startToClose: time.Minute, retry: retryPolicy{
+	return stepOptions{startToClose: time.Minute, redactURLs: true, retry: retryPolicy{
 		initialInterval: 10 * time.Second, backoffCoefficient: 2, maximumInterval: 2 * time.Minute,
 		maximumAttempts: 5, nonRetryableErrorTypes: fixNeeded(),
 	}}

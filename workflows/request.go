@@ -36,6 +36,10 @@ type OnboardRequest struct {
 	Support SupportSpec `json:"support"`
 	// Expiry makes the grant time-bound; nil means it lasts until revoked.
 	Expiry *ExpirySpec `json:"expiry,omitempty"`
+
+	// unknownFields are the members of the decoded JSON that match no field;
+	// Validate refuses them.
+	unknownFields []unknownField
 }
 
 // GSASpec names the Google service account: either a new or existing account id in
@@ -83,7 +87,11 @@ type SupportSpec struct {
 	// Approvers are the emails whose decisions count.
 	Approvers []string `json:"approvers"`
 	// Notify lists where to send the request: email addresses and/or http(s) webhook
-	// URLs; empty sends it to the approvers.
+	// URLs; empty sends it to the approvers. The request, these URLs included, is
+	// stored in the workflow history, readable by anyone who can read the
+	// namespace: use a relay URL that embeds no secret (not a Slack incoming
+	// webhook, whose path is its credential) or an email address. The status shows
+	// webhooks as scheme://host only.
 	Notify []string `json:"notify,omitempty"`
 	// ReminderInterval re-notifies while waiting; default 24h, at least 1m.
 	ReminderInterval Duration `json:"reminderInterval,omitempty"`

@@ -56,6 +56,9 @@ func Revoke(ctx workflow.Context, req RevokeRequest) (RevokeResult, error) {
 		return RevokeResult{}, err
 	}
 	t.publish(ctx)
+	if !refusesUnknownFields(ctx, len(req.unknownFields)) {
+		req.unknownFields = nil
+	}
 	r := &revocation{req: req, t: t}
 	if err := req.Validate(); err != nil {
 		return r.fail(ctx, invalidRequest(err))
@@ -224,6 +227,14 @@ func waitForTokenExpiry(ctx workflow.Context, t *tracker, wait time.Duration) er
 	t.done(ctx, stepTokenExpiryWait, "waited "+wait.String(), nil)
 	t.setState(ctx, StateRunning)
 	return nil
+}
+
+// refusesUnknownFields reports whether the run refuses the n members of its
+// input that match no field. Runs recorded before changeUnknownFields accepted
+// them; the version is asked only when there are some, so other runs record no
+// marker.
+func refusesUnknownFields(ctx workflow.Context, n int) bool {
+	return n > 0 && workflow.GetVersion(ctx, changeUnknownFields, workflow.DefaultVersion, 1) == 1
 }
 
 // isErrorType reports whether err is an ApplicationError of type errType (a

@@ -20,6 +20,10 @@ type RevokeRequest struct {
 	TokenExpiryWait Duration `json:"tokenExpiryWait,omitempty"`
 	// Reason is recorded in the status and the logs.
 	Reason string `json:"reason,omitempty"`
+
+	// unknownFields are the members of the decoded JSON that match no field;
+	// Validate refuses them.
+	unknownFields []unknownField
 }
 
 // WithDefaults returns r with the token expiry wait defaulted to 30m.

@@ -63,6 +63,33 @@ func searchAttributeList() []searchAttributeDef {
 	}
 }
 
+// Memo fields Onboard sets once support decided. Visibility lists them with
+// each run (`temporal workflow list`, `gkewi list`) and, unlike search
+// attributes, they need no registration on the namespace.
+const (
+	// MemoDecision is the decision: approved, rejected or timed-out.
+	MemoDecision = "gkewiDecision"
+	// MemoApprover is the approver whose decision counted.
+	MemoApprover = "gkewiApprover"
+	// MemoTicket is the support ticket given with the decision.
+	MemoTicket = "gkewiTicket"
+)
+
+// upsertApprovalMemo records the approval decision in the memo; like the
+// search attributes it only logs a failure.
+func upsertApprovalMemo(ctx workflow.Context, a *Approval) {
+	memo := map[string]any{MemoDecision: string(a.Decision)}
+	if a.Approver != "" {
+		memo[MemoApprover] = a.Approver
+	}
+	if a.Ticket != "" {
+		memo[MemoTicket] = a.Ticket
+	}
+	if err := workflow.UpsertMemo(ctx, memo); err != nil {
+		workflow.GetLogger(ctx).Warn("cannot upsert the memo", "error", err)
+	}
+}
+
 func keywordAttr(name, value string) temporal.SearchAttributeUpdate {
 	return temporal.NewSearchAttributeKeyKeyword(name).ValueSet(value)
 }

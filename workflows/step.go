@@ -38,6 +38,9 @@ func (t *tracker) run(ctx workflow.Context, name string, opts stepOptions, activ
 		}
 		st := t.step(name)
 		st.LastError = errorMessage(err)
+		if opts.redactURLs {
+			st.LastError = redactURLs(st.LastError)
+		}
 		delay := opts.retry.delay(err, tries)
 		retry := opts.retry.retryable(err, tries)
 		if retry && opts.retry.giveUpAfter > 0 && workflow.Now(ctx).Add(delay).Sub(first) > opts.retry.giveUpAfter {

@@ -67,6 +67,14 @@ func (c *checker) duration(field string, d Duration, min time.Duration, minRule 
 	}
 }
 
+// unknown records each member that matches no field, before any other problem:
+// a misspelt key usually explains the "required" that follows.
+func (c *checker) unknown(fields []unknownField) {
+	for _, u := range fields {
+		c.fail(u.Path, "", u.rule())
+	}
+}
+
 func (c *checker) err() error {
 	if len(c.problems) == 0 {
 		return nil
@@ -76,7 +84,8 @@ func (c *checker) err() error {
 
 // Validate checks every field of r that does not depend on the clock and returns
 // a *ValidationError listing all problems, or nil. An empty KSA is fine: it
-// defaults to "<helm.release>-common-backend".
+// defaults to "<helm.release>-common-backend". Members of the decoded JSON that
+// match no field come first, as "<path>: unknown field".
 func (r OnboardRequest) Validate() error {
 	var c checker
 	r.validate(&c)
@@ -97,6 +106,7 @@ func (r OnboardRequest) ValidateAt(now time.Time) error {
 }
 
 func (r OnboardRequest) validate(c *checker) {
+	c.unknown(r.unknownFields)
 	validateCluster(c, r.Project, r.Location, r.Cluster)
 	for i, p := range r.NodePools {
 		field := fmt.Sprintf("nodePools[%d]", i)
@@ -146,9 +156,11 @@ func (r OnboardRequest) validate(c *checker) {
 	}
 }
 
-// Validate checks r and returns a *ValidationError listing all problems, or nil.
+// Validate checks r and returns a *ValidationError listing all problems, or nil;
+// members of the decoded JSON that match no field come first.
 func (r RevokeRequest) Validate() error {
 	var c checker
+	c.unknown(r.unknownFields)
 	validateCluster(&c, r.Project, r.Location, r.Cluster)
 	c.check("namespace", r.Namespace, true, isDNSLabelK8s, ruleDNSLabel)
 	c.check("ksa", r.KSA, true, isDNSSubdomain, ruleDNSSubdomain)

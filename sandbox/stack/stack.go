@@ -299,7 +299,7 @@ func checkBinaries(kube kubecluster.Tools, binaries []binary) error {
 		return err
 	}
 	if err != nil {
-		missing = append(missing, err.Error())
+		missing = append(missing, strings.TrimPrefix(err.Error(), ErrToolMissing.Error()+": "))
 	}
 	return fmt.Errorf("%w: %s", ErrToolMissing, strings.Join(missing, "; "))
 }

@@ -120,10 +120,6 @@ func (p *progressView) show(title string, s workflows.Status, started time.Time)
 		p.redraw(title, s, started, now)
 		return
 	}
-	if s.State != p.lastState {
-		fmt.Fprintf(p.out, "  [%s] %s\n", fmtDuration(now.Sub(started)), s.State)
-		p.lastState = s.State
-	}
 	for _, st := range s.Steps {
 		if p.seen[st.Name] == st.State || st.State == workflows.StepPending {
 			continue
@@ -139,6 +135,10 @@ func (p *progressView) show(title string, s workflows.Status, started time.Time)
 			line += ": " + st.Detail
 		}
 		fmt.Fprintln(p.out, p.clip(line))
+	}
+	if s.State != p.lastState {
+		fmt.Fprintf(p.out, "  [%s] %s\n", fmtDuration(now.Sub(started)), s.State)
+		p.lastState = s.State
 	}
 	waiting := s.State == workflows.StateAwaitingApproval || s.State == workflows.StateWaitingTokenExpiry
 	if !waiting {
