@@ -109,11 +109,15 @@ test-unit: vet workflowcheck
 test: tools vet workflowcheck
 	$(GO) test -count=1 -timeout 45m ./...
 
+# make demo DEMO_FLAGS=--keep leaves the sandbox running afterwards.
+DEMO_FLAGS ?=
+BENCH_FLAGS ?=
+
 demo: tools build
-	$(BIN)/gkewi-sandbox demo
+	$(BIN)/gkewi-sandbox demo $(DEMO_FLAGS)
 
 bench: tools build
-	$(BIN)/gkewi-sandbox bench
+	$(BIN)/gkewi-sandbox bench $(BENCH_FLAGS)
 
 clean:
 	rm -rf $(BIN) .sandbox
