@@ -118,6 +118,12 @@ type GCPConfig struct {
 	OperationPollInterval time.Duration
 	// ConflictRetry bounds the in-activity retries of IAM read-modify-write cycles.
 	ConflictRetry ConflictRetry
+	// PolicyBatchWindow is how long a change to an IAM policy nobody in this
+	// process is changing waits for concurrent changes to the same policy, so
+	// they share one read and one write; default DefaultPolicyBatchWindow,
+	// negative for none (changes still share a write when they queue behind
+	// one in flight).
+	PolicyBatchWindow time.Duration
 	// PropagationTimeout is how long a just-created service account may stay
 	// invisible to IAM policy calls before its absence counts as real; default 2m.
 	PropagationTimeout time.Duration
@@ -135,6 +141,7 @@ type GCP struct {
 	conflictRetry      ConflictRetry
 	propagationTimeout time.Duration
 	locks              *resourceLocks
+	policies           *policyBatcher
 }
 
 // NewGCP builds the clients of the GCP activities.
@@ -148,6 +155,11 @@ func NewGCP(ctx context.Context, cfg GCPConfig) (*GCP, error) {
 	if g.pollInterval <= 0 {
 		g.pollInterval = 2 * time.Second
 	}
+	window := cfg.PolicyBatchWindow
+	if window == 0 {
+		window = DefaultPolicyBatchWindow
+	}
+	g.policies = newPolicyBatcher(g, max(window, 0))
 	if g.propagationTimeout <= 0 {
 		g.propagationTimeout = 2 * time.Minute
 	}

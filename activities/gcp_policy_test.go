@@ -110,12 +110,15 @@ type fakePolicyStore struct {
 	beforeWrite func()
 	// alwaysConflict makes every write fail.
 	alwaysConflict bool
+	// latency is added to every call, as a network round trip would.
+	latency time.Duration
 }
 
 func (s *fakePolicyStore) access(resource string) policyAccess {
 	return policyAccess{
 		resource: resource,
 		get: func(ctx context.Context) (*Policy, error) {
+			time.Sleep(s.latency)
 			s.mu.Lock()
 			defer s.mu.Unlock()
 			s.reads++
@@ -127,6 +130,7 @@ func (s *fakePolicyStore) access(resource string) policyAccess {
 			return cp, nil
 		},
 		set: func(ctx context.Context, p *Policy) error {
+			time.Sleep(s.latency)
 			if s.beforeWrite != nil {
 				s.beforeWrite()
 			}
@@ -150,11 +154,13 @@ func (s *fakePolicyStore) access(resource string) policyAccess {
 }
 
 func testPolicyGCP() *GCP {
-	return &GCP{
+	g := &GCP{
 		locks:         newResourceLocks(),
 		conflictRetry: ConflictRetry{Attempts: 50, InitialBackoff: time.Millisecond, MaxBackoff: 10 * time.Millisecond}.withDefaults(),
 		pollInterval:  time.Millisecond,
 	}
+	g.policies = newPolicyBatcher(g, 0)
+	return g
 }
 
 func TestPolicyReadModifyWriteSkipsUnchangedWrite(t *testing.T) {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"strings"
 	"sync"
 	"time"
@@ -175,9 +176,7 @@ func (r ConflictRetry) backoff(attempt int) time.Duration {
 }
 
 // resourceLocks serializes read-modify-write cycles on one resource within the
-// process, so this worker's own concurrent changes do not race each other. It is
-// also the place where changes queued for one resource could be merged into a
-// single write.
+// process, so this worker's own concurrent changes do not race each other.
 type resourceLocks struct {
 	mu    sync.Mutex
 	locks map[string]*resourceLock
@@ -220,54 +219,243 @@ func (l *resourceLocks) lock(ctx context.Context, key string) (unlock func(), er
 	}
 }
 
-// readModifyWrite runs cycle under the resource's lock until it completes. A cycle
-// that lost a race (its write failed with IsConcurrentChange) is run again from
-// the read, with exponential backoff; after the last attempt the error is
-// retryable, so Temporal tries again later.
+// readModifyWrite runs cycle under the resource's lock until it completes, with
+// retryOnConflict.
 func (g *GCP) readModifyWrite(ctx context.Context, resource string, cycle func(ctx context.Context) (bool, error)) (bool, error) {
 	unlock, err := g.locks.lock(ctx, resource)
 	if err != nil {
 		return false, fmt.Errorf("wait for other changes to %s: %w", resource, err)
 	}
 	defer unlock()
+	var changed bool
+	err = g.retryOnConflict(ctx, resource, func(ctx context.Context) error {
+		var err error
+		changed, err = cycle(ctx)
+		return err
+	})
+	if err != nil {
+		return false, err
+	}
+	return changed, nil
+}
 
+// retryOnConflict runs cycle again, from the read, while it loses races (its
+// write fails with IsConcurrentChange), with exponential backoff. After the last
+// attempt the error is retryable, so Temporal tries again later.
+func (g *GCP) retryOnConflict(ctx context.Context, resource string, cycle func(ctx context.Context) error) error {
 	retry := g.conflictRetry
 	var lastErr error
 	for attempt := range retry.Attempts {
 		if attempt > 0 {
 			heartbeat(ctx)
 			if err := sleepCtx(ctx, retry.backoff(attempt-1)); err != nil {
-				return false, err
+				return err
 			}
 		}
-		changed, err := cycle(ctx)
+		err := cycle(ctx)
 		if err == nil || !IsConcurrentChange(err) {
-			return changed, err
+			return err
 		}
 		lastErr = err
 	}
-	return false, temporal.NewApplicationErrorWithCause(
+	return temporal.NewApplicationErrorWithCause(
 		fmt.Sprintf("change to %s kept conflicting with concurrent writers after %d attempts; will retry", resource, retry.Attempts),
 		ErrTypeConcurrentChange, lastErr)
 }
 
 // modifyPolicy applies mutate to the resource's IAM policy with read-modify-write,
-// writing only when mutate reports a change.
+// writing only when mutate reports a change. Concurrent calls for one resource
+// within the process are coalesced: they share one read and one write (see
+// policyBatcher), and each learns whether its own mutate changed the policy.
+//
+// When ctx ends while the change waits, the call returns ctx's error at once and
+// the change is dropped from cycles that have not started yet; a cycle already
+// under way may still write it. Either way a retry of the (idempotent) activity
+// finds the policy as it is and reports Changed accordingly.
 func (g *GCP) modifyPolicy(ctx context.Context, pa policyAccess, mutate func(*Policy) bool) (bool, error) {
-	return g.readModifyWrite(ctx, pa.resource, func(ctx context.Context) (bool, error) {
+	c := &policyChange{ctx: ctx, mutate: mutate, done: make(chan policyOutcome, 1)}
+	g.policies.submit(pa, c)
+
+	tick := time.NewTicker(policyWaitHeartbeat)
+	defer tick.Stop()
+	for {
+		select {
+		case out := <-c.done:
+			return out.changed, out.err
+		case <-tick.C:
+			heartbeat(ctx)
+		case <-ctx.Done():
+			select {
+			case out := <-c.done: // finished meanwhile: report what happened
+				return out.changed, out.err
+			default:
+			}
+			return false, fmt.Errorf("wait for changes to %s: %w", pa.resource, ctx.Err())
+		}
+	}
+}
+
+// policyWaitHeartbeat is how often a change waiting for its batch heartbeats, so
+// a long queue of conflicts does not look like a stuck activity.
+const policyWaitHeartbeat = 5 * time.Second
+
+// DefaultPolicyBatchWindow is how long the first change to an idle resource waits
+// for others to join its write, unless GCPConfig.PolicyBatchWindow says otherwise.
+const DefaultPolicyBatchWindow = 5 * time.Millisecond
+
+// policyChange is one caller's change to a policy, waiting for its batch.
+type policyChange struct {
+	// ctx is the caller's: once it ends, later cycles leave the change out.
+	ctx    context.Context
+	mutate func(*Policy) bool
+	// done receives exactly one outcome; buffered so the leader never blocks on a
+	// caller that left.
+	done chan policyOutcome
+}
+
+type policyOutcome struct {
+	changed bool
+	err     error
+}
+
+// policyBatcher coalesces concurrent changes to one IAM policy. The first change
+// for an idle resource starts a leader goroutine; changes arriving while the
+// leader gathers (for window) or writes join the resource's queue. The leader
+// takes the whole queue as one batch, applies every change in arrival order to a
+// single read and writes once, then takes whatever queued meanwhile, and exits
+// when the queue is empty. So one resource has at most one leader and one
+// read-modify-write in flight within the process, and N concurrent changes cost
+// about one getIamPolicy+setIamPolicy pair per batch instead of N racing pairs.
+type policyBatcher struct {
+	g      *GCP
+	window time.Duration
+
+	mu     sync.Mutex
+	queues map[string][]*policyChange // by resource; present while a leader runs
+}
+
+func newPolicyBatcher(g *GCP, window time.Duration) *policyBatcher {
+	return &policyBatcher{g: g, window: window, queues: map[string][]*policyChange{}}
+}
+
+// submit queues c for pa's resource, starting a leader when none runs.
+func (b *policyBatcher) submit(pa policyAccess, c *policyChange) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	queue, leading := b.queues[pa.resource]
+	b.queues[pa.resource] = append(queue, c)
+	if !leading {
+		go b.lead(pa)
+	}
+}
+
+// lead runs batches for one resource until its queue is empty.
+func (b *policyBatcher) lead(pa policyAccess) {
+	if b.window > 0 {
+		time.Sleep(b.window)
+	}
+	for {
+		b.mu.Lock()
+		batch := b.queues[pa.resource]
+		if len(batch) == 0 {
+			delete(b.queues, pa.resource)
+			b.mu.Unlock()
+			return
+		}
+		b.queues[pa.resource] = batch[:0:0]
+		b.mu.Unlock()
+		b.run(pa, batch)
+	}
+}
+
+// run writes one batch and tells every change its outcome. The calls run under a
+// context of their own, cancelled once every caller in the batch has left.
+func (b *policyBatcher) run(pa policyAccess, batch []*policyChange) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var mu sync.Mutex
+	left := 0
+	for _, c := range batch {
+		stop := context.AfterFunc(c.ctx, func() {
+			mu.Lock()
+			defer mu.Unlock()
+			if left++; left == len(batch) {
+				cancel()
+			}
+		})
+		defer stop()
+	}
+
+	changed, writeFailed, err := b.apply(ctx, pa, batch)
+	if writeFailed && apiCode(err) == http.StatusBadRequest && live(batch) > 1 {
+		// The write was refused as invalid, maybe for one change alone (a member
+		// that does not exist yet): let each change meet its own fate rather than
+		// fail the others with it.
+		for _, c := range batch {
+			if c.ctx.Err() != nil {
+				continue
+			}
+			one, _, err := b.apply(ctx, pa, []*policyChange{c})
+			c.done <- policyOutcome{changed: one[0], err: err}
+		}
+		return
+	}
+	for i, c := range batch {
+		if err != nil {
+			c.done <- policyOutcome{err: err}
+		} else {
+			c.done <- policyOutcome{changed: changed[i]}
+		}
+	}
+}
+
+// apply is one read-modify-write of batch, retried while it loses races. It
+// reports per change whether it changed the policy written, and whether the
+// error, if any, came from the write.
+func (b *policyBatcher) apply(ctx context.Context, pa policyAccess, batch []*policyChange) (changed []bool, writeFailed bool, err error) {
+	changed = make([]bool, len(batch))
+	err = b.g.retryOnConflict(ctx, pa.resource, func(ctx context.Context) error {
+		clear(changed)
+		writeFailed = false
 		p, err := pa.get(ctx)
 		if err != nil {
-			return false, err
+			return err
 		}
-		if !mutate(p) {
-			return false, nil
+		anyChange := false
+		for i, c := range batch {
+			if c.ctx.Err() != nil {
+				continue // its caller left; a retry will apply it if still wanted
+			}
+			if c.mutate(p) {
+				changed[i] = true
+				anyChange = true
+			}
+		}
+		if !anyChange {
+			return nil
 		}
 		p.prepareWrite()
 		if err := pa.set(ctx, p); err != nil {
-			return false, err
+			writeFailed = true
+			return err
 		}
-		return true, nil
+		return nil
 	})
+	if err != nil {
+		clear(changed)
+	}
+	return changed, writeFailed, err
+}
+
+// live counts the changes whose callers still wait.
+func live(batch []*policyChange) int {
+	n := 0
+	for _, c := range batch {
+		if c.ctx.Err() == nil {
+			n++
+		}
+	}
+	return n
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) error {

@@ -28,6 +28,8 @@ func activityProviders() fx.Option {
 		NewHelmActivities,
 		NewNotifier,
 		NewVerifier,
+		activities.NewSchedules,
+		activities.NewGrants,
 	)
 }
 
@@ -41,6 +43,9 @@ type Activities struct {
 	Helm     *activities.Helm
 	Notifier *activities.Notifier
 	Verifier *activities.Verifier
+	// Schedules and Grants act on the Temporal service itself.
+	Schedules *activities.Schedules
+	Grants    *activities.Grants
 }
 
 // Register registers every method of every struct.
@@ -50,6 +55,8 @@ func (a Activities) Register(r worker.ActivityRegistry) {
 	r.RegisterActivity(a.Helm)
 	r.RegisterActivity(a.Notifier)
 	r.RegisterActivity(a.Verifier)
+	r.RegisterActivity(a.Schedules)
+	r.RegisterActivity(a.Grants)
 }
 
 // GCPClientOptions are added to every Google API client.

@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/converter"
 
 	"github.com/gkewi/gkewi/activities"
 )
@@ -38,6 +39,12 @@ func TestTimeBoundGrantsOnDevServer(t *testing.T) {
 		var res OnboardResult
 		require.NoError(t, run.Get(ctx, &res))
 		require.Equal(t, StateCompleted, res.State)
+		// The approver is in the memo, which visibility lists with the run.
+		desc, err := c.DescribeWorkflowExecution(ctx, run.GetID(), run.GetRunID())
+		require.NoError(t, err)
+		var approver string
+		require.NoError(t, converter.GetDefaultDataConverter().FromPayload(desc.GetWorkflowExecutionInfo().GetMemo().GetFields()[MemoApprover], &approver))
+		require.Equal(t, alice, approver)
 		return run, res
 	}
 

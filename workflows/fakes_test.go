@@ -50,6 +50,8 @@ type fakeCloud struct {
 	// lists answers ListWorkflowRuns by query; results answers WorkflowRunResult by run ID.
 	lists   func(query string) []activities.WorkflowRun
 	results map[string]OnboardResult
+	// undelivered makes NotifySupport miss these targets, with these errors.
+	undelivered map[string]string
 }
 
 func newFakeCloud() *fakeCloud {
@@ -214,7 +216,18 @@ func (f *fakeCloud) NotifySupport(_ context.Context, in activities.Notification)
 	if err := f.record("NotifySupport", in); err != nil {
 		return activities.NotifyResult{}, err
 	}
-	return activities.NotifyResult{Delivered: in.Targets}, nil
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var res activities.NotifyResult
+	for _, target := range in.Targets {
+		if why, ok := f.undelivered[target]; ok {
+			res.Failed = append(res.Failed, target)
+			res.Errors = append(res.Errors, why)
+			continue
+		}
+		res.Delivered = append(res.Delivered, target)
+	}
+	return res, nil
 }
 
 func (f *fakeCloud) VerifyAccess(_ context.Context, in activities.VerifyInput) (activities.VerifyResult, error) {

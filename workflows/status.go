@@ -142,8 +142,9 @@ func (s Status) Step(name string) (Step, bool) {
 	return Step{}, false
 }
 
-// terminal reports whether the run has ended.
-func (s State) terminal() bool {
+// Terminal reports whether a run in state s has ended: its state will not
+// change again.
+func (s State) Terminal() bool {
 	switch s {
 	case StateCompleted, StateFailed, StateRejected, StateTimedOut, StateCanceled, StateRevoked, StateOnboardingCanceled:
 		return true

@@ -58,6 +58,10 @@ type Config struct {
 	TemporalUIURL string `json:"temporalUIURL,omitempty"`
 	// Concurrency limits the worker's slots and pollers; zero keeps the SDK default.
 	Concurrency Concurrency `json:"concurrency"`
+	// SweepInterval is how often the sweep schedule (gkewi-sweep) revokes expired
+	// grants that nothing revoked; the worker creates the schedule at start when
+	// it is missing. 0 leaves the schedule alone (none is created).
+	SweepInterval Duration `json:"sweepInterval,omitempty"`
 	// StopTimeout is how long in-flight activities get to finish on shutdown.
 	StopTimeout Duration `json:"stopTimeout,omitempty"`
 	// LogLevel is debug, info, warn or error.
@@ -130,6 +134,7 @@ func Defaults() Config {
 		OperationPollInterval: Duration(2 * time.Second),
 		WebhookTimeout:        Duration(10 * time.Second),
 		Concurrency:           Concurrency{MaxConcurrentActivityExecutionSize: 16},
+		SweepInterval:         Duration(workflows.DefaultSweepInterval),
 		// Helm installs and operation waits can take a while; Kubernetes' grace
 		// period must exceed this.
 		StopTimeout: Duration(60 * time.Second),
@@ -217,6 +222,7 @@ func settings() []setting {
 		num("max-concurrent-workflow-tasks", "GKEWI_MAX_CONCURRENT_WORKFLOW_TASKS", "MaxConcurrentWorkflowTaskExecutionSize", func(c *Config) *int { return &c.Concurrency.MaxConcurrentWorkflowTaskExecutionSize }),
 		num("activity-pollers", "GKEWI_ACTIVITY_POLLERS", "MaxConcurrentActivityTaskPollers", func(c *Config) *int { return &c.Concurrency.MaxConcurrentActivityTaskPollers }),
 		num("workflow-pollers", "GKEWI_WORKFLOW_POLLERS", "MaxConcurrentWorkflowTaskPollers", func(c *Config) *int { return &c.Concurrency.MaxConcurrentWorkflowTaskPollers }),
+		dur("sweep-interval", "GKEWI_SWEEP_INTERVAL", "interval of the gkewi-sweep schedule, created at start if missing (0: do not create it)", func(c *Config) *Duration { return &c.SweepInterval }),
 		dur("stop-timeout", "GKEWI_STOP_TIMEOUT", "time in-flight activities get on shutdown", func(c *Config) *Duration { return &c.StopTimeout }),
 		str("log-level", "GKEWI_LOG_LEVEL", "debug, info, warn or error", func(c *Config) *string { return &c.LogLevel }),
 		str("log-format", "GKEWI_LOG_FORMAT", "text or json", func(c *Config) *string { return &c.LogFormat }),
@@ -348,6 +354,9 @@ func (c Config) Validate() error {
 	}
 	if c.Helm.Timeout < 0 {
 		bad("helm.timeout (--helm-timeout) must not be negative")
+	}
+	if c.SweepInterval < 0 || (c.SweepInterval > 0 && c.SweepInterval.D() < time.Minute) {
+		bad("sweepInterval (--sweep-interval, GKEWI_SWEEP_INTERVAL) %s: want 0 (no sweep schedule) or at least 1m", c.SweepInterval.D())
 	}
 	if c.StopTimeout < 0 {
 		bad("stopTimeout (--stop-timeout) must not be negative")

@@ -39,6 +39,7 @@ gcpEndpoints:
   sts: http://file-sts
 concurrency:
   maxConcurrentActivityExecutionSize: 3
+sweepInterval: 30m
 `)
 	cases := []struct {
 		name  string
@@ -54,6 +55,7 @@ concurrency:
 				assert.Equal(t, 2*time.Second, c.OperationPollInterval.D())
 				assert.Equal(t, 60*time.Second, c.StopTimeout.D())
 				assert.Equal(t, 16, c.Concurrency.MaxConcurrentActivityExecutionSize)
+				assert.Equal(t, time.Hour, c.SweepInterval.D())
 				assert.Empty(t, c.Kubeconfig, "empty kubeconfig means in-cluster")
 				assert.Empty(t, c.GCPEndpoints)
 			},
@@ -67,6 +69,7 @@ concurrency:
 				assert.Equal(t, 2*time.Second, c.OperationPollInterval.D(), "unset in the file: default stays")
 				assert.Equal(t, SMTP{Addr: "file-relay:25", From: "file@example.com", StartTLS: true}, c.SMTP)
 				assert.Equal(t, 3, c.Concurrency.MaxConcurrentActivityExecutionSize)
+				assert.Equal(t, 30*time.Minute, c.SweepInterval.D())
 			},
 		},
 		{
@@ -122,6 +125,22 @@ concurrency:
 			},
 		},
 		{
+			name: "GKEWI_SWEEP_INTERVAL=0 turns the sweep schedule off",
+			args: []string{"--config", file},
+			env:  map[string]string{"GKEWI_SWEEP_INTERVAL": "0"},
+			check: func(t *testing.T, c Config) {
+				assert.Zero(t, c.SweepInterval)
+			},
+		},
+		{
+			name: "--sweep-interval over the environment",
+			args: []string{"--sweep-interval", "2h"},
+			env:  map[string]string{"GKEWI_SWEEP_INTERVAL": "0"},
+			check: func(t *testing.T, c Config) {
+				assert.Equal(t, 2*time.Hour, c.SweepInterval.D())
+			},
+		},
+		{
 			name: "--config beats GKEWI_CONFIG",
 			args: []string{"--config", file},
 			env:  map[string]string{"GKEWI_CONFIG": "/does/not/exist.yaml"},
@@ -157,6 +176,8 @@ func TestLoadErrorsNameTheSetting(t *testing.T) {
 		{name: "unknown file key", file: "taskQueu: typo\n", want: `unknown field "taskQueu"`},
 		{name: "bad file duration", file: "stopTimeout: 30\n", want: "want a duration string"},
 		{name: "stray argument", args: []string{"extra"}, want: "unexpected arguments: extra"},
+		{name: "sweep too often", args: []string{"--sweep-interval", "10s"}, want: "sweepInterval (--sweep-interval, GKEWI_SWEEP_INTERVAL) 10s: want 0 (no sweep schedule) or at least 1m"},
+		{name: "negative sweep interval", file: "sweepInterval: -1h\n", want: "sweepInterval (--sweep-interval, GKEWI_SWEEP_INTERVAL) -1h0m0s: want 0"},
 		{name: "log level", env: map[string]string{"GKEWI_LOG_LEVEL": "loud"}, want: `logLevel (--log-level): "loud"`},
 	}
 	for _, tc := range cases {
@@ -176,7 +197,7 @@ func TestHelpListsEnvironmentVariables(t *testing.T) {
 	var out bytes.Buffer
 	_, err := Load([]string{"-h"}, envOf(nil), &out)
 	assert.True(t, errors.Is(err, ErrHelp))
-	for _, want := range []string{"-smtp-password-file", "GKEWI_SMTP_PASSWORD_FILE", "GKEWI_GCP_ENDPOINTS", "TEMPORAL_ADDRESS", "-config"} {
+	for _, want := range []string{"-smtp-password-file", "GKEWI_SMTP_PASSWORD_FILE", "GKEWI_GCP_ENDPOINTS", "TEMPORAL_ADDRESS", "-config", "-sweep-interval", "GKEWI_SWEEP_INTERVAL"} {
 		assert.Contains(t, out.String(), want)
 	}
 }

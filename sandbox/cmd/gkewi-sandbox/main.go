@@ -5,6 +5,7 @@
 //	gkewi-sandbox demo   start the sandbox, onboard and revoke with the temporal CLI, prove each
 //	gkewi-sandbox up     start the sandbox and keep it running (--detach: in the background)
 //	gkewi-sandbox down   stop the sandbox started by `up` or `demo --keep`
+//	gkewi-sandbox bench  time onboardings against the sandbox
 //
 // Run it from the repository root (make demo does); everything it writes goes to
 // .sandbox/.
@@ -30,6 +31,8 @@ Commands:
          prove the access, revoke it and prove it is gone; writes .sandbox/demo-report.json
   up     start the sandbox and keep it running until Ctrl-C or "gkewi-sandbox down"
   down   stop a running sandbox
+  bench  time onboardings against the sandbox (one, N concurrent, a repeat);
+         writes .sandbox/bench-results.json and .sandbox/bench-total-time.png
 
 Run "gkewi-sandbox COMMAND -h" for a command's flags.
 `
@@ -53,6 +56,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = runUp(ctx, args[1:], stdout, stderr)
 	case "down":
 		err = runDown(args[1:], stdout, stderr)
+	case "bench":
+		err = runBench(ctx, args[1:], stdout, stderr)
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return 0
