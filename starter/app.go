@@ -57,7 +57,8 @@ Usage:
   gkewi approve --workflow-id ID --approver EMAIL [--ticket T] [--comment C] [--update]
   gkewi reject  --workflow-id ID --approver EMAIL [--ticket T] [--comment C] [--update]
   gkewi status  --workflow-id ID [-o table|json]
-  gkewi revoke  (--workflow-id ONBOARD_ID | -f revoke.yaml) [--token-expiry-wait 30m] [--reason R] [--wait] [--dry-run]
+  gkewi revoke  (--workflow-id ONBOARD_ID | -f revoke.yaml) [--at RFC3339] [--token-expiry-wait 30m] [--reason R] [--remove-annotation] [--wait] [--dry-run]
+  gkewi extend  --workflow-id ONBOARD_ID (--at RFC3339 | --ttl DURATION) [--token-expiry-wait 30m] [--dry-run]
   gkewi list    [--query QUERY] [--limit N] [-o table|json]
   gkewi id      -f request.yaml
 
@@ -91,6 +92,7 @@ func (a *App) Run(ctx context.Context, args []string) int {
 		"reject":  func(ctx context.Context, args []string) error { return a.decide(ctx, "reject", args) },
 		"status":  a.status,
 		"revoke":  a.revoke,
+		"extend":  a.extend,
 		"list":    a.list,
 		"id":      a.id,
 	}

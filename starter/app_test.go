@@ -99,7 +99,15 @@ func TestIDPrintsTheDerivedWorkflowID(t *testing.T) {
 func TestBadRequestFilesAreUsageErrorsNamingTheField(t *testing.T) {
 	r := run(t, nil, "", "onboard", "-f", "testdata/onboard-typo.yaml")
 	assert.Equal(t, ExitUsage, r.code)
-	assert.Contains(t, r.stderr, `testdata/onboard-typo.yaml: error unmarshaling JSON: while decoding JSON: json: unknown field "approver"`)
+	assert.Equal(t, "gkewi onboard: testdata/onboard-typo.yaml is not a valid onboarding request:\n"+
+		"  - support.approver: unknown field (did you mean support.approvers?)\n"+
+		"  - support.approvers: at least one approver email is required\n", r.stderr)
+
+	r = run(t, nil, "project: acme-prod\nlocation: europe-west1\ncluster: gke-main\nnamespace: carto\nksa: k\n"+
+		"gsaEmail: carto-backend@acme-prod.iam.gserviceaccount.com\ntokenExpiryWait: 1m\nbigquery: {dataProject: acme-data, billingProject: acme-bill, tempDataset: t, connectionOwnerId: o, dataset: [d]}\n",
+		"revoke", "-f", "-", "--dry-run")
+	assert.Equal(t, ExitUsage, r.code)
+	assert.Equal(t, "gkewi revoke: - is not a valid revoke request:\n  - bigquery.dataset: unknown field (did you mean bigquery.datasets?)\n", r.stderr)
 
 	r = run(t, nil, "", "id", "-f", "testdata/onboard-invalid.yaml")
 	assert.Equal(t, ExitUsage, r.code)
@@ -188,6 +196,14 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"revoke"}, "give exactly one of --workflow-id ONBOARD_ID and -f revoke.yaml"},
 		{[]string{"revoke", "--workflow-id", "x", "-f", "r.yaml"}, "give exactly one of"},
 		{[]string{"list", "--limit", "0"}, "--limit must be positive"},
+		{[]string{"extend", "--at", "2099-01-01T00:00:00Z"}, "--workflow-id is required"},
+		{[]string{"extend", "--workflow-id", "x"}, "give exactly one of --at RFC3339 and --ttl DURATION"},
+		{[]string{"extend", "--workflow-id", "x", "--at", "2099-01-01T00:00:00Z", "--ttl", "1h"}, "give exactly one of --at RFC3339 and --ttl DURATION"},
+		{[]string{"extend", "--workflow-id", "x", "--at", "2099-01-01"}, `--at "2099-01-01": want an RFC 3339 time such as 2026-12-31T18:00:00Z`},
+		{[]string{"extend", "--workflow-id", "x", "--ttl", "-1h"}, `--ttl "-1h": want a positive duration such as 720h`},
+		{[]string{"extend", "--workflow-id", "x", "--at", "2026-11-22T09:59:59Z"}, "2026-11-22T09:59:59Z is not in the future (now 2026-11-22T10:00:00Z): to revoke now, run gkewi revoke without --at"},
+		{[]string{"revoke", "-f", "testdata/revoke.yaml", "--at", "2099-01-01T00:00:00Z", "--wait"}, "--wait follows a revocation started now"},
+		{[]string{"revoke", "-f", "testdata/revoke.yaml", "--at", "yesterday"}, `--at "yesterday": want an RFC 3339 time`},
 		{[]string{"onboard", "-f", "testdata/onboard.yaml", "stray"}, "unexpected arguments: stray"},
 		{[]string{"status", "--bogus"}, "flag provided but not defined: -bogus"},
 	}
@@ -218,6 +234,77 @@ func TestUnreachableTemporalIsAFailureNamingTheAddress(t *testing.T) {
 func TestNotifierAndWorkflowsAgreeOnNames(t *testing.T) {
 	assert.Equal(t, workflows.SignalSupportApproval, activities.ApprovalSignalName)
 	assert.Equal(t, workflows.UpdateSupportDecision, activities.ApprovalUpdateName)
+}
+
+func TestTemporalScheduleCommand(t *testing.T) {
+	rev := workflows.RevokeRequest{
+		Project: "acme-prod", Location: "europe-west1", Cluster: "gke-main", Namespace: "carto",
+		KSA: "carto-common-backend", GSAEmail: "cb@acme-prod.iam.gserviceaccount.com", Reason: "it's over",
+	}
+	// A time between seconds fires at the next whole second, in UTC.
+	at := time.Date(2026, 12, 31, 19, 0, 0, 1, time.FixedZone("CET", 3600))
+	in := workflows.NewRevocationSchedule(rev, at)
+	got, err := temporalScheduleCommand(connFlags{namespace: "team-a"}, "update", in)
+	require.NoError(t, err)
+	assert.Equal(t, `temporal schedule update --namespace 'team-a' --schedule-id 'gkewi-expiry/acme-prod/europe-west1/gke-main/carto/carto-common-backend' `+
+		`--calendar '{"year":"2026","month":"12","dayOfMonth":"31","hour":"18","minute":"0","second":"1"}' --remaining-actions 1 --catchup-window 8760h `+
+		`--workflow-id 'gkewi-revoke/acme-prod/europe-west1/gke-main/carto/carto-common-backend' --type Revoke --task-queue gkewi `+
+		`--input '{"project":"acme-prod","location":"europe-west1","cluster":"gke-main","namespace":"carto","ksa":"carto-common-backend",`+
+		`"gsaEmail":"cb@acme-prod.iam.gserviceaccount.com","tokenExpiryWait":"30m","reason":"it'\''s over"}'`, got)
+
+	// Without a reason, the scheduled revocation says why it runs.
+	rev.Reason = ""
+	got, err = temporalScheduleCommand(connFlags{}, "create", workflows.NewRevocationSchedule(rev, time.Date(2027, 1, 2, 3, 4, 5, 0, time.UTC)))
+	require.NoError(t, err)
+	assert.True(t, strings.HasPrefix(got, "temporal schedule create --schedule-id "), got)
+	assert.Contains(t, got, `--calendar '{"year":"2027","month":"1","dayOfMonth":"2","hour":"3","minute":"4","second":"5"}'`)
+	assert.Contains(t, got, `"reason":"grant expired at 2027-01-02T03:04:05Z"}'`)
+}
+
+func TestWriteStatusOfARevocation(t *testing.T) {
+	at := time.Date(2026, 11, 22, 9, 0, 0, 0, time.UTC)
+	st := workflows.Status{
+		Workflow: "Revoke", State: workflows.StateRevoked,
+		Project: "acme-prod", Location: "europe-west1", Cluster: "gke-main", Namespace: "carto", KSA: "carto-common-backend",
+		GSAEmail: "cb@acme-prod.iam.gserviceaccount.com", Steps: []workflows.Step{},
+		RefusedAt: at, WaitUntil: at.Add(30 * time.Minute), TokensValidUntil: at.Add(30 * time.Minute),
+		AccessEndedAt: at.Add(30 * time.Minute), UpdatedAt: at.Add(31 * time.Minute),
+	}
+	var b bytes.Buffer
+	writeStatus(&b, "gkewi-revoke/x", st, at)
+	assert.Equal(t, `Revoke gkewi-revoke/x: revoked (ended)
+  Cluster:             acme-prod/europe-west1/gke-main
+  KSA:                 carto/carto-common-backend
+  GSA:                 cb@acme-prod.iam.gserviceaccount.com
+  Refused since:       2026-11-22 09:00:00Z
+  Token wait until:    2026-11-22 09:30:00Z
+  Tokens valid until:  2026-11-22 09:30:00Z
+  Access ended:        2026-11-22 09:30:00Z
+  Updated:             2026-11-22 09:31:00Z
+
+STEP  STATE  ATTEMPTS  TOOK  DETAIL
+`, b.String())
+
+	b.Reset()
+	writeStatus(&b, "gkewi-onboard/x", workflows.Status{
+		Workflow: "Onboard", State: workflows.StateCompleted, Steps: []workflows.Step{},
+		ExpiresAt: at, RevocationSchedule: "gkewi-expiry/x", UpdatedAt: at,
+	}, at)
+	assert.Contains(t, b.String(), "Onboard gkewi-onboard/x: completed (ended)\n")
+	assert.Contains(t, b.String(), "  Expires:              2026-11-22 09:00:00Z\n  Revocation schedule:  gkewi-expiry/x\n")
+
+	b.Reset()
+	writeStatus(&b, "gkewi-revoke/y", workflows.Status{Workflow: "Revoke", State: workflows.StateOnboardingCanceled, Steps: []workflows.Step{}, UpdatedAt: at}, at)
+	assert.Contains(t, b.String(), "Revoke gkewi-revoke/y: onboarding-canceled (ended)\n")
+	assert.Contains(t, b.String(), "  Outcome:  nothing was granted: the onboarding was canceled before the approval\n")
+}
+
+func TestRevokeOutcome(t *testing.T) {
+	at := time.Date(2026, 11, 22, 9, 0, 0, 0, time.UTC)
+	assert.Equal(t, "Revoked: fresh tokens refused since 2026-11-22 09:00:00Z; access ended 2026-11-22 09:30:00Z.",
+		revokeOutcome(workflows.RevokeResult{State: workflows.StateRevoked, RefusedAt: at, AccessEndedAt: at.Add(30 * time.Minute)}))
+	assert.Equal(t, "Nothing was granted: the onboarding (run r-1) was canceled before the approval and deleted the service account it had created.",
+		revokeOutcome(workflows.RevokeResult{State: workflows.StateOnboardingCanceled, CanceledOnboarding: "r-1"}))
 }
 
 func TestWriteStatusTable(t *testing.T) {

@@ -1,9 +1,12 @@
 package starter
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -16,6 +19,7 @@ import (
 	"go.temporal.io/sdk/worker"
 	"go.temporal.io/sdk/workflow"
 
+	"github.com/gkewi/gkewi/activities"
 	"github.com/gkewi/gkewi/worker/workertest"
 	"github.com/gkewi/gkewi/workflows"
 )
@@ -74,10 +78,22 @@ func standInOnboard(ctx workflow.Context, req workflows.OnboardRequest) (workflo
 		}
 	})
 	if err := workflow.Await(ctx, func() bool { return decision != nil }); err != nil {
+		// Canceled, as a revocation cancels an onboarding awaiting approval.
+		st.State = workflows.StateCanceled
 		return workflows.OnboardResult{}, err
 	}
 	st.Approval = &workflows.Approval{Decision: workflows.DecisionApproved, Approver: decision.Approver, Ticket: decision.Ticket}
 	st.Steps[0].State, st.Steps[0].EndedAt = workflows.StepDone, workflow.Now(ctx)
+	memo := map[string]any{workflows.MemoDecision: string(workflows.DecisionApproved), workflows.MemoApprover: decision.Approver}
+	if !decision.Approved {
+		memo[workflows.MemoDecision] = string(workflows.DecisionRejected)
+	}
+	if decision.Ticket != "" {
+		memo[workflows.MemoTicket] = decision.Ticket
+	}
+	if err := workflow.UpsertMemo(ctx, memo); err != nil {
+		return workflows.OnboardResult{}, err
+	}
 	if !decision.Approved {
 		st.State = workflows.StateRejected
 		upsert(workflows.StateRejected)
@@ -97,13 +113,42 @@ func standInOnboard(ctx workflow.Context, req workflows.OnboardRequest) (workflo
 	}, nil
 }
 
-// standInRevoke echoes what it was asked in its warnings.
+// standInRevoke echoes what it was asked in its warnings. Like the real Revoke it
+// cancels a running onboarding of the grant, and then ends onboarding-canceled.
 func standInRevoke(ctx workflow.Context, req workflows.RevokeRequest) (workflows.RevokeResult, error) {
-	return workflows.RevokeResult{
-		State:       workflows.StateRevoked,
-		DeniedStage: "generate-access-token",
-		Warnings:    []string{"gsa=" + req.GSAEmail + " wait=" + string(req.TokenExpiryWait) + " reason=" + req.Reason},
-	}, nil
+	now := workflow.Now(ctx)
+	res := workflows.RevokeResult{
+		State:            workflows.StateRevoked,
+		DeniedStage:      "generate-access-token",
+		RefusedAt:        now,
+		TokensValidUntil: now,
+		AccessEndedAt:    now,
+		Warnings: []string{"gsa=" + req.GSAEmail + " wait=" + string(req.TokenExpiryWait) + " reason=" + req.Reason +
+			" bigquery=" + fmt.Sprint(req.BigQuery != nil)},
+	}
+	var grants *activities.Grants
+	actx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{StartToCloseTimeout: time.Minute})
+	onboardID := "gkewi-onboard/" + strings.Join([]string{req.Project, req.Location, req.Cluster, req.Namespace, req.KSA}, "/")
+	var desc activities.WorkflowRunDescription
+	if err := workflow.ExecuteActivity(actx, grants.DescribeWorkflowRun, activities.DescribeWorkflowRunInput{WorkflowID: onboardID}).Get(ctx, &desc); err != nil {
+		return workflows.RevokeResult{}, err
+	}
+	if desc.Found && desc.Run.Status == activities.WorkflowStatusRunning {
+		cancel := activities.CancelWorkflowRunInput{WorkflowID: onboardID, RunID: desc.Run.RunID}
+		if err := workflow.ExecuteActivity(actx, grants.CancelWorkflowRun, cancel).Get(ctx, nil); err != nil {
+			return workflows.RevokeResult{}, err
+		}
+		res = workflows.RevokeResult{State: workflows.StateOnboardingCanceled, CanceledOnboarding: desc.Run.RunID, Warnings: res.Warnings}
+	}
+	st := workflows.Status{
+		Workflow: workflows.RevokeWorkflowName, State: res.State, Project: req.Project, Location: req.Location,
+		Cluster: req.Cluster, Namespace: req.Namespace, KSA: req.KSA, GSAEmail: req.GSAEmail, Steps: []workflows.Step{},
+		RefusedAt: res.RefusedAt, TokensValidUntil: res.TokensValidUntil, AccessEndedAt: res.AccessEndedAt, UpdatedAt: now,
+	}
+	if err := workflow.SetQueryHandler(ctx, workflows.QueryStatus, func() (workflows.Status, error) { return st, nil }); err != nil {
+		return workflows.RevokeResult{}, err
+	}
+	return res, nil
 }
 
 func TestCLIAgainstDevServer(t *testing.T) {
@@ -111,6 +156,7 @@ func TestCLIAgainstDevServer(t *testing.T) {
 	w := worker.New(srv.Client(), workflows.TaskQueue, worker.Options{})
 	w.RegisterWorkflowWithOptions(standInOnboard, workflow.RegisterOptions{Name: workflows.OnboardWorkflowName})
 	w.RegisterWorkflowWithOptions(standInRevoke, workflow.RegisterOptions{Name: workflows.RevokeWorkflowName})
+	w.RegisterActivity(activities.NewGrants(srv.Client()))
 	require.NoError(t, w.Start())
 	t.Cleanup(w.Stop)
 
@@ -151,7 +197,8 @@ func TestCLIAgainstDevServer(t *testing.T) {
 		r = gkewi("list")
 		return r.code == ExitOK && strings.Contains(r.stdout, "awaiting-approval")
 	}, 15*time.Second, 200*time.Millisecond, "list never showed the onboarding: %s%s", r.stdout, r.stderr)
-	assert.Regexp(t, `(?m)^`+onboardID+`\s+Running\s+awaiting-approval\s+carto-backend@acme-prod\.iam\.gserviceaccount\.com\s+-\s+20`, r.stdout)
+	assert.Regexp(t, `(?m)^`+onboardID+`\s+Running\s+awaiting-approval\s+carto-backend@acme-prod\.iam\.gserviceaccount\.com\s+-\s+-\s+20`, r.stdout,
+		"no approver and no expiry yet")
 
 	// An update from someone who is not an approver is refused at once.
 	r = gkewi("approve", "--update", "--workflow-id", onboardID, "--approver", "mallory@example.com")
@@ -164,16 +211,56 @@ func TestCLIAgainstDevServer(t *testing.T) {
 	require.Equal(t, ExitOK, r.code, r.stderr)
 	assert.Contains(t, r.stdout, "Decision accepted (approved by alice@example.com): the onboarding is now approved.\n")
 
+	ctx := context.Background()
+	require.NoError(t, srv.Client().GetWorkflow(ctx, onboardID, "").Get(ctx, nil))
+
+	// The grant gets a revocation schedule, then a later one: gkewi prints the
+	// temporal command that does the same, which works too.
+	scheduleID := "gkewi-expiry/acme-prod/europe-west1/gke-main/carto/carto-common-backend"
+	schedules := activities.NewSchedules(srv.Client())
+	nextRevocation := func() time.Time {
+		t.Helper()
+		st, err := schedules.DescribeRevocationSchedule(ctx, activities.ScheduleRef{ScheduleID: scheduleID})
+		require.NoError(t, err)
+		require.True(t, st.Exists)
+		return st.NextActionAt
+	}
+	r = gkewi("extend", "--workflow-id", onboardID, "--at", "2099-01-01T00:00:00Z", "--token-expiry-wait", "5m")
+	require.Equal(t, ExitOK, r.code, r.stderr)
+	assert.Contains(t, r.stdout, "Schedule ID: "+scheduleID+"\nRevoke starts at:  2099-01-01 00:00:00Z\n")
+	assert.Contains(t, r.stdout, "  temporal schedule create --schedule-id '"+scheduleID+"' --calendar "+
+		`'{"year":"2099","month":"1","dayOfMonth":"1","hour":"0","minute":"0","second":"0"}' --remaining-actions 1 --catchup-window 8760h `+
+		`--workflow-id 'gkewi-revoke/acme-prod/europe-west1/gke-main/carto/carto-common-backend' --type Revoke --task-queue gkewi --input `+
+		`'{"project":"acme-prod","location":"europe-west1","cluster":"gke-main","namespace":"carto","ksa":"carto-common-backend",`+
+		`"gsaEmail":"carto-backend@acme-prod.iam.gserviceaccount.com","tokenExpiryWait":"5m","reason":"grant expired at 2099-01-01T00:00:00Z"}'`+"\n")
+	assert.Contains(t, r.stdout, "Created schedule "+scheduleID+": Revoke (workflow ID gkewi-revoke/acme-prod/europe-west1/gke-main/carto/carto-common-backend-<time>) starts at 2099-01-01 00:00:00Z.\n")
+	assert.Equal(t, time.Date(2099, 1, 1, 0, 0, 0, 0, time.UTC), nextRevocation())
+
+	r = gkewi("extend", "--workflow-id", onboardID, "--at", "2099-06-01T12:30:00Z", "--dry-run")
+	require.Equal(t, ExitOK, r.code, r.stderr)
+	assert.Contains(t, r.stdout, "Revoke was due at: 2099-01-01 00:00:00Z\nRevoke starts at:  2099-06-01 12:30:00Z\n")
+	update := printedCommand(t, r.stdout)
+	assert.True(t, strings.HasPrefix(update, "temporal schedule update --schedule-id '"+scheduleID+"' --calendar "+
+		`'{"year":"2099","month":"6","dayOfMonth":"1","hour":"12","minute":"30","second":"0"}'`), update)
+	assert.Equal(t, time.Date(2099, 1, 1, 0, 0, 0, 0, time.UTC), nextRevocation(), "a dry run changes nothing")
+	runTemporal(t, srv.FrontendHostPort(), update)
+	assert.Equal(t, time.Date(2099, 6, 1, 12, 30, 0, 0, time.UTC), nextRevocation(), "the printed command moved the schedule")
+
 	// Revoke by the onboarding's ID: the revoke request comes from its result.
-	require.Eventually(t, func() bool {
-		r = gkewi("revoke", "--workflow-id", onboardID, "--token-expiry-wait", "0s", "--reason", "test over", "--wait")
-		return r.code == ExitOK
-	}, 15*time.Second, 300*time.Millisecond, "revoke: %s%s", r.stdout, r.stderr)
+	r = gkewi("revoke", "--workflow-id", onboardID, "--token-expiry-wait", "0s", "--reason", "test over", "--wait")
+	require.Equal(t, ExitOK, r.code, r.stderr)
 	revokeID := "gkewi-revoke/acme-prod/europe-west1/gke-main/carto/carto-common-backend"
 	assert.Contains(t, r.stdout, "Workflow ID: "+revokeID+"\n")
 	assert.Contains(t, r.stdout, `"tokenExpiryWait":"0s","reason":"test over"}'`)
-	assert.Contains(t, r.stdout, `"gsa=carto-backend@acme-prod.iam.gserviceaccount.com wait=0s reason=test over"`)
+	assert.Contains(t, r.stdout, `"gsa=carto-backend@acme-prod.iam.gserviceaccount.com wait=0s reason=test over bigquery=false"`)
+	assert.Regexp(t, `\nRevoked: fresh tokens refused since 20\S+ \S+; access ended 20\S+ \S+\.\n`, r.stdout)
 	assert.Contains(t, r.stdout, `"state": "revoked"`)
+	r = gkewi("status", "--workflow-id", revokeID)
+	require.Equal(t, ExitOK, r.code, r.stderr)
+	assert.Contains(t, r.stdout, "Revoke "+revokeID+": revoked (ended)\n")
+	assert.Regexp(t, `\n  Refused since:\s+20`, r.stdout)
+	assert.Regexp(t, `\n  Tokens valid until:\s+20`, r.stdout)
+	assert.Regexp(t, `\n  Access ended:\s+20`, r.stdout)
 
 	// A second grant, followed with --wait while support approves by signal.
 	b, err := os.ReadFile("testdata/onboard.yaml")
@@ -207,6 +294,46 @@ func TestCLIAgainstDevServer(t *testing.T) {
 	r = gkewi("reject", "--workflow-id", thirdID, "--approver", "alice@example.com", "--comment", "not yet")
 	require.Equal(t, ExitOK, r.code, r.stderr)
 
+	// A grant still awaiting approval is revoked by canceling its onboarding;
+	// the revoke request comes from its status and its input.
+	fourth := strings.Replace(string(b), "namespace: carto", "namespace: carto-qa", 1) +
+		"bigquery: {dataProject: acme-data, billingProject: acme-billing, tempDataset: carto_temp, connectionOwnerId: owner}\n"
+	fourthID := "gkewi-onboard/acme-prod/europe-west1/gke-main/carto-qa/carto-common-backend"
+	r = run(t, env, fourth, "onboard", "-f", "-")
+	require.Equal(t, ExitOK, r.code, r.stderr)
+	require.Eventually(t, func() bool {
+		r = gkewi("status", "--workflow-id", fourthID)
+		return r.code == ExitOK
+	}, 15*time.Second, 200*time.Millisecond)
+	r = gkewi("revoke", "--workflow-id", fourthID, "--at", "2099-01-01T00:00:00Z")
+	assert.Equal(t, ExitUsage, r.code)
+	assert.Contains(t, r.stderr, "onboarding "+fourthID+" is still running: it sets the grant's revocation schedule itself when it completes")
+	r = gkewi("revoke", "--workflow-id", fourthID, "--reason", "not needed", "--wait")
+	require.Equal(t, ExitOK, r.code, r.stderr)
+	fourthRevokeID := "gkewi-revoke/acme-prod/europe-west1/gke-main/carto-qa/carto-common-backend"
+	assert.Contains(t, r.stdout, "Onboarding "+fourthID+" is running (awaiting-approval).\n")
+	assert.Contains(t, r.stdout, "It cancels the running onboarding "+fourthID+" first and waits for its clean-up.\n")
+	assert.Contains(t, r.stdout, `"gsa=carto-backend@acme-prod.iam.gserviceaccount.com wait=30m reason=not needed bigquery=true"`)
+	assert.Regexp(t, `\nNothing was granted: the onboarding \(run [0-9a-f-]{36}\) was canceled before the approval`, r.stdout)
+	assert.Contains(t, r.stdout, `"state": "onboarding-canceled"`)
+	r = gkewi("status", "--workflow-id", fourthRevokeID)
+	require.Equal(t, ExitOK, r.code, r.stderr)
+	assert.Contains(t, r.stdout, "Revoke "+fourthRevokeID+": onboarding-canceled (ended)\n")
+	assert.Regexp(t, `\n  Outcome:\s+nothing was granted: the onboarding was canceled before the approval\n`, r.stdout)
+	var canceled *temporal.CanceledError
+	assert.ErrorAs(t, srv.Client().GetWorkflow(ctx, fourthID, "").Get(ctx, nil), &canceled, "the onboarding was canceled")
+
+	// A revocation scheduled from a request file.
+	later := strings.Replace(string(mustRead(t, "testdata/revoke.yaml")), "namespace: carto", "namespace: carto-later", 1)
+	r = run(t, env, later, "revoke", "-f", "-", "--at", "2099-02-03T04:05:06Z", "--token-expiry-wait", "1m")
+	require.Equal(t, ExitOK, r.code, r.stderr)
+	laterScheduleID := "gkewi-expiry/acme-prod/europe-west1/gke-main/carto-later/carto-common-backend"
+	assert.Contains(t, r.stdout, "Created schedule "+laterScheduleID+": Revoke (workflow ID gkewi-revoke/acme-prod/europe-west1/gke-main/carto-later/carto-common-backend-<time>) starts at 2099-02-03 04:05:06Z.\n")
+	assert.Contains(t, r.stdout, `"tokenExpiryWait":"1m","reason":"contract ended"}'`)
+	st2, err := schedules.DescribeRevocationSchedule(ctx, activities.ScheduleRef{ScheduleID: laterScheduleID})
+	require.NoError(t, err)
+	assert.Equal(t, time.Date(2099, 2, 3, 4, 5, 6, 0, time.UTC), st2.NextActionAt)
+
 	// Completed grants, by state, as JSON with the expiry.
 	query := "WorkflowType='Onboard' AND GkewiState='completed'"
 	var grants []grant
@@ -221,15 +348,51 @@ func TestCLIAgainstDevServer(t *testing.T) {
 		assert.Equal(t, "Completed", g.Status)
 		assert.Equal(t, "completed", g.State)
 		assert.WithinDuration(t, time.Now().Add(720*time.Hour), g.ExpiresAt, time.Hour)
+		assert.Equal(t, "approved", g.Decision)
+		assert.Equal(t, "alice@example.com", g.Approver, "the approver comes from the memo")
 	}
+	tickets := []string{grants[0].Ticket, grants[1].Ticket}
+	assert.ElementsMatch(t, []string{"SUP-7", "SUP-8"}, tickets)
 	require.Eventually(t, func() bool {
 		r = gkewi("list", "--query", "WorkflowType='Onboard' AND GkewiState='rejected'")
 		return r.code == ExitOK && strings.Contains(r.stdout, thirdID)
 	}, 15*time.Second, 200*time.Millisecond, "list: %s%s", r.stdout, r.stderr)
-	assert.Regexp(t, `(?m)^`+thirdID+`\s+Failed\s+rejected\s+`, r.stdout)
+	assert.Regexp(t, `(?m)^`+thirdID+`\s+Failed\s+rejected\s+\S+\s+alice@example\.com\s+-\s+20`, r.stdout)
 
-	// Revoking a grant that never completed is refused with the reason.
+	// Revoking or extending a grant that never completed is refused with the reason.
 	r = gkewi("revoke", "--workflow-id", thirdID)
 	assert.Equal(t, ExitFailure, r.code)
-	assert.Contains(t, r.stderr, "onboarding "+thirdID+" is Failed: only a completed onboarding holds a revoke request")
+	assert.Contains(t, r.stderr, "onboarding "+thirdID+" is Failed: only a completed or running onboarding names its grant")
+	r = gkewi("extend", "--workflow-id", thirdID, "--ttl", "1h")
+	assert.Equal(t, ExitFailure, r.code)
+	assert.Contains(t, r.stderr, "onboarding "+thirdID+" is Failed: only a completed grant can be extended")
+}
+
+func mustRead(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	return b
+}
+
+// printedCommand is the command after "Equivalent temporal command:".
+func printedCommand(t *testing.T, stdout string) string {
+	t.Helper()
+	_, after, ok := strings.Cut(stdout, "Equivalent temporal command:\n  ")
+	require.True(t, ok, stdout)
+	line, _, _ := strings.Cut(after, "\n")
+	return line
+}
+
+// runTemporal runs a printed temporal command line through the shell with the
+// pinned temporal CLI, against the dev server at address.
+func runTemporal(t *testing.T, address, commandLine string) {
+	t.Helper()
+	rest, ok := strings.CutPrefix(commandLine, "temporal ")
+	require.True(t, ok, commandLine)
+	cmd := exec.Command("sh", "-c", `exec "$GKEWI_TEMPORAL_BIN" `+rest)
+	cmd.Env = append(os.Environ(), "GKEWI_TEMPORAL_BIN="+workertest.TemporalCLIPath(), "TEMPORAL_ADDRESS="+address,
+		"TEMPORAL_NAMESPACE=default", "TEMPORAL_CONFIG_FILE="+filepath.Join(t.TempDir(), "absent.toml"))
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "%s\n%s", commandLine, out)
 }

@@ -107,11 +107,16 @@ func (a *App) follow(ctx context.Context, c client.Client, run client.WorkflowRu
 	ticker := time.NewTicker(a.PollInterval)
 	defer ticker.Stop()
 	last := ""
+	ended := false
 	report := func() {
+		if ended {
+			return // the state is final; only the result is still to come
+		}
 		st, err := queryStatus(ctx, c, run.GetID(), run.GetRunID())
 		if err != nil {
 			return // no worker yet, or the run just ended: the next tick or the result tells
 		}
+		ended = st.State.Terminal()
 		line := string(st.State)
 		if st.Approval != nil && st.State == workflows.StateAwaitingApproval && !st.Approval.Deadline.IsZero() {
 			line += fmt.Sprintf(" (deadline %s)", formatTime(st.Approval.Deadline))

@@ -10,6 +10,7 @@ import (
 
 	commonpb "go.temporal.io/api/common/v1"
 	enumspb "go.temporal.io/api/enums/v1"
+	workflowpb "go.temporal.io/api/workflow/v1"
 	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/converter"
@@ -75,7 +76,11 @@ func formatTime(t time.Time) string {
 
 // writeStatus prints a header and one line per step.
 func writeStatus(w io.Writer, workflowID string, st workflows.Status, now time.Time) {
-	fmt.Fprintf(w, "%s %s: %s\n", st.Workflow, workflowID, st.State)
+	ended := ""
+	if st.State.Terminal() {
+		ended = " (ended)"
+	}
+	fmt.Fprintf(w, "%s %s: %s%s\n", st.Workflow, workflowID, st.State, ended)
 	kv := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	field := func(k, v string) {
 		if v != "" {
@@ -116,11 +121,21 @@ func writeStatus(w io.Writer, workflowID string, st workflows.Status, now time.T
 	if !st.ExpiresAt.IsZero() {
 		field("Expires", formatTime(st.ExpiresAt))
 	}
+	field("Revocation schedule", st.RevocationSchedule)
+	if !st.RefusedAt.IsZero() {
+		field("Refused since", formatTime(st.RefusedAt))
+	}
 	if !st.WaitUntil.IsZero() {
 		field("Token wait until", formatTime(st.WaitUntil))
 	}
+	if !st.TokensValidUntil.IsZero() {
+		field("Tokens valid until", formatTime(st.TokensValidUntil))
+	}
 	if !st.AccessEndedAt.IsZero() {
 		field("Access ended", formatTime(st.AccessEndedAt))
+	}
+	if st.State == workflows.StateOnboardingCanceled {
+		field("Outcome", "nothing was granted: the onboarding was canceled before the approval")
 	}
 	field("Error", st.Error)
 	field("Updated", formatTime(st.UpdatedAt))
@@ -202,7 +217,12 @@ type grant struct {
 	KSA        string    `json:"ksa,omitempty"`
 	GSA        string    `json:"gsa,omitempty"`
 	ExpiresAt  time.Time `json:"expiresAt,omitzero"`
-	StartedAt  time.Time `json:"startedAt"`
+	// Decision, Approver and Ticket come from the memo Onboard writes once
+	// support decided.
+	Decision  string    `json:"decision,omitempty"`
+	Approver  string    `json:"approver,omitempty"`
+	Ticket    string    `json:"ticket,omitempty"`
+	StartedAt time.Time `json:"startedAt"`
 }
 
 // defaultListQuery lists onboardings, the grants.
@@ -247,8 +267,7 @@ func (a *App) list(ctx context.Context, args []string) error {
 			return fmt.Errorf("list workflows (temporal workflow list%s --query %s): %w", conn.cliFlags(), shellQuote(query), err)
 		}
 		for _, info := range resp.GetExecutions() {
-			rows = append(rows, grantFromInfo(info.GetExecution().GetWorkflowId(), info.GetExecution().GetRunId(),
-				info.GetType().GetName(), info.GetStatus(), info.GetStartTime().AsTime(), info.GetSearchAttributes()))
+			rows = append(rows, grantFromInfo(info))
 		}
 		token = resp.GetNextPageToken()
 		if len(token) == 0 {
@@ -269,9 +288,10 @@ func (a *App) list(ctx context.Context, args []string) error {
 		return nil
 	}
 	tw := tabwriter.NewWriter(a.Stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "WORKFLOW ID\tSTATUS\tSTATE\tGSA\tEXPIRES\tSTARTED")
+	fmt.Fprintln(tw, "WORKFLOW ID\tSTATUS\tSTATE\tGSA\tAPPROVER\tEXPIRES\tSTARTED")
 	for _, g := range rows {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", g.WorkflowID, g.Status, dash(g.State), dash(g.GSA), formatTime(g.ExpiresAt), formatTime(g.StartedAt))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", g.WorkflowID, g.Status, dash(g.State), dash(g.GSA), dash(g.Approver),
+			formatTime(g.ExpiresAt), formatTime(g.StartedAt))
 	}
 	return tw.Flush()
 }
@@ -283,29 +303,33 @@ func dash(s string) string {
 	return s
 }
 
-// grantFromInfo reads gkewi's search attributes off a visibility record.
-func grantFromInfo(id, runID, typ string, status enumspb.WorkflowExecutionStatus, started time.Time, sa *commonpb.SearchAttributes) grant {
+// grantFromInfo reads gkewi's search attributes and memo off a visibility record.
+func grantFromInfo(info *workflowpb.WorkflowExecutionInfo) grant {
 	g := grant{
-		WorkflowID: id,
-		RunID:      runID,
-		Type:       typ,
-		Status:     executionStatus(status),
-		StartedAt:  started,
+		WorkflowID: info.GetExecution().GetWorkflowId(),
+		RunID:      info.GetExecution().GetRunId(),
+		Type:       info.GetType().GetName(),
+		Status:     executionStatus(info.GetStatus()),
+		StartedAt:  info.GetStartTime().AsTime(),
 	}
-	fields := sa.GetIndexedFields()
-	str := func(name string) string {
+	str := func(fields map[string]*commonpb.Payload, name string) string {
 		var s string
 		if p, ok := fields[name]; ok {
 			_ = converter.GetDefaultDataConverter().FromPayload(p, &s)
 		}
 		return s
 	}
-	g.State = str(workflows.SearchAttrState)
-	g.Project = str(workflows.SearchAttrProject)
-	g.Cluster = str(workflows.SearchAttrCluster)
-	g.Namespace = str(workflows.SearchAttrNamespace)
-	g.KSA = str(workflows.SearchAttrKSA)
-	g.GSA = str(workflows.SearchAttrGSA)
+	fields := info.GetSearchAttributes().GetIndexedFields()
+	g.State = str(fields, workflows.SearchAttrState)
+	g.Project = str(fields, workflows.SearchAttrProject)
+	g.Cluster = str(fields, workflows.SearchAttrCluster)
+	g.Namespace = str(fields, workflows.SearchAttrNamespace)
+	g.KSA = str(fields, workflows.SearchAttrKSA)
+	g.GSA = str(fields, workflows.SearchAttrGSA)
+	memo := info.GetMemo().GetFields()
+	g.Decision = str(memo, workflows.MemoDecision)
+	g.Approver = str(memo, workflows.MemoApprover)
+	g.Ticket = str(memo, workflows.MemoTicket)
 	if p, ok := fields[workflows.SearchAttrExpiry]; ok {
 		var t time.Time
 		if err := converter.GetDefaultDataConverter().FromPayload(p, &t); err == nil {

@@ -53,5 +53,5 @@ func ensureSweepSchedule(ctx context.Context, s sweepScheduler, cfg config.Confi
 				in.ScheduleID, every, every, in.Action.WorkflowID, in.Action.WorkflowType, in.Action.TaskQueue))
 		return
 	}
-	logger.Info(res.Detail, "schedule", in.ScheduleID, "created", res.Changed)
+	logger.Info("sweep schedule ensured", "detail", res.Detail, "created", res.Changed)
 }

@@ -3,7 +3,9 @@ package worker
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,14 +16,18 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	enumspb "go.temporal.io/api/enums/v1"
+	"go.temporal.io/api/serviceerror"
 	taskqueuepb "go.temporal.io/api/taskqueue/v1"
 	"go.temporal.io/api/workflowservice/v1"
+	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/worker"
 	"go.uber.org/fx"
 	"go.uber.org/fx/fxtest"
 
+	"github.com/gkewi/gkewi/activities"
 	"github.com/gkewi/gkewi/worker/config"
 	"github.com/gkewi/gkewi/worker/workertest"
+	"github.com/gkewi/gkewi/workflows"
 )
 
 // nowhereConfig points every dependency at addresses where nothing listens.
@@ -91,6 +97,8 @@ func TestGraphBuildsWithoutReachingAnything(t *testing.T) {
 	assert.NotNil(t, acts.Helm)
 	assert.NotNil(t, acts.Notifier)
 	assert.NotNil(t, acts.Verifier)
+	assert.NotNil(t, acts.Schedules)
+	assert.NotNil(t, acts.Grants)
 	assert.NotNil(t, w)
 
 	// Starting needs Temporal: the failure says where it looked.
@@ -140,11 +148,33 @@ func TestWorkerPollsAndStopsAgainstDevServer(t *testing.T) {
 		return false
 	}, 20*time.Second, 200*time.Millisecond, "no gkewi-worker poller on the activity task queue")
 
+	// The sweep schedule exists, aimed at the worker's task queue.
+	ctx := context.Background()
+	desc, err := c.ScheduleClient().GetHandle(ctx, workflows.SweepScheduleID).Describe(ctx)
+	require.NoError(t, err)
+	require.Len(t, desc.Schedule.Spec.Intervals, 1)
+	assert.Equal(t, time.Hour, desc.Schedule.Spec.Intervals[0].Every)
+	action, ok := desc.Schedule.Action.(*client.ScheduleWorkflowAction)
+	require.True(t, ok, "action %T", desc.Schedule.Action)
+	assert.Equal(t, workflows.SweepWorkflowName, action.Workflow)
+	assert.Equal(t, cfg.TaskQueue, action.TaskQueue)
+
+	// The worker runs a sweep: its Grants activities reach Temporal's visibility.
+	run, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: "sweep-on-the-worker", TaskQueue: cfg.TaskQueue},
+		workflows.SweepWorkflowName, workflows.SweepRequest{DryRun: true})
+	require.NoError(t, err)
+	runCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	var sweep workflows.SweepResult
+	require.NoError(t, run.Get(runCtx, &sweep))
+	assert.Zero(t, sweep.Expired)
+
 	app.RequireStop()
 	out := logs.String()
 	for _, want := range []string{
 		"connected to Temporal",
 		"worker polling",
+		`msg="sweep schedule ensured" detail="created schedule gkewi-sweep, every 1h0m0s" created=true`,
 		"taskQueue=gkewi-worker-test",
 		"worker stopping; waiting for in-flight activities",
 		"stopTimeout=5s",
@@ -153,18 +183,51 @@ func TestWorkerPollsAndStopsAgainstDevServer(t *testing.T) {
 		assert.Contains(t, out, want)
 	}
 	assert.NotContains(t, out, "search attribute missing")
+
+	// A restart leaves the existing schedule alone.
+	var again syncBuffer
+	restarted := fxtest.New(t, Module(cfg, &again))
+	restarted.RequireStart()
+	restarted.RequireStop()
+	assert.Contains(t, again.String(), `msg="sweep schedule ensured" detail="schedule gkewi-sweep already exists" created=false`)
 }
 
 func TestWorkerWarnsAboutMissingSearchAttributes(t *testing.T) {
 	srv := workertest.StartDevServer(t, workertest.Options{WithoutSearchAttributes: true})
 	isolateTemporalEnv(t, srv.FrontendHostPort())
 	var logs syncBuffer
-	app := fxtest.New(t, Module(nowhereConfig(t), &logs))
+	cfg := nowhereConfig(t)
+	cfg.SweepInterval = 0
+	app := fxtest.New(t, Module(cfg, &logs))
 	app.RequireStart()
 	app.RequireStop()
 	out := logs.String()
 	assert.Contains(t, out, `name=GkewiState create="temporal operator search-attribute create --namespace default --name GkewiState --type Keyword"`)
 	assert.Contains(t, out, `name=GkewiExpiry create="temporal operator search-attribute create --namespace default --name GkewiExpiry --type Datetime"`)
+
+	// With the sweep interval 0 no sweep schedule is created.
+	assert.Contains(t, out, "sweep schedule not managed (sweepInterval 0)")
+	ctx := context.Background()
+	_, err := srv.Client().ScheduleClient().GetHandle(ctx, workflows.SweepScheduleID).Describe(ctx)
+	var notFound *serviceerror.NotFound
+	assert.ErrorAs(t, err, &notFound)
+}
+
+type failingScheduler struct{ err error }
+
+func (f failingScheduler) EnsureSweepSchedule(context.Context, activities.RecurringScheduleInput) (activities.StepResult, error) {
+	return activities.StepResult{}, f.err
+}
+
+func TestSweepScheduleFailureOnlyWarns(t *testing.T) {
+	var logs bytes.Buffer
+	cfg := config.Defaults()
+	cfg.TaskQueue = "team-q"
+	ensureSweepSchedule(context.Background(), failingScheduler{errors.New("permission denied")}, cfg, slog.New(slog.NewTextHandler(&logs, nil)))
+	out := logs.String()
+	assert.Contains(t, out, "level=WARN msg=\"cannot ensure the sweep schedule")
+	assert.Contains(t, out, `error="permission denied"`)
+	assert.Contains(t, out, `create="temporal schedule create --schedule-id gkewi-sweep --interval 1h0m0s --overlap-policy Skip --catchup-window 1h0m0s --workflow-id gkewi-sweep --type Sweep --task-queue team-q --input '{}'"`)
 }
 
 // syncBuffer is a bytes.Buffer safe for the logger's concurrent writes.

@@ -2,6 +2,7 @@ package workflows
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -100,6 +101,31 @@ func TestRecordHistories(t *testing.T) {
 		run := rec.start(OnboardWorkflowName, OnboardWorkflowID(req), req)
 		rec.requireFailure(run, ErrTypeApprovalTimedOut)
 		rec.save(run, "onboard-timed-out")
+	})
+
+	t.Run("onboard-unknown-field-refused", func(t *testing.T) {
+		rec.skipIfRecorded(t, "onboard-unknown-field-refused")
+		req := validRequest()
+		req.Namespace = "carto-typo"
+		input := patchedJSONOf(t, req, func(m map[string]any) { m["expiry"] = map[string]any{"tll": "1h"} })
+		run := rec.start(OnboardWorkflowName, OnboardWorkflowID(req), json.RawMessage(input))
+		rec.requireFailure(run, ErrTypeInvalidRequest)
+		rec.save(run, "onboard-unknown-field-refused")
+	})
+
+	t.Run("onboard-approved-memo", func(t *testing.T) {
+		rec.skipIfRecorded(t, "onboard-approved-memo")
+		fake.setVerify(func(int) activities.VerifyResult { return allowed() })
+		req := validRequest()
+		req.Namespace = "carto-memo"
+		req.BigQuery = nil
+		run := rec.start(OnboardWorkflowName, OnboardWorkflowID(req), req)
+		rec.waitFor(run, StateAwaitingApproval)
+		require.NoError(t, c.SignalWorkflow(ctx, run.GetID(), run.GetRunID(), SignalSupportApproval, approve(alice)))
+		var res OnboardResult
+		require.NoError(t, run.Get(ctx, &res))
+		require.Equal(t, StateCompleted, res.State)
+		rec.save(run, "onboard-approved-memo")
 	})
 
 	t.Run("revoke", func(t *testing.T) {

@@ -13,6 +13,7 @@ const (
 
 // OnboardRequest is the input of the Onboard workflow. Its JSON field names are a
 // stable contract: operators write them by hand in `temporal workflow start --input`.
+// A member that matches no field (a typo) is refused by Validate, not dropped.
 type OnboardRequest struct {
 	// Project is the Google Cloud project that holds the cluster and the GSA.
 	Project string `json:"project"`

@@ -1,7 +1,8 @@
 package workflows
 
 // RevokeRequest is the input of the Revoke workflow. Its JSON field names are a
-// stable contract, like OnboardRequest's; OnboardResult.Revoke holds a ready one.
+// stable contract, like OnboardRequest's (a member that matches no field is
+// refused); OnboardResult.Revoke holds a ready one.
 type RevokeRequest struct {
 	Project   string `json:"project"`
 	Location  string `json:"location"`

@@ -14,7 +14,13 @@ import (
 // patchedJSON is validRequest as JSON with patch applied to its decoded form.
 func patchedJSON(t *testing.T, patch func(m map[string]any)) []byte {
 	t.Helper()
-	b, err := json.Marshal(validRequest())
+	return patchedJSONOf(t, validRequest(), patch)
+}
+
+// patchedJSONOf is req as JSON with patch applied to its decoded form.
+func patchedJSONOf(t *testing.T, req OnboardRequest, patch func(m map[string]any)) []byte {
+	t.Helper()
+	b, err := json.Marshal(req)
 	require.NoError(t, err)
 	var m map[string]any
 	require.NoError(t, json.Unmarshal(b, &m))

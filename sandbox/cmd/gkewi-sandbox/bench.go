@@ -42,6 +42,7 @@ func minimumCalls(nodePools int) map[string]int {
 		"iam.projects.serviceAccounts.setIamPolicy":              2, // tokenCreator before approval, workloadIdentityUser after
 		"cloudresourcemanager.projects.setIamPolicy":             2, // dataEditor on data project, jobUser on billing project
 		"bigquery.datasets.insert":                               1, // temp dataset
+		"bigquery.datasets.patch":                                1, // the GSA's access entry on the temp dataset
 	}
 }
 

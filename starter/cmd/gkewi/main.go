@@ -1,5 +1,5 @@
 // Command gkewi starts and steers gkewi's Temporal workflows: onboard, approve,
-// reject, status, revoke, list, id. Run it without arguments for the usage.
+// reject, status, revoke, extend, list, id. Run it without arguments for the usage.
 package main
 
 import (

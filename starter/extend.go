@@ -1,0 +1,170 @@
+package starter
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"go.temporal.io/sdk/client"
+
+	"github.com/gkewi/gkewi/activities"
+	"github.com/gkewi/gkewi/workflows"
+)
+
+// revocationCatchupWindow is the catch-up window SetRevocationTime gives a
+// revocation schedule (365 days), as the temporal CLI takes it.
+const revocationCatchupWindow = "8760h"
+
+// extend moves the revocation of a completed time-bound grant, or schedules one
+// for a grant that has none.
+func (a *App) extend(ctx context.Context, args []string) error {
+	fs := a.flagSet("extend", "--workflow-id ONBOARD_ID (--at RFC3339 | --ttl DURATION) [--token-expiry-wait 30m] [--dry-run]")
+	var (
+		conn                     connFlags
+		onboardID, at, ttl, wait string
+		dryRun                   bool
+	)
+	conn.register(fs)
+	fs.StringVar(&onboardID, "workflow-id", "", "the completed Onboard workflow of the grant (required)")
+	fs.StringVar(&at, "at", "", "revoke the grant at this time, RFC 3339 (2026-12-31T18:00:00Z)")
+	fs.StringVar(&ttl, "ttl", "", "revoke the grant this long from now, e.g. 720h")
+	fs.StringVar(&wait, "token-expiry-wait", "", "token expiry wait of the scheduled revocation (default: the grant's, 30m)")
+	fs.BoolVar(&dryRun, "dry-run", false, "print the schedule and the equivalent command without changing it")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if onboardID == "" {
+		return usagef("--workflow-id is required")
+	}
+	when, err := a.revocationTime(at, ttl)
+	if err != nil {
+		return err
+	}
+	c, _, err := a.dial(ctx, conn)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	src, err := readOnboarding(ctx, c, onboardID)
+	if err != nil {
+		return err
+	}
+	if src.status != activities.WorkflowStatusCompleted {
+		return fmt.Errorf("onboarding %s is %s: only a completed grant can be extended (a running onboarding schedules its revocation when it completes)",
+			onboardID, src.status)
+	}
+	req, err := completedRevokeRequest(ctx, c, src)
+	if err != nil {
+		return err
+	}
+	if wait != "" {
+		req.TokenExpiryWait = workflows.Duration(wait)
+	}
+	req = req.WithDefaults()
+	if err := req.Validate(); err != nil {
+		return invalidRequest("the revoke request of "+onboardID, "revoke", err)
+	}
+	return a.scheduleRevocation(ctx, c, conn, req, when, dryRun)
+}
+
+// revocationTime is --at, or now plus --ttl; exactly one must be given, and the
+// time must be in the future.
+func (a *App) revocationTime(at, ttl string) (time.Time, error) {
+	if (at == "") == (ttl == "") {
+		return time.Time{}, usagef("give exactly one of --at RFC3339 and --ttl DURATION")
+	}
+	now := a.Now()
+	var when time.Time
+	if at != "" {
+		t, err := time.Parse(time.RFC3339, at)
+		if err != nil {
+			return time.Time{}, usagef("--at %q: want an RFC 3339 time such as 2026-12-31T18:00:00Z", at)
+		}
+		when = t
+	} else {
+		d, err := time.ParseDuration(ttl)
+		if err != nil || d <= 0 {
+			return time.Time{}, usagef("--ttl %q: want a positive duration such as 720h", ttl)
+		}
+		when = now.Add(d)
+	}
+	if !when.After(now) {
+		return time.Time{}, usagef("%s is not in the future (now %s): to revoke now, run gkewi revoke without --at",
+			when.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
+	}
+	return when, nil
+}
+
+// scheduleRevocation creates or moves the grant's revocation schedule so that
+// it starts Revoke with req at when, printing the equivalent temporal command.
+func (a *App) scheduleRevocation(ctx context.Context, c client.Client, conn connFlags, req workflows.RevokeRequest, when time.Time, dryRun bool) error {
+	in := workflows.NewRevocationSchedule(req, when)
+	schedules := activities.NewSchedules(c)
+	existing, err := schedules.DescribeRevocationSchedule(ctx, activities.ScheduleRef{ScheduleID: in.ScheduleID})
+	if err != nil {
+		return fmt.Errorf("describe schedule %s: %w", in.ScheduleID, err)
+	}
+	verb := "create"
+	if existing.Exists {
+		verb = "update"
+	}
+	command, err := temporalScheduleCommand(conn, verb, in)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(a.Stdout, "Schedule ID: %s\n", in.ScheduleID)
+	if existing.Exists && !existing.NextActionAt.IsZero() {
+		fmt.Fprintf(a.Stdout, "Revoke was due at: %s\n", formatTime(existing.NextActionAt))
+	}
+	fmt.Fprintf(a.Stdout, "Revoke starts at:  %s\n", formatTime(ceilSecond(when)))
+	fmt.Fprintf(a.Stdout, "Equivalent temporal command:\n  %s\n", command)
+	if dryRun {
+		return nil
+	}
+	res, err := schedules.SetRevocationTime(ctx, in)
+	if err != nil {
+		return fmt.Errorf("set schedule %s: %w", in.ScheduleID, err)
+	}
+	done := "Moved"
+	if res.Created {
+		done = "Created"
+	}
+	fmt.Fprintf(a.Stdout, "%s schedule %s: Revoke (workflow ID %s-<time>) starts at %s.\n", done, res.ScheduleID, in.Action.WorkflowID, formatTime(res.At))
+	fmt.Fprintf(a.Stdout, "Check with: temporal schedule describe%s --schedule-id %s\n", conn.cliFlags(), shellQuote(res.ScheduleID))
+	return nil
+}
+
+// temporalScheduleCommand is `temporal schedule create|update` for a
+// revocation schedule. An update replaces the whole schedule, so it repeats the
+// action and its input.
+func temporalScheduleCommand(conn connFlags, verb string, in activities.RevocationScheduleInput) (string, error) {
+	input, err := compactJSON(in.Action.Input)
+	if err != nil {
+		return "", err
+	}
+	at := ceilSecond(in.At)
+	return "temporal schedule " + verb + conn.cliFlags() +
+		" --schedule-id " + shellQuote(in.ScheduleID) +
+		" --calendar " + shellQuote(calendarJSON(at)) +
+		" --remaining-actions 1 --catchup-window " + revocationCatchupWindow +
+		" --workflow-id " + shellQuote(in.Action.WorkflowID) +
+		" --type " + in.Action.WorkflowType +
+		" --task-queue " + in.Action.TaskQueue +
+		" --input " + shellQuote(input), nil
+}
+
+// calendarJSON is the calendar spec matching the single second at (UTC), in the
+// field order of the temporal CLI's examples.
+func calendarJSON(at time.Time) string {
+	return fmt.Sprintf(`{"year":"%d","month":"%d","dayOfMonth":"%d","hour":"%d","minute":"%d","second":"%d"}`,
+		at.Year(), int(at.Month()), at.Day(), at.Hour(), at.Minute(), at.Second())
+}
+
+// ceilSecond rounds t up to the whole second, in UTC, as the schedule does.
+func ceilSecond(t time.Time) time.Time {
+	t = t.UTC()
+	if r := t.Truncate(time.Second); r.Before(t) {
+		return r.Add(time.Second)
+	}
+	return t
+}
