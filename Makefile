@@ -2,7 +2,8 @@
 #
 #   make demo   a complete onboarding and revocation in the local sandbox
 #   make test   every test (unit, workflow, emulator, control plane, end to end)
-#   make bench  the benchmark against the sandbox
+#   make bench  the benchmark against the sandbox (BENCH_FLAGS="--n 10,50")
+#   make test-faults  the heavy fault tests
 #
 # The sandbox tools (Temporal CLI, etcd, Kubernetes control plane, kwok) are built
 # from the Go module proxy at pinned versions into a per-user cache, once.
@@ -43,7 +44,7 @@ export GKEWI_KWOK_STAGES := $(KWOK_DIR)/stages.yaml
 
 BIN := bin
 
-.PHONY: all build tools demo test test-unit test-e2e vet workflowcheck bench clean help
+.PHONY: all build tools demo test test-unit test-faults vet workflowcheck bench clean help
 
 all: build
 
@@ -112,6 +113,11 @@ test: tools vet workflowcheck
 # make demo DEMO_FLAGS=--keep leaves the sandbox running afterwards.
 DEMO_FLAGS ?=
 BENCH_FLAGS ?=
+
+# The heavy fault tests: 50 onboardings under faults, 100 on one GSA, and the
+# worker killed at each step boundary (about 15 minutes).
+test-faults: tools
+	GKEWI_HEAVY=1 $(GO) test -count=1 -timeout 40m -run TestFault ./tests/
 
 demo: tools build
 	$(BIN)/gkewi-sandbox demo $(DEMO_FLAGS)

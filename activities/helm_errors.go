@@ -22,6 +22,9 @@ const (
 	// ErrTypeHelmRelease: rendering, validation or rollout failed; a failed upgrade
 	// was rolled back, a failed first install uninstalled.
 	ErrTypeHelmRelease = "HelmRelease"
+	// ErrTypeHelmNotReady: the rollout was not ready within the Helm timeout and
+	// was rolled back; retryable.
+	ErrTypeHelmNotReady = "HelmNotReady"
 	// ErrTypeHelmBusy: another Helm operation on the release is in progress.
 	ErrTypeHelmBusy = "HelmBusy"
 )
@@ -70,13 +73,20 @@ func classifyHelmError(action string, err error) error {
 		// Helm flattens some API errors (uninstall, rollback) into text.
 		return temporal.NewNonRetryableApplicationError(
 			fmt.Sprintf("%s: permission denied: %v; %s", action, err, kubeRBACHint), ErrTypePermissionDenied, err)
-	case strings.Contains(msg, "rollback-on-failure"):
-		return temporal.NewNonRetryableApplicationError(fmt.Sprintf("%s: %v", action, err), ErrTypeHelmRelease, err)
 	case strings.Contains(msg, "an error occurred while uninstalling the release") ||
 		strings.Contains(msg, "an error occurred while rolling back the release"):
 		return temporal.NewNonRetryableApplicationError(
 			fmt.Sprintf("%s: %v; the release was left failed: inspect it with helm history and helm status before retrying", action, err),
 			ErrTypeHelmRelease, err)
+	case strings.Contains(msg, "context deadline exceeded") &&
+		(strings.Contains(msg, "not ready") || strings.Contains(msg, "rollback-on-failure")):
+		// The rollout did not become ready in time and was rolled back cleanly. On a
+		// loaded cluster that passes; a broken release fails the few attempts the
+		// workflow allows the same way.
+		return temporal.NewApplicationErrorWithCause(
+			fmt.Sprintf("%s: %v (rolled back; will retry)", action, err), ErrTypeHelmNotReady, err)
+	case strings.Contains(msg, "rollback-on-failure"):
+		return temporal.NewNonRetryableApplicationError(fmt.Sprintf("%s: %v", action, err), ErrTypeHelmRelease, err)
 	case isAPIStatus:
 		return classifyKubeError(action, err)
 	}

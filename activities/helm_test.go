@@ -240,7 +240,7 @@ func TestHelmFailedUpgradeRollsBack(t *testing.T) {
 	in.Values["workspaceApi"].(map[string]any)["nodeSelector"] = map[string]any{"cloud.google.com/gke-nodepool": "no-such-pool"}
 	short := newKubeTestHelm(t, c.RESTConfig(), func(hc *HelmConfig) { hc.Timeout = 8 * time.Second })
 	_, err = short.HelmUpgradeInstall(ctx, in)
-	appErr := requireKubeAppError(t, err, ErrTypeHelmRelease, true)
+	appErr := requireKubeAppError(t, err, ErrTypeHelmNotReady, false)
 	assert.Contains(t, appErr.Error(), "rolled back")
 
 	assert.Equal(t, []string{"1:superseded", "2:failed", "3:deployed"}, helmHistory(t, c.RESTConfig(), ns, "carto"))
@@ -479,11 +479,12 @@ func TestHelmErrorClassification(t *testing.T) {
 	}{
 		{"another operation (install/upgrade/rollback) is in progress", ErrTypeHelmBusy, false},
 		{`Unable to continue with install: ServiceAccount "x" in namespace "n" exists and cannot be imported into the current release: invalid ownership metadata`, ErrTypeHelmOwnership, true},
-		{"release carto failed, and has been rolled back due to rollback-on-failure being set: context deadline exceeded", ErrTypeHelmRelease, true},
+		{"release carto failed, and has been rolled back due to rollback-on-failure being set: context deadline exceeded", ErrTypeHelmNotReady, false},
+		{"release carto failed, and has been rolled back due to rollback-on-failure being set: template: bad", ErrTypeHelmRelease, true},
 		{`template: carto-demo/templates/x.yaml:3:4: executing "x" at <.Values.a.b>: nil pointer`, ErrTypeHelmRelease, true},
 		{"an error occurred while uninstalling the release. original install error: resource Deployment/ns/x not ready: context deadline exceeded: failed to delete release: x", ErrTypeHelmRelease, true},
 		{`an error occurred while rolling back the release. original upgrade error: boom: deployments.apps "x" is forbidden: User "u" cannot patch resource "deployments"`, ErrTypePermissionDenied, true},
-		{"resource Deployment/ns/x not ready. status: InProgress: context deadline exceeded", ErrTypeHelmRelease, true},
+		{"resource Deployment/ns/x not ready. status: InProgress: context deadline exceeded", ErrTypeHelmNotReady, false},
 	} {
 		err := classifyHelmError("helm upgrade", errors.New(tc.err))
 		requireKubeAppError(t, err, tc.errType, tc.nonRetryable)

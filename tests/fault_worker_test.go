@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.temporal.io/sdk/client"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/gkewi/gkewi/sandbox/gcpemu"
 	"github.com/gkewi/gkewi/workflows"
@@ -27,6 +28,15 @@ func killAndRestart(t *testing.T) {
 	require.NoError(t, sandbox.KillWorker())
 	require.NoError(t, sandbox.StartWorker(ctx))
 	require.NotEqual(t, old, sandbox.WorkerPID())
+}
+
+// helmRevisions counts the Helm release records in a namespace.
+func helmRevisions(ns string) int {
+	l, err := sandbox.KubeClient().CoreV1().Secrets(ns).List(context.Background(), metav1.ListOptions{LabelSelector: "owner=helm"})
+	if err != nil {
+		return 0
+	}
+	return len(l.Items)
 }
 
 func finish(t *testing.T, run client.WorkflowRun, timeout time.Duration) workflows.Status {
@@ -70,7 +80,10 @@ func TestFaultWorkerKilledMidOnboarding(t *testing.T) {
 		at   func(workflows.Status) bool
 	}{
 		{"right after the service account step", "f-kill-sa", stepIn("service-account", workflows.StepDone)},
-		{"during helm", "f-kill-helm", stepIn("helm", workflows.StepRunning)},
+		// The release's first revision exists: the Helm activity is executing.
+		{"during helm", "f-kill-helm", func(s workflows.Status) bool {
+			return stepIn("helm", workflows.StepRunning)(s) && helmRevisions(s.Namespace) > 0
+		}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

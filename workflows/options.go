@@ -115,7 +115,10 @@ func kubeOptions() stepOptions {
 // helmOptions: an install waits for the release's pods; a failed one rarely heals
 // by itself, so few attempts.
 func helmOptions() stepOptions {
-	return stepOptions{startToClose: 30 * time.Minute, retry: retryPolicy{
+	// The Helm step heartbeats every few seconds while it installs and waits for
+	// the rollout, so a worker lost mid-install is noticed within a minute instead
+	// of at the start-to-close timeout.
+	return stepOptions{startToClose: 30 * time.Minute, heartbeat: time.Minute, retry: retryPolicy{
 		initialInterval: 30 * time.Second, backoffCoefficient: 2, maximumInterval: 5 * time.Minute,
 		maximumAttempts: 3, nonRetryableErrorTypes: fixNeeded(),
 	}}
