@@ -71,7 +71,7 @@ func TestKubeLeastPrivilegeRBAC(t *testing.T) {
 		broken.Chart, broken.Release = helmDemoChartDir(t), "broken"
 		broken.Values["workspaceApi"].(map[string]any)["nodeSelector"] = map[string]any{"cloud.google.com/gke-nodepool": "no-such-pool"}
 		_, err := newKubeTestHelm(t, workerCfg, func(hc *HelmConfig) { hc.Timeout = 5 * time.Second }).HelmUpgradeInstall(ctx, broken)
-		appErr := requireKubeAppError(t, err, ErrTypeHelmRelease, true)
+		appErr := requireKubeAppError(t, err, ErrTypeHelmNotReady, false)
 		assert.Contains(t, appErr.Error(), "uninstalled")
 		left, err := admin.CoreV1().ServiceAccounts(releaseNS).Get(ctx, "broken-common-backend", metav1.GetOptions{})
 		assert.True(t, apierrors.IsNotFound(err), "the failed release's KSA is gone: %v %v", left, err)
@@ -106,7 +106,7 @@ func TestKubeLeastPrivilegeRBAC(t *testing.T) {
 		in.Values["workspaceApi"].(map[string]any)["nodeSelector"] = map[string]any{"cloud.google.com/gke-nodepool": "no-such-pool"}
 		short := newKubeTestHelm(t, workerCfg, func(hc *HelmConfig) { hc.Timeout = 8 * time.Second })
 		_, err = short.HelmUpgradeInstall(ctx, in)
-		requireKubeAppError(t, err, ErrTypeHelmRelease, true)
+		requireKubeAppError(t, err, ErrTypeHelmNotReady, false)
 		assert.Equal(t, []string{"1:superseded", "2:superseded", "3:failed", "4:deployed"}, helmHistory(t, c.RESTConfig(), releaseNS, "carto"))
 
 		token, _, err := RequestKSAToken(ctx, worker, releaseNS, ksa, ClusterRef{Project: kubeTestProject}.WorkloadPool(), time.Hour)
