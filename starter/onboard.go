@@ -49,19 +49,9 @@ func (a *App) onboard(ctx context.Context, args []string) error {
 		return err
 	}
 	defer c.Close()
-	run, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
-		ID:        id,
-		TaskQueue: workflows.TaskQueue,
-		// A second onboarding of the same grant must not silently attach to the first.
-		WorkflowExecutionErrorWhenAlreadyStarted: true,
-	}, workflows.OnboardWorkflowName, req)
-	var started *serviceerror.WorkflowExecutionAlreadyStarted
-	if errors.As(err, &started) {
-		return fmt.Errorf("an onboarding of this grant is already running (run %s); follow it with: gkewi status%s --workflow-id %s",
-			started.RunId, conn.cliFlags(), shellQuote(id))
-	}
+	run, err := startOnce(ctx, c, conn, workflows.OnboardWorkflowName, id, "an onboarding", req)
 	if err != nil {
-		return fmt.Errorf("start %s: %w", workflows.OnboardWorkflowName, err)
+		return err
 	}
 	fmt.Fprintf(a.Stdout, "Started %s, run %s.\n", workflows.OnboardWorkflowName, run.GetRunID())
 	fmt.Fprintf(a.Stdout, "Support is notified at %v and must approve; follow with: gkewi status%s --workflow-id %s\n",
@@ -157,4 +147,24 @@ func (a *App) printJSON(v any) error {
 	}
 	_, err = fmt.Fprintln(a.Stdout, string(b))
 	return err
+}
+
+// startOnce starts workflow name under id, refusing (with how to follow it) when a
+// run of the same grant is already going: a second start must not silently attach
+// to the first.
+func startOnce(ctx context.Context, c client.Client, conn connFlags, name, id, what string, input any) (client.WorkflowRun, error) {
+	run, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
+		ID:                                       id,
+		TaskQueue:                                workflows.TaskQueue,
+		WorkflowExecutionErrorWhenAlreadyStarted: true,
+	}, name, input)
+	var started *serviceerror.WorkflowExecutionAlreadyStarted
+	if errors.As(err, &started) {
+		return nil, fmt.Errorf("%s of this grant is already running (run %s); follow it with: gkewi status%s --workflow-id %s",
+			what, started.RunId, conn.cliFlags(), shellQuote(id))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	return run, nil
 }

@@ -129,18 +129,9 @@ func (a *App) revoke(ctx context.Context, args []string) error {
 		}
 		defer c.Close()
 	}
-	run, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
-		ID:                                       id,
-		TaskQueue:                                workflows.TaskQueue,
-		WorkflowExecutionErrorWhenAlreadyStarted: true,
-	}, workflows.RevokeWorkflowName, req)
-	var started *serviceerror.WorkflowExecutionAlreadyStarted
-	if errors.As(err, &started) {
-		return fmt.Errorf("a revocation of this grant is already running (run %s); follow it with: gkewi status%s --workflow-id %s",
-			started.RunId, conn.cliFlags(), shellQuote(id))
-	}
+	run, err := startOnce(ctx, c, conn, workflows.RevokeWorkflowName, id, "a revocation", req)
 	if err != nil {
-		return fmt.Errorf("start %s: %w", workflows.RevokeWorkflowName, err)
+		return err
 	}
 	fmt.Fprintf(a.Stdout, "Started %s, run %s; token expiry wait %s.\n", workflows.RevokeWorkflowName, run.GetRunID(), req.TokenExpiryWait)
 	if running {
