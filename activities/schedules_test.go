@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -24,6 +23,8 @@ import (
 	"go.temporal.io/sdk/testsuite"
 	"go.temporal.io/sdk/worker"
 	"go.temporal.io/sdk/workflow"
+
+	"github.com/gkewi/gkewi/sandbox/toolpath"
 )
 
 // The Schedules and Grants activities run against a real Temporal dev server,
@@ -145,7 +146,7 @@ func TestSchedulesFollowTemporalCLIUpdatesOnDevServer(t *testing.T) {
 	require.NoError(t, err)
 	cli := func(args ...string) string {
 		t.Helper()
-		out, err := exec.Command(temporalCLIPath(), append(args, "--address", srv.FrontendHostPort())...).CombinedOutput()
+		out, err := exec.Command(toolpath.TemporalCLI(), append(args, "--address", srv.FrontendHostPort())...).CombinedOutput()
 		require.NoError(t, err, "temporal %s: %s", strings.Join(args, " "), out)
 		return string(out)
 	}
@@ -472,9 +473,6 @@ func requireTemporalAppError(t *testing.T, err error, errType string, nonRetryab
 // unusedClient satisfies client.Client for input checks that never reach it.
 type unusedClient struct{ client.Client }
 
-// temporalCLIVersion must match the Makefile's pin.
-const temporalCLIVersion = "v1.5.1"
-
 // temporalTestClient starts a dev server with gkewi's search attributes for the
 // test and returns its client. Without the Temporal CLI the test is skipped,
 // except under CI=true, where a missing tool is a failure.
@@ -486,7 +484,7 @@ func temporalTestClient(t *testing.T) client.Client {
 // temporalTestServer is temporalTestClient's server.
 func temporalTestServer(t *testing.T) *testsuite.DevServer {
 	t.Helper()
-	path := temporalCLIPath()
+	path := toolpath.TemporalCLI()
 	if _, err := os.Stat(path); err != nil {
 		msg := "Temporal CLI not found at " + path + " (run `make tools` or set GKEWI_TEMPORAL)"
 		if os.Getenv("CI") == "true" {
@@ -514,21 +512,4 @@ func temporalTestServer(t *testing.T) *testsuite.DevServer {
 		}
 	})
 	return srv
-}
-
-// temporalCLIPath is $GKEWI_TEMPORAL, else where `make tools` puts the pinned CLI.
-func temporalCLIPath() string {
-	if p := os.Getenv("GKEWI_TEMPORAL"); p != "" {
-		return p
-	}
-	dir := os.Getenv("GKEWI_TOOLS_DIR")
-	if dir == "" {
-		cache := os.Getenv("XDG_CACHE_HOME")
-		if cache == "" {
-			home, _ := os.UserHomeDir()
-			cache = filepath.Join(home, ".cache")
-		}
-		dir = filepath.Join(cache, "gkewi", "tools")
-	}
-	return filepath.Join(dir, "temporal-"+temporalCLIVersion, "temporal")
 }

@@ -23,14 +23,11 @@ import (
 	"go.temporal.io/sdk/worker"
 
 	"github.com/gkewi/gkewi/activities"
+	"github.com/gkewi/gkewi/sandbox/toolpath"
 )
 
-const (
-	// recordEnv turns on TestRecordHistories.
-	recordEnv = "GKEWI_RECORD_HISTORIES"
-	// temporalCLIVersion is the version the Makefile pins.
-	temporalCLIVersion = "v1.5.1"
-)
+// recordEnv turns on TestRecordHistories.
+const recordEnv = "GKEWI_RECORD_HISTORIES"
 
 // TestRecordHistories records the histories TestReplayRecordedHistories
 // replays, by running the workflows in a Temporal dev server with a worker whose
@@ -159,7 +156,7 @@ type devWorker struct {
 // Temporal CLI the test is skipped, except under CI=true or when recording.
 func startDevWorker(t *testing.T, timeout time.Duration) devWorker {
 	t.Helper()
-	cli := temporalCLIPath()
+	cli := toolpath.TemporalCLI()
 	if _, err := os.Stat(cli); err != nil {
 		msg := fmt.Sprintf("Temporal CLI not found at %s (run `make tools`, or set GKEWI_TEMPORAL): %v", cli, err)
 		if os.Getenv("CI") == "true" || recording() {
@@ -271,18 +268,4 @@ func (r recorder) saveRun(workflowID, runID, name string) {
 	path := historyPath(name)
 	require.NoError(r.t, os.WriteFile(path, append(data, '\n'), 0o644))
 	r.t.Logf("recorded %s: %d events", path, len(hist.Events))
-}
-
-// temporalCLIPath is the Temporal CLI `make tools` builds: $GKEWI_TEMPORAL, else
-// the pinned version in the user's cache.
-func temporalCLIPath() string {
-	if p := os.Getenv("GKEWI_TEMPORAL"); p != "" {
-		return p
-	}
-	cache := os.Getenv("XDG_CACHE_HOME")
-	if cache == "" {
-		home, _ := os.UserHomeDir()
-		cache = filepath.Join(home, ".cache")
-	}
-	return filepath.Join(cache, "gkewi", "tools", "temporal-"+temporalCLIVersion, "temporal")
 }

@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/gkewi/gkewi/sandbox/toolpath"
 )
 
 // Tool versions; they must match the pins in the Makefile, which builds the
@@ -33,10 +35,7 @@ type Tools struct {
 // DefaultTools finds the binaries from GKEWI_ETCD, GKEWI_KUBE_DIR, GKEWI_KWOK and
 // GKEWI_KWOK_STAGES, falling back to the cache paths `make tools` builds into.
 func DefaultTools() Tools {
-	toolsDir := os.Getenv("GKEWI_TOOLS_DIR")
-	if toolsDir == "" {
-		toolsDir = filepath.Join(cacheHome(), "gkewi", "tools")
-	}
+	toolsDir := toolpath.Dir()
 	kubeDir := envOr("GKEWI_KUBE_DIR", filepath.Join(toolsDir, "kubernetes-"+KubernetesVersion))
 	kwokDir := filepath.Join(toolsDir, "kwok-"+KwokVersion)
 	return Tools{
@@ -91,16 +90,6 @@ func (t Tools) Check() error {
 	}
 	return fmt.Errorf("%w: %s (build them with `make tools`, or point GKEWI_ETCD, GKEWI_KUBE_DIR, GKEWI_KWOK, GKEWI_KWOK_STAGES at them)",
 		ErrToolMissing, strings.Join(missing, "; "))
-}
-
-func cacheHome() string {
-	if d := os.Getenv("XDG_CACHE_HOME"); d != "" {
-		return d
-	}
-	if h, err := os.UserHomeDir(); err == nil {
-		return filepath.Join(h, ".cache")
-	}
-	return os.TempDir()
 }
 
 func envOr(key, def string) string {

@@ -34,10 +34,11 @@ import (
 	"github.com/gkewi/gkewi/sandbox/gcpemu"
 	"github.com/gkewi/gkewi/sandbox/kubecluster"
 	"github.com/gkewi/gkewi/sandbox/smtpsink"
+	"github.com/gkewi/gkewi/sandbox/toolpath"
 )
 
 // TemporalCLIVersion is the Temporal CLI the Makefile builds.
-const TemporalCLIVersion = "v1.5.1"
+const TemporalCLIVersion = toolpath.TemporalCLIVersion
 
 // ErrToolMissing is wrapped by Start's error when a binary is absent.
 var ErrToolMissing = kubecluster.ErrToolMissing
@@ -229,28 +230,10 @@ func (o Options) withDefaults() (Options, error) {
 }
 
 // ToolsDir is GKEWI_TOOLS_DIR, or the per-user cache directory `make tools` uses.
-func ToolsDir() string {
-	if d := os.Getenv("GKEWI_TOOLS_DIR"); d != "" {
-		return d
-	}
-	cache := os.Getenv("XDG_CACHE_HOME")
-	if cache == "" {
-		home, err := os.UserHomeDir()
-		if err != nil {
-			home = os.TempDir()
-		}
-		cache = filepath.Join(home, ".cache")
-	}
-	return filepath.Join(cache, "gkewi", "tools")
-}
+func ToolsDir() string { return toolpath.Dir() }
 
 // DefaultTemporalCLI is GKEWI_TEMPORAL or the Temporal CLI `make tools` builds.
-func DefaultTemporalCLI() string {
-	if p := os.Getenv("GKEWI_TEMPORAL"); p != "" {
-		return p
-	}
-	return filepath.Join(ToolsDir(), "temporal-"+TemporalCLIVersion, "temporal")
-}
+func DefaultTemporalCLI() string { return toolpath.TemporalCLI() }
 
 // DefaultKubectl is the kubectl `make tools` builds (in GKEWI_KUBE_DIR).
 func DefaultKubectl() string {

@@ -5,35 +5,18 @@ package workertest
 import (
 	"context"
 	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/testsuite"
 
+	"github.com/gkewi/gkewi/sandbox/toolpath"
 	"github.com/gkewi/gkewi/workflows"
 )
 
-// TemporalCLIVersion must match the Makefile's pin.
-const TemporalCLIVersion = "v1.5.1"
-
 // TemporalCLIPath is GKEWI_TEMPORAL, or the path `make tools` builds to.
-func TemporalCLIPath() string {
-	if p := os.Getenv("GKEWI_TEMPORAL"); p != "" {
-		return p
-	}
-	toolsDir := os.Getenv("GKEWI_TOOLS_DIR")
-	if toolsDir == "" {
-		cache := os.Getenv("XDG_CACHE_HOME")
-		if cache == "" {
-			home, _ := os.UserHomeDir()
-			cache = filepath.Join(home, ".cache")
-		}
-		toolsDir = filepath.Join(cache, "gkewi", "tools")
-	}
-	return filepath.Join(toolsDir, "temporal-"+TemporalCLIVersion, "temporal")
-}
+func TemporalCLIPath() string { return toolpath.TemporalCLI() }
 
 // Options adjust the dev server.
 type Options struct {
