@@ -7,7 +7,6 @@ import (
 	"strings"
 	"time"
 
-	"go.temporal.io/sdk/activity"
 	"google.golang.org/api/bigquery/v2"
 	"google.golang.org/api/cloudresourcemanager/v3"
 	"google.golang.org/api/container/v1"
@@ -181,12 +180,4 @@ func NewGCP(ctx context.Context, cfg GCPConfig) (*GCP, error) {
 		return nil, fmt.Errorf("BigQuery client: %w", err)
 	}
 	return g, nil
-}
-
-// heartbeat records progress when running as an activity (helpers are also unit
-// tested outside one).
-func heartbeat(ctx context.Context, details ...any) {
-	if activity.IsActivity(ctx) {
-		activity.RecordHeartbeat(ctx, details...)
-	}
 }

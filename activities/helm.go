@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"time"
 
-	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/temporal"
 	"helm.sh/helm/v4/pkg/action"
 	chart "helm.sh/helm/v4/pkg/chart/v2"
@@ -127,7 +126,26 @@ func (h *Helm) HelmUpgradeInstall(ctx context.Context, in HelmInput) (HelmResult
 	if err != nil {
 		return HelmResult{}, err
 	}
-	if err := h.releaseInterrupted(cfg, in.Release); err != nil {
+	// Helm is not asked to create the namespace: that would need patch on
+	// namespaces, where get and create suffice here.
+	client, err := kubernetes.NewForConfig(h.cfg.RESTConfig)
+	if err != nil {
+		return HelmResult{}, kubeInvalidInput("helm: cluster configuration: %v", err)
+	}
+	if _, err := ensureNamespace(ctx, client, in.Namespace); err != nil {
+		return HelmResult{}, err
+	}
+	lease := newReleaseLease(ctx, client, in.Namespace, in.Release)
+	leased, err := lease.acquire(ctx)
+	if err != nil {
+		return HelmResult{}, err
+	}
+	defer func() {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		lease.release(rctx)
+	}()
+	if err := h.releaseInterrupted(cfg, in.Release, leased.previousExpired); err != nil {
 		return HelmResult{}, err
 	}
 	history, err := action.NewHistory(cfg).Run(in.Release)
@@ -153,16 +171,6 @@ func (h *Helm) HelmUpgradeInstall(ctx context.Context, in HelmInput) (HelmResult
 		}
 	}
 
-	// Helm is not asked to create the namespace: that would need patch on
-	// namespaces, where get and create suffice here.
-	client, err := kubernetes.NewForConfig(h.cfg.RESTConfig)
-	if err != nil {
-		return HelmResult{}, kubeInvalidInput("helm: cluster configuration: %v", err)
-	}
-	if _, err := ensureNamespace(ctx, client, in.Namespace); err != nil {
-		return HelmResult{}, err
-	}
-
 	var run func(context.Context) (ri.Releaser, error)
 	verb := "upgrade"
 	if install {
@@ -186,7 +194,7 @@ func (h *Helm) HelmUpgradeInstall(ctx context.Context, in HelmInput) (HelmResult
 		run = func(ctx context.Context) (ri.Releaser, error) { return act.RunWithContext(ctx, in.Release, ch, values) }
 	}
 
-	out, err := h.runWithHeartbeat(ctx, verb+" "+in.Namespace+"/"+in.Release, run)
+	out, err := h.runWithHeartbeat(ctx, verb+" "+in.Namespace+"/"+in.Release, run, lease.renew)
 	if err != nil && ctx.Err() != nil {
 		// Cancelled or timed out by Temporal: Helm carries on in the background and
 		// a retry finds the release busy or done.
@@ -286,7 +294,7 @@ func (h *Helm) loadChart(cfg *action.Configuration, settings *cli.EnvSettings, i
 }
 
 // runWithHeartbeat runs a Helm operation, heartbeating while it works.
-func (h *Helm) runWithHeartbeat(ctx context.Context, what string, run func(context.Context) (ri.Releaser, error)) (ri.Releaser, error) {
+func (h *Helm) runWithHeartbeat(ctx context.Context, what string, run func(context.Context) (ri.Releaser, error), renew func(context.Context)) (ri.Releaser, error) {
 	type outcome struct {
 		rel ri.Releaser
 		err error
@@ -308,9 +316,8 @@ func (h *Helm) runWithHeartbeat(ctx context.Context, what string, run func(conte
 			// that does not.
 			return nil, ctx.Err()
 		case <-tick.C:
-			if activity.IsActivity(ctx) {
-				activity.RecordHeartbeat(ctx, fmt.Sprintf("helm %s: running for %s", what, time.Since(started).Round(time.Second)))
-			}
+			heartbeat(ctx, fmt.Sprintf("helm %s: running for %s", what, time.Since(started).Round(time.Second)))
+			renew(ctx)
 		}
 	}
 }
@@ -360,9 +367,11 @@ func (h *Helm) keepValues(in HelmInput, ch *chart.Chart, values map[string]any) 
 
 // releaseInterrupted marks failed a revision left pending by an operation that
 // cannot still be running: a worker that died mid-install leaves the release
-// pending, and Helm refuses every later operation on it. Younger pending
-// revisions may belong to a live operation and are reported as busy (retried).
-func (h *Helm) releaseInterrupted(cfg *action.Configuration, name string) error {
+// pending, and Helm refuses every later operation on it. abandoned says an
+// earlier gkewi operation's lease expired: its pending revision is taken over at
+// once. Otherwise (someone else's helm) a pending revision younger than twice
+// the Helm timeout may belong to a live operation and is reported as busy.
+func (h *Helm) releaseInterrupted(cfg *action.Configuration, name string, abandoned bool) error {
 	last, err := cfg.Releases.Last(name)
 	if err != nil {
 		return nil // no release yet, or unreadable: the history read reports it
@@ -372,7 +381,7 @@ func (h *Helm) releaseInterrupted(cfg *action.Configuration, name string) error 
 		return nil
 	}
 	age := time.Since(rel.Info.LastDeployed)
-	if age < 2*h.cfg.Timeout {
+	if !abandoned && age < 2*h.cfg.Timeout {
 		return temporal.NewApplicationError(
 			fmt.Sprintf("helm: release %s revision %d is %s since %s ago; waiting for that operation to end", name, rel.Version, rel.Info.Status, age.Round(time.Second)),
 			ErrTypeHelmBusy)
@@ -380,6 +389,9 @@ func (h *Helm) releaseInterrupted(cfg *action.Configuration, name string) error 
 	was := rel.Info.Status
 	rel.Info.Status = rcommon.StatusFailed
 	rel.Info.Description = fmt.Sprintf("marked failed by gkewi: left %s by an interrupted operation", was)
+	if abandoned {
+		rel.Info.Description += " (its gkewi lease expired)"
+	}
 	if err := cfg.Releases.Update(rel); err != nil {
 		return classifyHelmError("helm: marking interrupted revision failed", err)
 	}

@@ -32,11 +32,14 @@ import (
 	releaseutil "helm.sh/helm/v4/pkg/release/v1/util"
 	repo "helm.sh/helm/v4/pkg/repo/v1"
 	appsv1 "k8s.io/api/apps/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/yaml"
 )
 
@@ -661,4 +664,59 @@ func TestHelmRecoversReleaseLeftPending(t *testing.T) {
 	assert.Equal(t, 3, res.Revision)
 	assert.Equal(t, []string{"1:superseded", "2:failed", "3:deployed"}, helmHistory(t, c.RESTConfig(), ns, "carto"))
 	requireDeploymentReady(t, c.Client(), ns, "carto-workspace-api", 1)
+}
+
+// gkewi's own interrupted operation is told apart by its lease: while the lease
+// is renewed the release is busy, once it expired the pending revision is taken
+// over at once (no wait for twice the Helm timeout), and a finished operation
+// leaves no lease behind.
+func TestHelmTakesOverAReleaseWhoseLeaseExpired(t *testing.T) {
+	c := kubeTestCluster(t)
+	ctx := kubeTestContext(t)
+	ns := kubeTestNamespace(t, c.Client(), "helm-lease")
+	h := newKubeTestHelm(t, c.RESTConfig(), func(hc *HelmConfig) { hc.Timeout = 30 * time.Second })
+	in := helmTestInput(ns)
+	in.Chart = helmDemoChartDir(t)
+	_, err := h.HelmUpgradeInstall(ctx, in)
+	require.NoError(t, err)
+	leases := c.Client().CoordinationV1().Leases(ns)
+	_, err = leases.Get(ctx, "gkewi-helm-carto", metav1.GetOptions{})
+	require.True(t, apierrors.IsNotFound(err), "no lease after a finished operation: %v", err)
+
+	// A dead worker's upgrade: revision 2 pending a moment ago, its lease held.
+	ac, _, err := h.actionConfig(ns)
+	require.NoError(t, err)
+	last, err := ac.Releases.Last("carto")
+	require.NoError(t, err)
+	pending := *last.(*release.Release)
+	info := *pending.Info
+	pending.Info = &info
+	pending.Version = 2
+	pending.Info.Status = rcommon.StatusPendingUpgrade
+	pending.Info.LastDeployed = time.Now().Add(-5 * time.Second)
+	require.NoError(t, ac.Releases.Create(&pending))
+	renewed := metav1.NewMicroTime(time.Now())
+	lease := &coordinationv1.Lease{
+		ObjectMeta: metav1.ObjectMeta{Name: "gkewi-helm-carto", Namespace: ns},
+		Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To("gkewi-onboard/x/12#1@dead-worker/1"),
+			LeaseDurationSeconds: ptr.To(int32(30)), RenewTime: &renewed},
+	}
+	lease, err = leases.Create(ctx, lease, metav1.CreateOptions{})
+	require.NoError(t, err)
+
+	in.Values["workspaceApi"].(map[string]any)["replicaCount"] = 1
+	_, err = h.HelmUpgradeInstall(ctx, in)
+	appErr := requireKubeAppError(t, err, ErrTypeHelmBusy, false)
+	assert.Contains(t, appErr.Error(), "held by gkewi-onboard/x/12#1@dead-worker/1")
+
+	expired := metav1.NewMicroTime(time.Now().Add(-31 * time.Second))
+	lease.Spec.RenewTime = &expired
+	_, err = leases.Update(ctx, lease, metav1.UpdateOptions{})
+	require.NoError(t, err)
+	res, err := h.HelmUpgradeInstall(ctx, in)
+	require.NoError(t, err)
+	assert.Equal(t, 3, res.Revision)
+	assert.Equal(t, []string{"1:superseded", "2:failed", "3:deployed"}, helmHistory(t, c.RESTConfig(), ns, "carto"))
+	_, err = leases.Get(ctx, "gkewi-helm-carto", metav1.GetOptions{})
+	assert.True(t, apierrors.IsNotFound(err), "the lease is released: %v", err)
 }

@@ -16,11 +16,13 @@ import (
 	"go.temporal.io/api/operatorservice/v1"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/contrib/envconfig"
+	"go.temporal.io/sdk/interceptor"
 	tlog "go.temporal.io/sdk/log"
 	"go.temporal.io/sdk/worker"
 	"go.uber.org/fx"
 	"go.uber.org/fx/fxevent"
 
+	"github.com/gkewi/gkewi/activities"
 	"github.com/gkewi/gkewi/worker/config"
 	"github.com/gkewi/gkewi/workflows"
 )
@@ -137,6 +139,8 @@ func NewWorker(p WorkerParams) worker.Worker {
 		MaxConcurrentActivityTaskPollers:       cfg.Concurrency.MaxConcurrentActivityTaskPollers,
 		MaxConcurrentWorkflowTaskPollers:       cfg.Concurrency.MaxConcurrentWorkflowTaskPollers,
 		WorkerStopTimeout:                      cfg.StopTimeout.D(),
+		// Every step has a short heartbeat timeout; this heartbeats for it.
+		Interceptors: []interceptor.WorkerInterceptor{activities.NewKeepAliveInterceptor()},
 		OnFatalError: func(err error) {
 			p.Logger.Error("worker stopped on a fatal error; shutting down", "error", err)
 			_ = p.Shutdowner.Shutdown(fx.ExitCode(1))

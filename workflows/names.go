@@ -50,4 +50,8 @@ const (
 	changeUnknownFields = "unknown-fields"
 	// changeApprovalMemo: Onboard records the approver in its memo, for listings.
 	changeApprovalMemo = "approval-memo"
+	// changeLostWorkerRetry: a step lost with its worker (heartbeat timeout) is
+	// run again after lostWorkerRetryDelay instead of the step's backoff. Asked
+	// only when that happens.
+	changeLostWorkerRetry = "lost-worker-retry"
 )

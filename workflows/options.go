@@ -22,14 +22,21 @@ import (
 // a temporal.RetryPolicy, plus an overall bound.
 type stepOptions struct {
 	startToClose time.Duration
-	// heartbeat is set only for activities that heartbeat while they wait on a
-	// long Google operation, so a lost worker is noticed before startToClose.
-	heartbeat time.Duration
-	retry     retryPolicy
+	retry        retryPolicy
 	// redactURLs cuts URLs in the step's errors to scheme://host before the
 	// status shows them (notifications: a webhook URL may hold a secret).
 	redactURLs bool
 }
+
+// lostWorkerTimeout is every step's heartbeat timeout. The worker heartbeats
+// each running activity for it (activities.NewKeepAliveInterceptor), so the
+// timeout fires only when the worker is gone: a step lost with a killed worker
+// is run again after seconds, not after its start-to-close timeout.
+const lostWorkerTimeout = 20 * time.Second
+
+// lostWorkerRetryDelay is the wait before re-running a step lost with its worker:
+// nothing is wrong with the step, so no backoff.
+const lostWorkerRetryDelay = time.Second
 
 // retryPolicy decides whether and when to retry a failed activity execution.
 type retryPolicy struct {
@@ -72,7 +79,7 @@ func preflightOptions() stepOptions {
 }
 
 func enableServiceOptions() stepOptions {
-	return stepOptions{startToClose: 15 * time.Minute, heartbeat: 2 * time.Minute, retry: retryPolicy{
+	return stepOptions{startToClose: 15 * time.Minute, retry: retryPolicy{
 		initialInterval: 10 * time.Second, backoffCoefficient: 2, maximumInterval: 2 * time.Minute,
 		maximumAttempts: 10, nonRetryableErrorTypes: fixNeeded(),
 	}}
@@ -80,7 +87,7 @@ func enableServiceOptions() stepOptions {
 
 // clusterOptions: node pool updates recreate nodes, which takes long on big pools.
 func clusterOptions() stepOptions {
-	return stepOptions{startToClose: 3 * time.Hour, heartbeat: 2 * time.Minute, retry: retryPolicy{
+	return stepOptions{startToClose: 3 * time.Hour, retry: retryPolicy{
 		initialInterval: 30 * time.Second, backoffCoefficient: 1.5, maximumInterval: 5 * time.Minute,
 		maximumAttempts: 200, giveUpAfter: 12 * time.Hour, nonRetryableErrorTypes: fixNeeded(),
 	}}
@@ -115,10 +122,7 @@ func kubeOptions() stepOptions {
 // helmOptions: an install waits for the release's pods; a failed one rarely heals
 // by itself, so few attempts.
 func helmOptions() stepOptions {
-	// The Helm step heartbeats every few seconds while it installs and waits for
-	// the rollout, so a worker lost mid-install is noticed within a minute instead
-	// of at the start-to-close timeout.
-	return stepOptions{startToClose: 30 * time.Minute, heartbeat: time.Minute, retry: retryPolicy{
+	return stepOptions{startToClose: 30 * time.Minute, retry: retryPolicy{
 		initialInterval: 30 * time.Second, backoffCoefficient: 2, maximumInterval: 5 * time.Minute,
 		maximumAttempts: 3, nonRetryableErrorTypes: fixNeeded(),
 	}}
@@ -159,7 +163,7 @@ func onboardingCheckOptions() stepOptions {
 // cancelOnboardingOptions: the activity waits (heartbeating) until the canceled
 // onboarding has cleaned up, which includes deleting its GSA with retries.
 func cancelOnboardingOptions() stepOptions {
-	return stepOptions{startToClose: time.Hour, heartbeat: time.Minute, retry: retryPolicy{
+	return stepOptions{startToClose: time.Hour, retry: retryPolicy{
 		initialInterval: 10 * time.Second, backoffCoefficient: 2, maximumInterval: time.Minute,
 		maximumAttempts: 3, nonRetryableErrorTypes: fixNeeded(),
 	}}
@@ -169,7 +173,7 @@ func cancelOnboardingOptions() stepOptions {
 func (o stepOptions) activityOptions(summary string) workflow.ActivityOptions {
 	return workflow.ActivityOptions{
 		StartToCloseTimeout: o.startToClose,
-		HeartbeatTimeout:    o.heartbeat,
+		HeartbeatTimeout:    lostWorkerTimeout,
 		RetryPolicy:         &temporal.RetryPolicy{MaximumAttempts: 1},
 		Summary:             summary,
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 
+	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/workflow"
 
@@ -42,6 +43,9 @@ func (t *tracker) run(ctx workflow.Context, name string, opts stepOptions, activ
 			st.LastError = redactURLs(st.LastError)
 		}
 		delay := opts.retry.delay(err, tries)
+		if lostWithWorker(err) && workflow.GetVersion(ctx, changeLostWorkerRetry, workflow.DefaultVersion, 1) == 1 {
+			delay = lostWorkerRetryDelay
+		}
 		retry := opts.retry.retryable(err, tries)
 		if retry && opts.retry.giveUpAfter > 0 && workflow.Now(ctx).Add(delay).Sub(first) > opts.retry.giveUpAfter {
 			retry = false
@@ -57,6 +61,14 @@ func (t *tracker) run(ctx workflow.Context, name string, opts stepOptions, activ
 			return err
 		}
 	}
+}
+
+// lostWithWorker tells an execution that stopped heartbeating: its worker died
+// or lost the server. The keep-alive heartbeats every running activity, so a
+// slow step is not one.
+func lostWithWorker(err error) bool {
+	var te *temporal.TimeoutError
+	return errors.As(err, &te) && te.TimeoutType() == enumspb.TIMEOUT_TYPE_HEARTBEAT
 }
 
 // runStep runs an activity returning a StepResult and marks the step done with

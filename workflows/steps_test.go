@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/mock"
 	"github.com/stretchr/testify/require"
+	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/gkewi/gkewi/activities"
@@ -117,6 +118,29 @@ func TestClusterBusyIsWaitedOut(t *testing.T) {
 	assert.Equal(t, 4, st.Attempts)
 	// 30s, 45s and 67.5s of backoff.
 	assert.Equal(t, testStart.Add(142500*time.Millisecond), st.EndedAt)
+}
+
+// A step lost with its worker (no heartbeat) runs again a second later, not
+// after the step's backoff (30s for cluster steps); other timeouts back off.
+func TestStepLostWithItsWorkerIsRunAgainAtOnce(t *testing.T) {
+	fake := newFakeCloud().
+		failNext("SetWorkloadPool", temporal.NewTimeoutError(enumspb.TIMEOUT_TYPE_HEARTBEAT, nil)).
+		failNext("SetNodePoolMetadata", temporal.NewTimeoutError(enumspb.TIMEOUT_TYPE_START_TO_CLOSE, nil))
+	req := validRequest()
+	req.NodePools = []string{"pool-a"}
+	env := newOnboardEnv(t, fake, req)
+	signalAt(env, time.Hour, approve(alice))
+
+	env.ExecuteWorkflow(Onboard, req)
+
+	require.NoError(t, env.GetWorkflowError())
+	s := queryStatus(t, env)
+	pool := mustStep(t, s, "workload-pool")
+	assert.Equal(t, 2, pool.Attempts)
+	assert.Equal(t, testStart.Add(lostWorkerRetryDelay), pool.EndedAt, "run again after %s", lostWorkerRetryDelay)
+	np := mustStep(t, s, "node-pool/pool-a")
+	assert.Equal(t, 2, np.Attempts)
+	assert.Equal(t, pool.EndedAt.Add(30*time.Second), np.EndedAt, "a start-to-close timeout takes the step's backoff")
 }
 
 func TestActivityAskedRetryDelayIsHonoured(t *testing.T) {

@@ -1,0 +1,138 @@
+package activities
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"time"
+
+	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/temporal"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/ptr"
+)
+
+// releaseLeaseDuration is how long a Helm operation's lease lasts unrenewed. The
+// running operation renews it at every heartbeat tick; a lease older than this
+// belongs to an operation whose worker is gone.
+const releaseLeaseDuration = 30 * time.Second
+
+// releaseLease is a coordination.k8s.io Lease, gkewi-helm-<release> in the
+// release's namespace, held while gkewi installs or upgrades the release. A
+// worker killed mid-install leaves the release pending-install and Helm refuses
+// every later operation on it; the expired lease tells the next attempt that
+// the operation is dead, so it takes the release over at once instead of waiting
+// out Helm's timeout. Operations by others (a person running helm) hold no lease.
+type releaseLease struct {
+	client    kubernetes.Interface
+	namespace string
+	name      string
+	holder    string
+}
+
+// leaseState is what acquiring found.
+type leaseState struct {
+	// previousExpired: an earlier gkewi operation held the lease and stopped
+	// renewing it, so anything it left pending is abandoned.
+	previousExpired bool
+}
+
+func newReleaseLease(ctx context.Context, client kubernetes.Interface, namespace, release string) *releaseLease {
+	return &releaseLease{client: client, namespace: namespace, name: "gkewi-helm-" + release, holder: leaseHolder(ctx)}
+}
+
+// leaseHolder names this execution: the workflow, activity and attempt when run
+// as an activity.
+func leaseHolder(ctx context.Context) string {
+	host, _ := os.Hostname()
+	if activity.IsActivity(ctx) {
+		info := activity.GetInfo(ctx)
+		return fmt.Sprintf("%s/%s#%d@%s/%d", info.WorkflowExecution.ID, info.ActivityID, info.Attempt, host, os.Getpid())
+	}
+	return fmt.Sprintf("%s/%d/%d", host, os.Getpid(), time.Now().UnixNano())
+}
+
+// acquire takes the lease, or fails with HelmBusy while another live gkewi
+// operation holds it.
+func (l *releaseLease) acquire(ctx context.Context) (leaseState, error) {
+	leases := l.client.CoordinationV1().Leases(l.namespace)
+	now := metav1.NewMicroTime(time.Now())
+	spec := coordinationv1.LeaseSpec{
+		HolderIdentity:       ptr.To(l.holder),
+		LeaseDurationSeconds: ptr.To(int32(releaseLeaseDuration / time.Second)),
+		AcquireTime:          &now,
+		RenewTime:            &now,
+	}
+	cur, err := leases.Get(ctx, l.name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		_, err = leases.Create(ctx, &coordinationv1.Lease{
+			ObjectMeta: metav1.ObjectMeta{Name: l.name, Namespace: l.namespace,
+				Labels: map[string]string{"app.kubernetes.io/managed-by": "gkewi"}},
+			Spec: spec,
+		}, metav1.CreateOptions{})
+		if apierrors.IsAlreadyExists(err) {
+			return leaseState{}, l.busy("another gkewi operation took it just now")
+		}
+		if err != nil {
+			return leaseState{}, classifyKubeError("helm: creating lease "+l.namespace+"/"+l.name, err)
+		}
+		return leaseState{}, nil
+	}
+	if err != nil {
+		return leaseState{}, classifyKubeError("helm: reading lease "+l.namespace+"/"+l.name, err)
+	}
+	var st leaseState
+	if holder := ptr.Deref(cur.Spec.HolderIdentity, ""); holder != "" && holder != l.holder {
+		if !leaseExpired(cur, now.Time) {
+			return leaseState{}, l.busy("held by " + holder)
+		}
+		st.previousExpired = true
+	}
+	cur.Spec = spec
+	// The update carries the resourceVersion read: two takers cannot both win.
+	if _, err := leases.Update(ctx, cur, metav1.UpdateOptions{}); err != nil {
+		if apierrors.IsConflict(err) {
+			return leaseState{}, l.busy("another gkewi operation took it just now")
+		}
+		return leaseState{}, classifyKubeError("helm: taking lease "+l.namespace+"/"+l.name, err)
+	}
+	return st, nil
+}
+
+func leaseExpired(l *coordinationv1.Lease, now time.Time) bool {
+	if l.Spec.RenewTime == nil || l.Spec.LeaseDurationSeconds == nil {
+		return true
+	}
+	return now.After(l.Spec.RenewTime.Add(time.Duration(*l.Spec.LeaseDurationSeconds) * time.Second))
+}
+
+func (l *releaseLease) busy(why string) error {
+	return temporal.NewApplicationError(
+		fmt.Sprintf("helm: release %s/%s is being changed by another operation (lease %s %s)", l.namespace, l.name[len("gkewi-helm-"):], l.name, why),
+		ErrTypeHelmBusy)
+}
+
+// renew extends the lease; a failed renewal is left to the next tick.
+func (l *releaseLease) renew(ctx context.Context) {
+	leases := l.client.CoordinationV1().Leases(l.namespace)
+	cur, err := leases.Get(ctx, l.name, metav1.GetOptions{})
+	if err != nil || ptr.Deref(cur.Spec.HolderIdentity, "") != l.holder {
+		return
+	}
+	now := metav1.NewMicroTime(time.Now())
+	cur.Spec.RenewTime = &now
+	_, _ = leases.Update(ctx, cur, metav1.UpdateOptions{})
+}
+
+// release ends the lease when this execution still holds it.
+func (l *releaseLease) release(ctx context.Context) {
+	leases := l.client.CoordinationV1().Leases(l.namespace)
+	cur, err := leases.Get(ctx, l.name, metav1.GetOptions{})
+	if err != nil || ptr.Deref(cur.Spec.HolderIdentity, "") != l.holder {
+		return
+	}
+	_ = leases.Delete(ctx, l.name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{ResourceVersion: &cur.ResourceVersion}})
+}
