@@ -16,9 +16,11 @@ import (
 )
 
 // releaseLeaseDuration is how long a Helm operation's lease lasts unrenewed. The
-// running operation renews it at every heartbeat tick; a lease older than this
-// belongs to an operation whose worker is gone.
-const releaseLeaseDuration = 30 * time.Second
+// running operation renews it at every heartbeat tick (5s); a lease older than
+// this belongs to an operation whose worker is gone. It matches the steps'
+// heartbeat timeout: by the time Temporal gives up on a lost worker, its lease
+// has run out or is about to.
+const releaseLeaseDuration = 20 * time.Second
 
 // releaseLease is a coordination.k8s.io Lease, gkewi-helm-<release> in the
 // release's namespace, held while gkewi installs or upgrades the release. A
@@ -86,8 +88,10 @@ func (l *releaseLease) acquire(ctx context.Context) (leaseState, error) {
 	}
 	var st leaseState
 	if holder := ptr.Deref(cur.Spec.HolderIdentity, ""); holder != "" && holder != l.holder {
-		if !leaseExpired(cur, now.Time) {
-			return leaseState{}, l.busy("held by " + holder)
+		if left := leaseLeft(cur, now.Time); left > 0 {
+			// Retried once it runs out, when nobody renewed it by then.
+			return leaseState{}, temporal.NewApplicationErrorWithOptions(l.busyMessage("held by "+holder+" for "+left.Round(time.Second).String()+" more"),
+				ErrTypeHelmBusy, temporal.ApplicationErrorOptions{NextRetryDelay: left + time.Second})
 		}
 		st.previousExpired = true
 	}
@@ -102,17 +106,20 @@ func (l *releaseLease) acquire(ctx context.Context) (leaseState, error) {
 	return st, nil
 }
 
-func leaseExpired(l *coordinationv1.Lease, now time.Time) bool {
+// leaseLeft is the time until the lease runs out unrenewed; 0 when it has.
+func leaseLeft(l *coordinationv1.Lease, now time.Time) time.Duration {
 	if l.Spec.RenewTime == nil || l.Spec.LeaseDurationSeconds == nil {
-		return true
+		return 0
 	}
-	return now.After(l.Spec.RenewTime.Add(time.Duration(*l.Spec.LeaseDurationSeconds) * time.Second))
+	return max(0, l.Spec.RenewTime.Add(time.Duration(*l.Spec.LeaseDurationSeconds)*time.Second).Sub(now))
+}
+
+func (l *releaseLease) busyMessage(why string) string {
+	return fmt.Sprintf("helm: release %s/%s is being changed by another operation (lease %s %s)", l.namespace, l.name[len("gkewi-helm-"):], l.name, why)
 }
 
 func (l *releaseLease) busy(why string) error {
-	return temporal.NewApplicationError(
-		fmt.Sprintf("helm: release %s/%s is being changed by another operation (lease %s %s)", l.namespace, l.name[len("gkewi-helm-"):], l.name, why),
-		ErrTypeHelmBusy)
+	return temporal.NewApplicationError(l.busyMessage(why), ErrTypeHelmBusy)
 }
 
 // renew extends the lease; a failed renewal is left to the next tick.

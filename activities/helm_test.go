@@ -699,7 +699,7 @@ func TestHelmTakesOverAReleaseWhoseLeaseExpired(t *testing.T) {
 	lease := &coordinationv1.Lease{
 		ObjectMeta: metav1.ObjectMeta{Name: "gkewi-helm-carto", Namespace: ns},
 		Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To("gkewi-onboard/x/12#1@dead-worker/1"),
-			LeaseDurationSeconds: ptr.To(int32(30)), RenewTime: &renewed},
+			LeaseDurationSeconds: ptr.To(int32(20)), RenewTime: &renewed},
 	}
 	lease, err = leases.Create(ctx, lease, metav1.CreateOptions{})
 	require.NoError(t, err)
@@ -707,9 +707,10 @@ func TestHelmTakesOverAReleaseWhoseLeaseExpired(t *testing.T) {
 	in.Values["workspaceApi"].(map[string]any)["replicaCount"] = 1
 	_, err = h.HelmUpgradeInstall(ctx, in)
 	appErr := requireKubeAppError(t, err, ErrTypeHelmBusy, false)
-	assert.Contains(t, appErr.Error(), "held by gkewi-onboard/x/12#1@dead-worker/1")
+	assert.Contains(t, appErr.Error(), "held by gkewi-onboard/x/12#1@dead-worker/1 for ")
+	assert.InDelta(t, 21*time.Second, appErr.NextRetryDelay(), float64(2*time.Second), "retried once the lease runs out")
 
-	expired := metav1.NewMicroTime(time.Now().Add(-31 * time.Second))
+	expired := metav1.NewMicroTime(time.Now().Add(-21 * time.Second))
 	lease.Spec.RenewTime = &expired
 	_, err = leases.Update(ctx, lease, metav1.UpdateOptions{})
 	require.NoError(t, err)

@@ -16,10 +16,7 @@ import (
 // the GSA's IAM policy race, and no member is lost.
 func TestFaultManyGrantsOnOneSharedGSA(t *testing.T) {
 	requireSandbox(t)
-	n := 20
-	if heavy() {
-		n = 100
-	}
+	const n = 100
 	since := time.Now()
 	reqs := make([]workflows.OnboardRequest, n)
 	runs := make([]client.WorkflowRun, n)
@@ -52,13 +49,13 @@ func TestFaultManyGrantsOnOneSharedGSA(t *testing.T) {
 	assert.Equal(t, 1, countCalls(since, callSACreate, 200), "the shared GSA is created once")
 }
 
-// Ten onboardings on one cluster without Workload Identity at once: none fails
-// on the busy cluster, and the cluster is updated once.
-func TestFaultTenOnboardingsOnOneClusterAtOnce(t *testing.T) {
+// Twenty onboardings on one cluster without Workload Identity at once: none
+// fails on the busy cluster, and the cluster is updated once.
+func TestFaultTwentyOnboardingsOnOneClusterAtOnce(t *testing.T) {
 	requireSandbox(t)
 	resetWorkloadIdentity(t)
 	since := time.Now()
-	runs := make([]client.WorkflowRun, 10)
+	runs := make([]client.WorkflowRun, 20)
 	for i := range runs {
 		runs[i] = startApproved(t, onboardRequest(t, fmt.Sprintf("f-cluster-%d", i)))
 	}

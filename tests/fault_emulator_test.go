@@ -14,13 +14,10 @@ import (
 )
 
 // Every Google Cloud method fails now and then (5% 503, 2% 429) and answers
-// slowly (50-500ms): every onboarding still completes.
+// slowly (50-500ms): fifty onboardings at once all complete.
 func TestFaultTransientErrorsOnEveryMethod(t *testing.T) {
 	requireSandbox(t)
-	n := 10
-	if heavy() {
-		n = 50
-	}
+	const n = 50
 	withFaults(t,
 		gcpemu.FaultRule{Method: "*", ErrorRate: 0.05, Code: 503,
 			LatencyMin: gcpemu.Duration(50 * time.Millisecond), LatencyMax: gcpemu.Duration(500 * time.Millisecond)},

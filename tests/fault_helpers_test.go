@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -17,9 +16,6 @@ import (
 	"github.com/gkewi/gkewi/sandbox/gcpemu"
 	"github.com/gkewi/gkewi/workflows"
 )
-
-// heavy reports whether the long fault variants run (GKEWI_HEAVY=1).
-func heavy() bool { return os.Getenv("GKEWI_HEAVY") == "1" }
 
 const callSACreate = "iam.projects.serviceAccounts.create"
 
