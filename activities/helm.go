@@ -26,14 +26,15 @@ import (
 	release "helm.sh/helm/v4/pkg/release/v1"
 	"helm.sh/helm/v4/pkg/storage/driver"
 	"k8s.io/apimachinery/pkg/util/validation"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/yaml"
 )
 
 // HelmConfig configures the Helm activities.
 type HelmConfig struct {
-	// RESTConfig reaches the workload's cluster (required).
+	// Clusters reaches each request's cluster; when nil, RESTConfig is the only one.
+	Clusters *Clusters
+	// RESTConfig reaches the workload's cluster when Clusters is nil.
 	RESTConfig *rest.Config
 	// ArtifactsDir keeps, per release, the customizations.yaml an operator would
 	// have written: ArtifactsDir/<namespace>/<release>/customizations.yaml. Empty
@@ -87,6 +88,9 @@ func NewHelm(cfg HelmConfig) *Helm {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if cfg.Clusters == nil && cfg.RESTConfig != nil {
+		cfg.Clusters = OneCluster(cfg.RESTConfig, nil)
+	}
 	return &Helm{cfg: cfg}
 }
 
@@ -110,15 +114,16 @@ func (h *Helm) HelmUpgradeInstall(ctx context.Context, in HelmInput) (HelmResult
 	if err := validateHelmInput(in); err != nil {
 		return HelmResult{}, err
 	}
-	if h.cfg.RESTConfig == nil {
-		return HelmResult{}, kubeInvalidInput("helm: no cluster configured (HelmConfig.RESTConfig)")
+	conn, err := h.cfg.Clusters.conn(in.Cluster)
+	if err != nil {
+		return HelmResult{}, err
 	}
 	values, err := HelmValues(in)
 	if err != nil {
 		return HelmResult{}, kubeInvalidInput("helm: values: %v", err)
 	}
 
-	cfg, settings, err := h.actionConfig(in.Namespace)
+	cfg, settings, err := h.actionConfig(conn, in.Namespace)
 	if err != nil {
 		return HelmResult{}, err
 	}
@@ -128,10 +133,7 @@ func (h *Helm) HelmUpgradeInstall(ctx context.Context, in HelmInput) (HelmResult
 	}
 	// Helm is not asked to create the namespace: that would need patch on
 	// namespaces, where get and create suffice here.
-	client, err := kubernetes.NewForConfig(h.cfg.RESTConfig)
-	if err != nil {
-		return HelmResult{}, kubeInvalidInput("helm: cluster configuration: %v", err)
-	}
+	client := conn.client
 	if _, err := ensureNamespace(ctx, client, in.Namespace); err != nil {
 		return HelmResult{}, err
 	}
@@ -236,8 +238,8 @@ func validateHelmInput(in HelmInput) error {
 
 // actionConfig prepares Helm for one operation in a namespace, releases stored
 // as Secrets there (Helm's default).
-func (h *Helm) actionConfig(namespace string) (*action.Configuration, *cli.EnvSettings, error) {
-	getter := newHelmRESTGetter(h.cfg.RESTConfig, namespace)
+func (h *Helm) actionConfig(conn *clusterConn, namespace string) (*action.Configuration, *cli.EnvSettings, error) {
+	getter := newHelmRESTGetter(conn, namespace)
 	cfg := action.NewConfiguration(action.ConfigurationSetLogger(h.cfg.Logger.Handler()))
 	if err := cfg.Init(getter, namespace, "secret"); err != nil {
 		return nil, nil, kubeInvalidInput("helm: initialising: %v", err)

@@ -13,7 +13,9 @@ import (
 )
 
 // helmRESTGetter hands Helm clients built from a rest.Config instead of a
-// kubeconfig file, with a fixed default namespace.
+// kubeconfig file, with a fixed default namespace. The API discovery is the
+// cluster's, shared by every operation on it (rediscovering the API for each
+// install costs the API server and the worker more than the install itself).
 type helmRESTGetter struct {
 	config    *rest.Config
 	namespace string
@@ -23,8 +25,8 @@ type helmRESTGetter struct {
 	err       error
 }
 
-func newHelmRESTGetter(config *rest.Config, namespace string) *helmRESTGetter {
-	return &helmRESTGetter{config: config, namespace: namespace}
+func newHelmRESTGetter(conn *clusterConn, namespace string) *helmRESTGetter {
+	return &helmRESTGetter{config: conn.config, namespace: namespace, discovery: conn.discovery}
 }
 
 func (g *helmRESTGetter) ToRESTConfig() (*rest.Config, error) {
@@ -33,6 +35,9 @@ func (g *helmRESTGetter) ToRESTConfig() (*rest.Config, error) {
 
 func (g *helmRESTGetter) ToDiscoveryClient() (discovery.CachedDiscoveryInterface, error) {
 	g.once.Do(func() {
+		if g.discovery != nil {
+			return
+		}
 		dc, err := discovery.NewDiscoveryClientForConfig(rest.CopyConfig(g.config))
 		if err != nil {
 			g.err = err

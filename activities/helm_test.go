@@ -89,7 +89,7 @@ func helmTestInput(ns string) HelmInput {
 func helmHistory(t *testing.T, cfg *rest.Config, ns, name string) []string {
 	t.Helper()
 	h := NewHelm(HelmConfig{RESTConfig: cfg, CacheDir: t.TempDir()})
-	ac, _, err := h.actionConfig(ns)
+	ac, _, err := h.actionConfig(helmTestConn(t, h), ns)
 	require.NoError(t, err)
 	hist, err := action.NewHistory(ac).Run(name)
 	require.NoError(t, err)
@@ -640,7 +640,7 @@ func TestHelmRecoversReleaseLeftPending(t *testing.T) {
 	require.NoError(t, err)
 
 	// Revision 2 as an interrupted upgrade leaves it.
-	ac, _, err := h.actionConfig(ns)
+	ac, _, err := h.actionConfig(helmTestConn(t, h), ns)
 	require.NoError(t, err)
 	last, err := ac.Releases.Last("carto")
 	require.NoError(t, err)
@@ -684,7 +684,7 @@ func TestHelmTakesOverAReleaseWhoseLeaseExpired(t *testing.T) {
 	require.True(t, apierrors.IsNotFound(err), "no lease after a finished operation: %v", err)
 
 	// A dead worker's upgrade: revision 2 pending a moment ago, its lease held.
-	ac, _, err := h.actionConfig(ns)
+	ac, _, err := h.actionConfig(helmTestConn(t, h), ns)
 	require.NoError(t, err)
 	last, err := ac.Releases.Last("carto")
 	require.NoError(t, err)
@@ -720,4 +720,12 @@ func TestHelmTakesOverAReleaseWhoseLeaseExpired(t *testing.T) {
 	assert.Equal(t, []string{"1:superseded", "2:failed", "3:deployed"}, helmHistory(t, c.RESTConfig(), ns, "carto"))
 	_, err = leases.Get(ctx, "gkewi-helm-carto", metav1.GetOptions{})
 	assert.True(t, apierrors.IsNotFound(err), "the lease is released: %v", err)
+}
+
+// helmTestConn is the connection h uses for a request without a cluster.
+func helmTestConn(t *testing.T, h *Helm) *clusterConn {
+	t.Helper()
+	conn, err := h.cfg.Clusters.conn(ClusterRef{})
+	require.NoError(t, err)
+	return conn
 }

@@ -39,12 +39,17 @@ const (
 
 // Kube holds the Kubernetes steps on the workload's cluster.
 type Kube struct {
-	client kubernetes.Interface
+	clusters *Clusters
 }
 
-// NewKube returns the Kubernetes activities working through client.
+// NewKube returns the Kubernetes activities working on one cluster through client.
 func NewKube(client kubernetes.Interface) *Kube {
-	return &Kube{client: client}
+	return &Kube{clusters: OneCluster(nil, client)}
+}
+
+// NewKubeFor returns the Kubernetes activities working on each request's cluster.
+func NewKubeFor(clusters *Clusters) *Kube {
+	return &Kube{clusters: clusters}
 }
 
 // Preflight refuses what Workload Identity cannot serve and warns about the rest,
@@ -57,10 +62,14 @@ func (k *Kube) Preflight(ctx context.Context, in PreflightInput) (StepResult, er
 	if in.Namespace == "" || in.KSA == "" {
 		return StepResult{}, kubeInvalidInput("preflight: namespace and ksa are required")
 	}
+	client, err := k.clusters.Client(in.Cluster)
+	if err != nil {
+		return StepResult{}, err
+	}
 	var res StepResult
 	var checked []string
 
-	sv, err := k.client.Discovery().ServerVersion()
+	sv, err := client.Discovery().ServerVersion()
 	if err != nil {
 		return StepResult{}, classifyKubeError("preflight: reading the cluster version", err)
 	}
@@ -77,7 +86,7 @@ func (k *Kube) Preflight(ctx context.Context, in PreflightInput) (StepResult, er
 		checked = append(checked, "version "+sv.GitVersion)
 	}
 
-	ns, err := k.client.CoreV1().Namespaces().Get(ctx, in.Namespace, metav1.GetOptions{})
+	ns, err := client.CoreV1().Namespaces().Get(ctx, in.Namespace, metav1.GetOptions{})
 	switch {
 	case apierrors.IsNotFound(err):
 		checked = append(checked, "namespace absent (will be created)")
@@ -88,7 +97,7 @@ func (k *Kube) Preflight(ctx context.Context, in PreflightInput) (StepResult, er
 			res.Warnings = append(res.Warnings, w)
 		}
 		if in.Release != "" {
-			refused, err := k.hostNetworkPods(ctx, in)
+			refused, err := hostNetworkPods(ctx, client, in)
 			if err != nil {
 				return StepResult{}, err
 			}
@@ -102,7 +111,7 @@ func (k *Kube) Preflight(ctx context.Context, in PreflightInput) (StepResult, er
 		}
 	}
 
-	count, err := k.countServiceAccounts(ctx, kubeMaxServiceAccountsHint+1)
+	count, err := countServiceAccounts(ctx, client, kubeMaxServiceAccountsHint+1)
 	switch {
 	case apierrors.IsForbidden(err):
 		// Only a warning depends on it; do not block the onboarding.
@@ -134,11 +143,11 @@ func istioWarning(ns *corev1.Namespace) string {
 }
 
 // hostNetworkPods lists the release's pods that use the KSA on the host network.
-func (k *Kube) hostNetworkPods(ctx context.Context, in PreflightInput) ([]string, error) {
+func hostNetworkPods(ctx context.Context, client kubernetes.Interface, in PreflightInput) ([]string, error) {
 	var names []string
 	opts := metav1.ListOptions{LabelSelector: helmInstanceLabel + "=" + in.Release, Limit: 500}
 	for {
-		pods, err := k.client.CoreV1().Pods(in.Namespace).List(ctx, opts)
+		pods, err := client.CoreV1().Pods(in.Namespace).List(ctx, opts)
 		if err != nil {
 			return nil, classifyKubeError("preflight: listing the release's pods", err)
 		}
@@ -161,11 +170,11 @@ func (k *Kube) hostNetworkPods(ctx context.Context, in PreflightInput) ([]string
 }
 
 // countServiceAccounts counts the cluster's KSAs, stopping at limit.
-func (k *Kube) countServiceAccounts(ctx context.Context, limit int) (int, error) {
+func countServiceAccounts(ctx context.Context, client kubernetes.Interface, limit int) (int, error) {
 	count := 0
 	opts := metav1.ListOptions{Limit: 500}
 	for {
-		list, err := k.client.CoreV1().ServiceAccounts(metav1.NamespaceAll).List(ctx, opts)
+		list, err := client.CoreV1().ServiceAccounts(metav1.NamespaceAll).List(ctx, opts)
 		if err != nil {
 			return 0, err
 		}
@@ -187,13 +196,17 @@ func (k *Kube) AnnotateServiceAccount(ctx context.Context, in AnnotateInput) (St
 	if in.Namespace == "" || in.KSA == "" || in.GSAEmail == "" {
 		return StepResult{}, kubeInvalidInput("annotate: namespace, ksa and gsaEmail are required")
 	}
-	nsCreated, err := ensureNamespace(ctx, k.client, in.Namespace)
+	client, err := k.clusters.Client(in.Cluster)
+	if err != nil {
+		return StepResult{}, err
+	}
+	nsCreated, err := ensureNamespace(ctx, client, in.Namespace)
 	if err != nil {
 		return StepResult{}, err
 	}
 	target := in.Namespace + "/" + in.KSA
 
-	sa, err := k.client.CoreV1().ServiceAccounts(in.Namespace).Get(ctx, in.KSA, metav1.GetOptions{})
+	sa, err := client.CoreV1().ServiceAccounts(in.Namespace).Get(ctx, in.KSA, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		sa = &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{
 			Name:        in.KSA,
@@ -205,7 +218,7 @@ func (k *Kube) AnnotateServiceAccount(ctx context.Context, in AnnotateInput) (St
 			sa.Annotations[helmReleaseNameAnnotation] = in.Release
 			sa.Annotations[helmReleaseNSAnnotation] = in.Namespace
 		}
-		_, err = k.client.CoreV1().ServiceAccounts(in.Namespace).Create(ctx, sa, metav1.CreateOptions{FieldManager: KubeFieldManager})
+		_, err = client.CoreV1().ServiceAccounts(in.Namespace).Create(ctx, sa, metav1.CreateOptions{FieldManager: KubeFieldManager})
 		if err == nil {
 			detail := fmt.Sprintf("created %s annotated %s=%s", target, GSAAnnotation, in.GSAEmail)
 			if in.Release != "" {
@@ -217,7 +230,7 @@ func (k *Kube) AnnotateServiceAccount(ctx context.Context, in AnnotateInput) (St
 			return StepResult{}, classifyKubeError("annotate: creating "+target, err)
 		}
 		// Created meanwhile (the chart, most likely): annotate the existing object.
-		sa, err = k.client.CoreV1().ServiceAccounts(in.Namespace).Get(ctx, in.KSA, metav1.GetOptions{})
+		sa, err = client.CoreV1().ServiceAccounts(in.Namespace).Get(ctx, in.KSA, metav1.GetOptions{})
 	}
 	if err != nil {
 		return StepResult{}, classifyKubeError("annotate: reading "+target, err)
@@ -250,7 +263,7 @@ func (k *Kube) AnnotateServiceAccount(ctx context.Context, in AnnotateInput) (St
 	}
 	// Force: the approved mapping wins over another manager's value of the same
 	// field. Helm later applies the same value, so the two managers share it.
-	if _, err := k.client.CoreV1().ServiceAccounts(in.Namespace).Apply(ctx, apply,
+	if _, err := client.CoreV1().ServiceAccounts(in.Namespace).Apply(ctx, apply,
 		metav1.ApplyOptions{FieldManager: KubeFieldManager, Force: true}); err != nil {
 		return StepResult{}, classifyKubeError("annotate: applying the annotation to "+target, err)
 	}
@@ -272,8 +285,12 @@ func (k *Kube) RemoveServiceAccountAnnotation(ctx context.Context, in AnnotateIn
 	if in.Namespace == "" || in.KSA == "" {
 		return StepResult{}, kubeInvalidInput("remove annotation: namespace and ksa are required")
 	}
+	client, err := k.clusters.Client(in.Cluster)
+	if err != nil {
+		return StepResult{}, err
+	}
 	target := in.Namespace + "/" + in.KSA
-	sa, err := k.client.CoreV1().ServiceAccounts(in.Namespace).Get(ctx, in.KSA, metav1.GetOptions{})
+	sa, err := client.CoreV1().ServiceAccounts(in.Namespace).Get(ctx, in.KSA, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return StepResult{Detail: target + " does not exist; nothing to remove"}, nil
 	}
@@ -300,7 +317,7 @@ func (k *Kube) RemoveServiceAccountAnnotation(ctx context.Context, in AnnotateIn
 	if err != nil {
 		return StepResult{}, err
 	}
-	_, err = k.client.CoreV1().ServiceAccounts(in.Namespace).Patch(ctx, in.KSA, types.JSONPatchType, patch,
+	_, err = client.CoreV1().ServiceAccounts(in.Namespace).Patch(ctx, in.KSA, types.JSONPatchType, patch,
 		metav1.PatchOptions{FieldManager: KubeFieldManager})
 	if apierrors.IsInvalid(err) {
 		return StepResult{}, temporal.NewApplicationErrorWithCause(

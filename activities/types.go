@@ -106,9 +106,11 @@ type VerifyStage struct {
 
 // AnnotateInput names the KSA and the GSA it maps to.
 type AnnotateInput struct {
-	Namespace string `json:"namespace"`
-	KSA       string `json:"ksa"`
-	GSAEmail  string `json:"gsaEmail"`
+	// Cluster is the GKE cluster of the KSA (zero: the worker's only cluster).
+	Cluster   ClusterRef `json:"cluster"`
+	Namespace string     `json:"namespace"`
+	KSA       string     `json:"ksa"`
+	GSAEmail  string     `json:"gsaEmail"`
 	// Release is the Helm release that will own the KSA, so the object is created
 	// with Helm's ownership metadata and a later install adopts it.
 	Release string `json:"release"`
@@ -124,8 +126,10 @@ type PreflightInput struct {
 
 // HelmInput is a Helm install-or-upgrade.
 type HelmInput struct {
-	Namespace string `json:"namespace"`
-	Release   string `json:"release"`
+	// Cluster is the GKE cluster of the release (zero: the worker's only cluster).
+	Cluster   ClusterRef `json:"cluster"`
+	Namespace string     `json:"namespace"`
+	Release   string     `json:"release"`
 	// Chart is a local path, a chart name in RepoURL, or an oci:// reference.
 	Chart   string `json:"chart"`
 	RepoURL string `json:"repoURL,omitempty"`

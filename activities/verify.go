@@ -47,7 +47,7 @@ const (
 // Verifier walks the token chain a pod would: KSA token, STS exchange, GSA access
 // token, BigQuery call. Tokens stay inside the activity.
 type Verifier struct {
-	kube      kubernetes.Interface
+	clusters  *Clusters
 	endpoints GCPEndpoints
 	// options are added to every Google client, after the verifier's own
 	// credentials (tests pass an HTTP client here).
@@ -59,7 +59,15 @@ type Verifier struct {
 // credentials of the worker's own on the Google side: every call is made with the
 // token the previous link of the chain produced.
 func NewVerifier(kube kubernetes.Interface, endpoints GCPEndpoints, extra ...option.ClientOption) *Verifier {
-	return &Verifier{kube: kube, endpoints: endpoints, options: extra}
+	if kube == nil {
+		return &Verifier{endpoints: endpoints, options: extra}
+	}
+	return NewVerifierFor(OneCluster(nil, kube), endpoints, extra...)
+}
+
+// NewVerifierFor is NewVerifier asking each request's cluster for its KSA token.
+func NewVerifierFor(clusters *Clusters, endpoints GCPEndpoints, extra ...option.ClientOption) *Verifier {
+	return &Verifier{clusters: clusters, endpoints: endpoints, options: extra}
 }
 
 // VerifyAccess reports how far the chain gets. A denial is a result, not an error;
@@ -71,7 +79,7 @@ func NewVerifier(kube kubernetes.Interface, endpoints GCPEndpoints, extra ...opt
 // (transport errors, 429, 5xx) are retryable errors; a misconfigured worker (no
 // permission to create KSA tokens) or a malformed input is a non-retryable one.
 func (v *Verifier) VerifyAccess(ctx context.Context, in VerifyInput) (VerifyResult, error) {
-	if v == nil || v.kube == nil {
+	if v == nil || v.clusters == nil {
 		return VerifyResult{}, temporal.NewNonRetryableApplicationError(
 			"verify: the worker's verifier has no Kubernetes client; build it with activities.NewVerifier", ErrTypeFailedPrecondition, nil)
 	}
@@ -86,11 +94,15 @@ func (v *Verifier) VerifyAccess(ctx context.Context, in VerifyInput) (VerifyResu
 		res.Stages = append(res.Stages, VerifyStage{Name: name, OK: false, Detail: detail})
 		return res, nil
 	}
+	kube, err := v.clusters.Client(in.Cluster)
+	if err != nil {
+		return VerifyResult{}, err
+	}
 	pool := in.Cluster.WorkloadPool()
 	ksa := in.Namespace + "/" + in.KSA
 
 	// 1. The KSA token the kubelet would mount, for the workload pool's audience.
-	ksaToken, ksaExpiry, err := RequestKSAToken(ctx, v.kube, in.Namespace, in.KSA, pool, verifyKSATokenLifetime)
+	ksaToken, ksaExpiry, err := RequestKSAToken(ctx, kube, in.Namespace, in.KSA, pool, verifyKSATokenLifetime)
 	if err != nil {
 		var appErr *temporal.ApplicationError
 		if errors.As(err, &appErr) && appErr.Type() == ErrTypeNotFound {

@@ -12,8 +12,6 @@ import (
 	"go.uber.org/fx"
 	"golang.org/x/oauth2"
 	"google.golang.org/api/option"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
 
 	"github.com/gkewi/gkewi/activities"
 	"github.com/gkewi/gkewi/worker/config"
@@ -24,7 +22,7 @@ func activityProviders() fx.Option {
 	return fx.Provide(
 		NewGCPClientOptions,
 		NewGCPActivities,
-		activities.NewKube,
+		activities.NewKubeFor,
 		NewHelmActivities,
 		NewNotifier,
 		NewVerifier,
@@ -103,9 +101,9 @@ func NewGCPActivities(cfg config.Config, opts GCPClientOptions) (*activities.GCP
 }
 
 // NewHelmActivities installs charts into the cluster of rc.
-func NewHelmActivities(cfg config.Config, rc *rest.Config, logger *slog.Logger) *activities.Helm {
+func NewHelmActivities(cfg config.Config, clusters *activities.Clusters, logger *slog.Logger) *activities.Helm {
 	return activities.NewHelm(activities.HelmConfig{
-		RESTConfig:              rc,
+		Clusters:                clusters,
 		ArtifactsDir:            cfg.Helm.ArtifactsDir,
 		CacheDir:                cfg.Helm.CacheDir,
 		Timeout:                 cfg.Helm.Timeout.D(),
@@ -138,6 +136,6 @@ func NewNotifier(cfg config.Config, topts client.Options) *activities.Notifier {
 // NewVerifier walks the token chain against the cluster and the Google endpoints.
 // It gets no Google credentials of the worker's: each link of the chain calls with
 // the token the previous link produced.
-func NewVerifier(cfg config.Config, kube kubernetes.Interface) *activities.Verifier {
-	return activities.NewVerifier(kube, activities.GCPEndpointsFromMap(cfg.GCPEndpoints))
+func NewVerifier(cfg config.Config, clusters *activities.Clusters) *activities.Verifier {
+	return activities.NewVerifierFor(clusters, activities.GCPEndpointsFromMap(cfg.GCPEndpoints))
 }

@@ -262,7 +262,7 @@ func (o *onboarding) grant(ctx workflow.Context) error {
 	if _, err := t.runStep(ctx, stepWorkloadIdentityUser, iamOptions(), gcp.AddServiceAccountIAMMember, wi); err != nil {
 		return err
 	}
-	annotate := activities.AnnotateInput{Namespace: r.Namespace, KSA: r.KSA, GSAEmail: o.sa.Email, Release: r.Helm.Release}
+	annotate := activities.AnnotateInput{Cluster: o.cluster, Namespace: r.Namespace, KSA: r.KSA, GSAEmail: o.sa.Email, Release: r.Helm.Release}
 	if _, err := t.runStep(ctx, stepAnnotate, kubeOptions(), kube.AnnotateServiceAccount, annotate); err != nil {
 		return err
 	}
@@ -281,7 +281,7 @@ func (o *onboarding) grant(ctx workflow.Context) error {
 		t.skip(ctx, stepBigQuery, "no bigquery in the request")
 	}
 	in := activities.HelmInput{
-		Namespace: r.Namespace, Release: r.Helm.Release, Chart: r.Helm.Chart, RepoURL: r.Helm.RepoURL,
+		Cluster: o.cluster, Namespace: r.Namespace, Release: r.Helm.Release, Chart: r.Helm.Chart, RepoURL: r.Helm.RepoURL,
 		Version: r.Helm.Version, Values: r.Helm.Values, GSAEmail: o.sa.Email, Connection: conn,
 	}
 	if err := t.run(ctx, stepHelm, helmOptions(), helm.HelmUpgradeInstall, in, &o.helm); err != nil {

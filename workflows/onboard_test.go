@@ -57,13 +57,13 @@ func TestOnboardHappyPathWithBigQuery(t *testing.T) {
 		activities.ServiceAccountIAMInput{ServiceAccountEmail: wantGSA, Role: "roles/iam.serviceAccountTokenCreator", Member: "serviceAccount:" + wantGSA},
 		activities.ServiceAccountIAMInput{ServiceAccountEmail: wantGSA, Role: "roles/iam.workloadIdentityUser", Member: wantWIMember},
 	}, fake.inputs("AddServiceAccountIAMMember"))
-	assert.Equal(t, []any{activities.AnnotateInput{Namespace: "carto", KSA: "carto-common-backend", GSAEmail: wantGSA, Release: "carto"}},
+	assert.Equal(t, []any{activities.AnnotateInput{Cluster: cluster, Namespace: "carto", KSA: "carto-common-backend", GSAEmail: wantGSA, Release: "carto"}},
 		fake.inputs("AnnotateServiceAccount"))
 	assert.Equal(t, []any{activities.BigQueryAccessInput{
 		Member: "serviceAccount:" + wantGSA, DataProject: "my-data-project", BillingProject: "my-billing-project", TempDataset: "carto_temp",
 	}}, fake.inputs("GrantBigQueryAccess"))
 	assert.Equal(t, []any{activities.HelmInput{
-		Namespace: "carto", Release: "carto", Chart: "carto", RepoURL: "https://helm.carto.com",
+		Cluster: cluster, Namespace: "carto", Release: "carto", Chart: "carto", RepoURL: "https://helm.carto.com",
 		Values:   req.Helm.Values,
 		GSAEmail: wantGSA,
 		Connection: &activities.ConnectionValues{

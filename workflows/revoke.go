@@ -154,7 +154,7 @@ func (r *revocation) remove(ctx workflow.Context, missingGSAIsGone bool) error {
 		t.skip(ctx, stepRevokeBigQuery, "no bigquery in the request")
 	}
 	if req.RemoveAnnotation {
-		in := activities.AnnotateInput{Namespace: req.Namespace, KSA: req.KSA, GSAEmail: req.GSAEmail}
+		in := activities.AnnotateInput{Cluster: activities.ClusterRef{Project: req.Project, Location: req.Location, Cluster: req.Cluster}, Namespace: req.Namespace, KSA: req.KSA, GSAEmail: req.GSAEmail}
 		if _, err := t.runStep(ctx, stepRemoveAnnotation, kubeOptions(), kube.RemoveServiceAccountAnnotation, in); err != nil {
 			return err
 		}

@@ -63,7 +63,7 @@ func TestRevokeWaitsForTokensThenProvesAccessGone(t *testing.T) {
 	assert.Equal(t, []any{activities.BigQueryAccessInput{
 		Member: "serviceAccount:" + wantGSA, DataProject: "my-data-project", BillingProject: "my-billing-project", TempDataset: "carto_temp",
 	}}, fake.inputs("RevokeBigQueryAccess"))
-	assert.Equal(t, []any{activities.AnnotateInput{Namespace: "carto", KSA: "carto-common-backend", GSAEmail: wantGSA}},
+	assert.Equal(t, []any{activities.AnnotateInput{Cluster: activities.ClusterRef{Project: "my-project", Location: "europe-west1", Cluster: "prod-cluster"}, Namespace: "carto", KSA: "carto-common-backend", GSAEmail: wantGSA}},
 		fake.inputs("RemoveServiceAccountAnnotation"))
 	assert.Equal(t, "my-billing-project", fake.inputs("VerifyAccess")[0].(activities.VerifyInput).BigQueryProject)
 	// Revoking early removes the pending revocation schedule.

@@ -122,6 +122,11 @@ type ClusterConfig struct {
 	Nodes NodeLabeler `json:"-"`
 	// MasterVersion defaults to "1.33.5-gke.100".
 	MasterVersion string `json:"masterVersion,omitempty"`
+	// TokenIssuer is the issuer of the KSA tokens of this cluster's workloads;
+	// default the cluster's own GKE issuer URL, as on GKE. The sandbox sets it
+	// when one local control plane plays several clusters: their tokens all
+	// carry that control plane's issuer.
+	TokenIssuer string `json:"tokenIssuer,omitempty"`
 }
 
 // Emulator is the HTTP server. Create it with New.

@@ -108,6 +108,9 @@ func (e *Emulator) stsToken(c *call) (any, error) {
 		return nil, stsError(400, "invalid_target", "%s", msgTargetInvalid)
 	}
 
+	if rt != nil && rt.cfg.TokenIssuer != "" {
+		issuer = rt.cfg.TokenIssuer
+	}
 	claims, err := e.verifyKSAToken(c, rt, req.SubjectToken, issuer, pool)
 	if err != nil {
 		return nil, err

@@ -417,10 +417,12 @@ func fakeNode(name, pool string, extra map[string]string) *corev1.Node {
 	for k, v := range extra {
 		labels[k] = v
 	}
+	// Fake nodes, sized so that the tests and the benchmark (thousands of
+	// releases, each with pods) never run out of room.
 	capacity := corev1.ResourceList{
-		corev1.ResourceCPU:    resource.MustParse("32"),
-		corev1.ResourceMemory: resource.MustParse("256Gi"),
-		corev1.ResourcePods:   resource.MustParse("110"),
+		corev1.ResourceCPU:    resource.MustParse("2000"),
+		corev1.ResourceMemory: resource.MustParse("8Ti"),
+		corev1.ResourcePods:   resource.MustParse("10000"),
 	}
 	return &corev1.Node{
 		ObjectMeta: metav1.ObjectMeta{

@@ -1,6 +1,7 @@
 package stack
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"time"
@@ -58,26 +59,44 @@ func LoadConfig(path string) (Config, error) {
 	return c, nil
 }
 
-// Cluster is the one cluster of the configuration.
-func (c Config) Cluster() (ClusterSpec, error) {
+// Clusters are the configuration's clusters, in order. The local control plane
+// plays all of them: the first is the primary (its node pools are the kwok
+// nodes, its issuer signs the KSA tokens); more clusters share that control
+// plane, which is how the benchmark spreads onboardings over many clusters.
+func (c Config) Clusters() ([]ClusterSpec, error) {
 	var found []ClusterSpec
 	for _, p := range c.Projects {
 		for _, cl := range p.Clusters {
+			if len(cl.NodePools) == 0 {
+				return nil, fmt.Errorf("cluster %s has no node pools", cl.Name)
+			}
 			found = append(found, ClusterSpec{Project: p.ID, Location: cl.Location, Name: cl.Name, NodePools: cl.NodePools})
 		}
 	}
-	if len(found) != 1 {
-		return ClusterSpec{}, fmt.Errorf("want exactly one cluster among the projects (the local control plane stands in for it), found %d", len(found))
+	if len(found) == 0 {
+		return nil, errors.New("no cluster among the projects (the local control plane stands in for it)")
 	}
-	if len(found[0].NodePools) == 0 {
-		return ClusterSpec{}, fmt.Errorf("cluster %s has no node pools", found[0].Name)
-	}
-	return found[0], nil
+	return found, nil
 }
 
-// emulatorConfig is the emulator's configuration, with the cluster served by the
-// local control plane.
-func (c Config) emulatorConfig(kube func(gcpemu.ClusterConfig) gcpemu.ClusterConfig, logf func(string, ...any)) gcpemu.Config {
+// Cluster is the primary cluster of the configuration.
+func (c Config) Cluster() (ClusterSpec, error) {
+	all, err := c.Clusters()
+	if err != nil {
+		return ClusterSpec{}, err
+	}
+	return all[0], nil
+}
+
+// GKEContext is the kubeconfig context gcloud names for the cluster.
+func (c ClusterSpec) GKEContext() string {
+	return "gke_" + c.Project + "_" + c.Location + "_" + c.Name
+}
+
+// emulatorConfig is the emulator's configuration, with the clusters played by
+// the local control plane (kube is called with each cluster, and whether it is
+// the primary one).
+func (c Config) emulatorConfig(kube func(c gcpemu.ClusterConfig, primary bool) gcpemu.ClusterConfig, logf func(string, ...any)) gcpemu.Config {
 	cfg := gcpemu.Config{
 		Operator:          c.Operator,
 		OperationDuration: time.Duration(c.OperationDuration),
@@ -87,10 +106,12 @@ func (c Config) emulatorConfig(kube func(gcpemu.ClusterConfig) gcpemu.ClusterCon
 		Logf:              logf,
 		RequestLogSize:    20000,
 	}
+	first := true
 	for _, p := range c.Projects {
 		p.Clusters = append([]gcpemu.ClusterConfig(nil), p.Clusters...)
 		for i := range p.Clusters {
-			p.Clusters[i] = kube(p.Clusters[i])
+			p.Clusters[i] = kube(p.Clusters[i], first)
+			first = false
 		}
 		cfg.Projects = append(cfg.Projects, p)
 	}

@@ -92,11 +92,19 @@ func (s *Sandbox) setUpWorkerIdentity(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// One context per emulated cluster, named as gcloud names them, all on the
+	// local control plane: the worker picks each request's cluster by name.
 	cfg := clientcmdapi.NewConfig()
 	cfg.Clusters["sandbox"] = &clientcmdapi.Cluster{Server: rc.Host, CertificateAuthorityData: rc.CAData}
 	cfg.AuthInfos[workerServiceAccount] = &clientcmdapi.AuthInfo{Token: rc.BearerToken}
-	cfg.Contexts["sandbox"] = &clientcmdapi.Context{Cluster: "sandbox", AuthInfo: workerServiceAccount}
-	cfg.CurrentContext = "sandbox"
+	clusters, err := s.cfg.Clusters()
+	if err != nil {
+		return err
+	}
+	for _, c := range clusters {
+		cfg.Contexts[c.GKEContext()] = &clientcmdapi.Context{Cluster: "sandbox", AuthInfo: workerServiceAccount}
+	}
+	cfg.CurrentContext = clusters[0].GKEContext()
 	s.workerKube = filepath.Join(s.dir, "worker.kubeconfig")
 	if err := clientcmd.WriteToFile(*cfg, s.workerKube); err != nil {
 		return err

@@ -392,8 +392,15 @@ func (s *Sandbox) startEmulator() error {
 	s.emuLog = logFile
 	logger := log.New(logFile, "", log.LstdFlags|log.Lmicroseconds)
 	kube := s.kube.RESTConfig()
-	cfg := s.cfg.emulatorConfig(func(c gcpemu.ClusterConfig) gcpemu.ClusterConfig {
+	primary := kubecluster.IssuerURL(s.cluster.Project, s.cluster.Location, s.cluster.Name)
+	cfg := s.cfg.emulatorConfig(func(c gcpemu.ClusterConfig, isPrimary bool) gcpemu.ClusterConfig {
 		c.Kube = kube
+		if !isPrimary {
+			// The primary's control plane issues these clusters' tokens, and
+			// its nodes are not theirs.
+			c.TokenIssuer = primary
+			c.Nodes = noNodes{}
+		}
 		return c
 	}, logger.Printf)
 	if s.emu, err = gcpemu.New(cfg); err != nil {
@@ -523,8 +530,20 @@ func (s *Sandbox) RepoDir() string { return s.opts.RepoDir }
 // Config is the sandbox configuration in use.
 func (s *Sandbox) Config() Config { return s.cfg }
 
-// Cluster names the emulated cluster.
+// Cluster names the primary emulated cluster.
 func (s *Sandbox) Cluster() ClusterSpec { return s.cluster }
+
+// Clusters names every emulated cluster, the primary first; the local control
+// plane plays them all.
+func (s *Sandbox) Clusters() []ClusterSpec {
+	all, _ := s.cfg.Clusters()
+	return all
+}
+
+// noNodes labels nothing: a cluster without nodes of its own.
+type noNodes struct{}
+
+func (noNodes) LabelNodePool(context.Context, string, map[string]*string) error { return nil }
 
 // StartedIn is how long Start took.
 func (s *Sandbox) StartedIn() time.Duration { return s.startedIn }

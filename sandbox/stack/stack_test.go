@@ -42,7 +42,7 @@ func TestSandboxConfigFileIsValidForTheEmulator(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, ClusterSpec{Project: "carto-sandbox", Location: "europe-west1", Name: "carto", NodePools: []string{"default-pool", "workers"}}, c)
 
-	emu, err := gcpemu.New(cfg.emulatorConfig(func(c gcpemu.ClusterConfig) gcpemu.ClusterConfig { return c }, nil))
+	emu, err := gcpemu.New(cfg.emulatorConfig(func(c gcpemu.ClusterConfig, _ bool) gcpemu.ClusterConfig { return c }, nil))
 	require.NoError(t, err, "the emulator accepts every project, role and binding of the file")
 	require.NoError(t, emu.Close())
 
@@ -54,22 +54,42 @@ func TestSandboxConfigFileIsValidForTheEmulator(t *testing.T) {
 	}
 }
 
-func TestConfigNeedsExactlyOneCluster(t *testing.T) {
+// Several clusters share the local control plane; the first is the primary,
+// and each is one gcloud-named kubeconfig context. A cluster without node
+// pools, no cluster at all and unknown keys are refused.
+func TestConfigClusters(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "two.yaml")
-	require.NoError(t, os.WriteFile(path, []byte(`
-operator: w@p.iam.gserviceaccount.com
+	write := func(body string) {
+		require.NoError(t, os.WriteFile(path, []byte("operator: w@p.iam.gserviceaccount.com\n"+body), 0o600))
+	}
+	write(`
 projects:
   - id: p
     number: 1
     clusters:
       - {location: l, name: a, nodePools: [x]}
-      - {location: l, name: b, nodePools: [x]}
-`), 0o600))
-	_, err := LoadConfig(path)
-	require.Error(t, err)
-	assert.Contains(t, err.Error(), "exactly one cluster")
+      - {location: l, name: b, nodePools: [z]}
+`)
+	cfg, err := LoadConfig(path)
+	require.NoError(t, err)
+	all, err := cfg.Clusters()
+	require.NoError(t, err)
+	assert.Equal(t, []ClusterSpec{{Project: "p", Location: "l", Name: "a", NodePools: []string{"x"}}, {Project: "p", Location: "l", Name: "b", NodePools: []string{"z"}}}, all)
+	assert.Equal(t, "gke_p_l_b", all[1].GKEContext())
+	var primaries []bool
+	cfg.emulatorConfig(func(c gcpemu.ClusterConfig, primary bool) gcpemu.ClusterConfig {
+		primaries = append(primaries, primary)
+		return c
+	}, nil)
+	assert.Equal(t, []bool{true, false}, primaries)
 
-	require.NoError(t, os.WriteFile(path, []byte("operater: typo\n"), 0o600))
+	write("projects:\n  - id: p\n    number: 1\n    clusters:\n      - {location: l, name: a}\n")
+	_, err = LoadConfig(path)
+	assert.ErrorContains(t, err, "cluster a has no node pools")
+	write("projects:\n  - id: p\n    number: 1\n")
+	_, err = LoadConfig(path)
+	assert.ErrorContains(t, err, "no cluster among the projects")
+	write("operater: typo\n")
 	_, err = LoadConfig(path)
 	require.Error(t, err, "unknown keys are refused")
 }

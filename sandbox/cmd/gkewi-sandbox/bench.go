@@ -110,6 +110,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	nList := fs.String("n", "100,250,500,1000", "comma-separated numbers of concurrent onboardings")
 	maxDuration := fs.Duration("max-duration", 20*time.Minute, "stop scaling up once the benchmark has run this long")
 	perRun := fs.Duration("run-timeout", 10*time.Minute, "give up waiting for one round of concurrent onboardings after this long")
+	clusters := fs.Int("clusters", 10, "emulated GKE clusters the onboardings are spread over (one local control plane plays them all)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -128,6 +129,10 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	cfg.OperationDuration, cfg.PropagationDelay, cfg.Faults = 0, 0, nil
+	if *clusters < 1 {
+		return exitError{code: 2, msg: "--clusters: must be at least 1"}
+	}
+	addClusters(&cfg, *clusters)
 	opts := sf.options(&prefixWriter{w: stdout, prefix: "  "})
 	opts.Config, opts.Headless = &cfg, true
 	if !sf.verbose {
@@ -147,10 +152,11 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	b := &bench{sb: sb, c: sb.TemporalClient(), out: stdout, started: begin}
 	b.rep = benchReport{StartedAt: begin, SandboxStart: sb.StartedIn().Seconds(), Targets: map[string]bool{}}
 	cl := sb.Cluster()
+	b.clusters = sb.Clusters()
 	b.rep.Setup = []string{
-		fmt.Sprintf("one emulated GKE cluster (%s/%s/%s, %d node pools) played by one local kube-apiserver: "+
-			"the sandbox emulates a single cluster, so every onboarding targets it; namespaces are distinct per onboarding",
-			cl.Project, cl.Location, cl.Name, len(cl.NodePools)),
+		fmt.Sprintf("%d emulated GKE clusters (%s/%s/%s and %d more, %d node pools each), all played by one local kube-apiserver "+
+			"(one kubeconfig context per cluster); onboardings go round-robin over the clusters, each in its own namespace",
+			len(b.clusters), cl.Project, cl.Location, cl.Name, len(b.clusters)-1, len(cl.NodePools)),
 		fmt.Sprintf("min(%d, N/5) shared GSAs per round (accountId reused): several grants land on one GSA's IAM policy", sharedGSAs),
 		"approval is sent with the start (signal-with-start), so no approval email is sent and no wait is measured",
 		"one worker process, one Temporal dev server (SQLite), emulator in the bench process; all on this machine",
@@ -194,7 +200,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 }
 
 type bench struct {
-	sb      *stack.Sandbox
+	sb       *stack.Sandbox
+	clusters []stack.ClusterSpec
 	c       client.Client
 	out     io.Writer
 	started time.Time
@@ -202,7 +209,11 @@ type bench struct {
 }
 
 func (b *bench) request(ns, gsa string) workflows.OnboardRequest {
-	c := b.sb.Cluster()
+	return b.requestOn(b.sb.Cluster(), ns, gsa)
+}
+
+// requestOn is an onboarding of namespace ns on cluster c, bound to GSA gsa.
+func (b *bench) requestOn(c stack.ClusterSpec, ns, gsa string) workflows.OnboardRequest {
 	return workflows.OnboardRequest{
 		Project: c.Project, Location: c.Location, Cluster: c.Name,
 		GSA:       workflows.GSASpec{AccountID: gsa},
@@ -351,7 +362,7 @@ func (b *bench) scale(ctx context.Context, n int, timeout time.Duration) {
 	starts := make(chan struct{}, 32)
 	begin := time.Now()
 	for i := range n {
-		req := b.request(fmt.Sprintf("bn%d-%d", n, i), fmt.Sprintf("bench-n%d-g%d", n, i%gsas))
+		req := b.requestOn(b.clusters[i%len(b.clusters)], fmt.Sprintf("bn%d-%d", n, i), fmt.Sprintf("bench-n%d-g%d", n, i%gsas))
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -449,6 +460,24 @@ func (b *bench) summary() {
 	fmt.Fprintf(b.out, "  targets: %d PASS, %d MISS; sandbox start %.1fs; bench %.1fs in all\n", pass, miss, b.rep.SandboxStart, time.Since(b.started).Seconds())
 	for _, e := range b.rep.Errors {
 		fmt.Fprintln(b.out, "  error: "+e)
+	}
+}
+
+// addClusters gives the first project of cfg n clusters, copies of its first
+// (named carto-2, carto-3, ...), so the benchmark spreads over n clusters.
+func addClusters(cfg *stack.Config, n int) {
+	for i := range cfg.Projects {
+		p := &cfg.Projects[i]
+		if len(p.Clusters) == 0 {
+			continue
+		}
+		first := p.Clusters[0]
+		for k := len(p.Clusters) + 1; k <= n; k++ {
+			c := first
+			c.Name = fmt.Sprintf("%s-%d", first.Name, k)
+			p.Clusters = append(p.Clusters, c)
+		}
+		return
 	}
 }
 
