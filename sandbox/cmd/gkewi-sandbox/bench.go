@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -93,7 +94,9 @@ type benchScale struct {
 	MinSetIamPolicy int     `json:"minSetIamPolicyCalls"`
 	SetPolicyRate   float64 `json:"setIamPolicyPerMinimum"`
 	Aborted         int     `json:"setIamPolicyConflicts"`
-	FirstError      string  `json:"firstError,omitempty"`
+	// CPUSeconds is the CPU time of each sandbox process during the round.
+	CPUSeconds map[string]float64 `json:"cpuSeconds"`
+	FirstError string             `json:"firstError,omitempty"`
 }
 
 type benchRepeat struct {
@@ -202,10 +205,10 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 type bench struct {
 	sb       *stack.Sandbox
 	clusters []stack.ClusterSpec
-	c       client.Client
-	out     io.Writer
-	started time.Time
-	rep     benchReport
+	c        client.Client
+	out      io.Writer
+	started  time.Time
+	rep      benchReport
 }
 
 func (b *bench) request(ns, gsa string) workflows.OnboardRequest {
@@ -349,6 +352,7 @@ func (b *bench) scale(ctx context.Context, n int, timeout time.Duration) {
 	emu := b.sb.Emulator()
 	before := emu.RequestCounts()
 	resetPeakRSS(b.sb.WorkerPID())
+	cpuBefore := sandboxCPU()
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 
@@ -381,7 +385,8 @@ func (b *bench) scale(ctx context.Context, n int, timeout time.Duration) {
 	total := time.Since(begin)
 	diff := countDiff(before, emu.RequestCounts())
 
-	sc := benchScale{N: n, GSAs: gsas, Completed: len(latencies), Failed: len(errs), TotalSeconds: total.Seconds()}
+	sc := benchScale{N: n, GSAs: gsas, Completed: len(latencies), Failed: len(errs), TotalSeconds: total.Seconds(),
+		CPUSeconds: cpuDiff(cpuBefore, sandboxCPU())}
 	sc.WorkerPeakRSSMB = float64(peakRSS(b.sb.WorkerPID())) / (1 << 20)
 	slices.Sort(latencies)
 	sc.P50Seconds, sc.P99Seconds = percentile(latencies, 0.50).Seconds(), percentile(latencies, 0.99).Seconds()
@@ -407,6 +412,8 @@ func (b *bench) scale(ctx context.Context, n int, timeout time.Duration) {
 		sc.Completed, n, sc.TotalSeconds, sc.P50Seconds, sc.P99Seconds, sc.WorkerPeakRSSMB)
 	fmt.Fprintf(b.out, "  setIamPolicy calls %d for a minimum of %d (%.2f per binding; %d refused with 409)\n",
 		sc.SetIamPolicy, sc.MinSetIamPolicy, sc.SetPolicyRate, sc.Aborted)
+	fmt.Fprintf(b.out, "  CPU per onboarding (%d cores here, %.0f%% busy): %s\n", runtime.NumCPU(),
+		100*sumValues(sc.CPUSeconds)/sc.TotalSeconds/float64(runtime.NumCPU()), cpuLine(sc.CPUSeconds, n))
 	if sc.Failed > 0 {
 		fmt.Fprintf(b.out, "  %d failed; first: %s\n", sc.Failed, sc.FirstError)
 	}
@@ -479,6 +486,14 @@ func addClusters(cfg *stack.Config, n int) {
 		}
 		return
 	}
+}
+
+func sumValues(m map[string]float64) float64 {
+	t := 0.0
+	for _, v := range m {
+		t += v
+	}
+	return t
 }
 
 func countDiff(before, after map[string]int) map[string]int {
