@@ -111,8 +111,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	var sf sandboxFlags
 	sf.register(fs)
 	nList := fs.String("n", "100,250,500,1000", "comma-separated numbers of concurrent onboardings")
-	maxDuration := fs.Duration("max-duration", 20*time.Minute, "stop scaling up once the benchmark has run this long")
-	perRun := fs.Duration("run-timeout", 10*time.Minute, "give up waiting for one round of concurrent onboardings after this long")
+	maxDuration := fs.Duration("max-duration", time.Hour, "stop scaling up once the benchmark has run this long")
+	perRun := fs.Duration("run-timeout", 30*time.Minute, "give up waiting for one round of concurrent onboardings after this long")
 	clusters := fs.Int("clusters", 10, "emulated GKE clusters the onboardings are spread over (one local control plane plays them all)")
 	if err := fs.Parse(args); err != nil {
 		return err
