@@ -229,7 +229,7 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		"--service-account-jwks-uri="+c.issuer+"/jwks",
 		"--service-account-key-file="+c.pki.saPubFile,
 		"--service-account-signing-key-file="+c.pki.saKeyFile,
-		"--service-cluster-ip-range=10.0.0.0/24",
+		"--service-cluster-ip-range=10.96.0.0/16", // room for the benchmark's thousands of Services
 		"--allow-privileged=true",
 		// 127.0.0.1 is not a valid endpoint address for the kubernetes service.
 		"--endpoint-reconciler-type=none",
@@ -273,6 +273,13 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		// Every default controller, node-lifecycle included: it removes the
 		// not-ready taint from new nodes, without which no pod is scheduled.
 		"--controllers=*",
+		// Sized for the benchmark's thousands of releases: client-side rate
+		// limits and sync workers that keep up with them, and a node grace
+		// period for kwok's fake nodes, which only look dead when kwok lags
+		// behind on a loaded machine (their pods would be marked not ready).
+		"--kube-api-qps=300", "--kube-api-burst=600",
+		"--concurrent-deployment-syncs=20", "--concurrent-replicaset-syncs=20",
+		"--node-monitor-grace-period=10m",
 	)
 	if err != nil {
 		return nil, err
@@ -281,6 +288,7 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		"--kubeconfig="+identities.kubeconfigs["kube-scheduler"],
 		"--secure-port=0",
 		"--leader-elect=false",
+		"--kube-api-qps=300", "--kube-api-burst=600",
 	)
 	if err != nil {
 		return nil, err
@@ -291,6 +299,8 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		"--manage-all-nodes=false",
 		"--manage-nodes-with-annotation-selector="+KwokNodeAnnotation+"=fake",
 		"--server-address=127.0.0.1:"+strconv.Itoa(ports.Kwok),
+		// Pod IPs for thousands of pods (the default /24 runs out at 254).
+		"--cidr=10.64.0.0/12",
 	)
 	if err != nil {
 		return nil, err
