@@ -15,8 +15,8 @@ import (
 type Clusters struct {
 	resolve func(ClusterRef) (*rest.Config, error)
 
-	// preset, when set, serves every cluster (OneCluster with a client).
-	preset *clusterConn
+	// single: every cluster is the same one (OneCluster), kept under the zero ref.
+	single bool
 
 	mu    sync.Mutex
 	conns map[ClusterRef]*clusterConn
@@ -45,8 +45,9 @@ func OneCluster(config *rest.Config, client kubernetes.Interface) *Clusters {
 		}
 		return config, nil
 	})
+	c.single = true
 	if client != nil {
-		c.preset = &clusterConn{config: config, client: client}
+		c.conns[ClusterRef{}] = &clusterConn{config: config, client: client}
 	}
 	return c
 }
@@ -57,8 +58,8 @@ func (c *Clusters) conn(ref ClusterRef) (*clusterConn, error) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.preset != nil {
-		return c.preset, nil
+	if c.single {
+		ref = ClusterRef{}
 	}
 	if conn, ok := c.conns[ref]; ok {
 		return conn, nil
@@ -71,11 +72,7 @@ func (c *Clusters) conn(ref ClusterRef) (*clusterConn, error) {
 	if err != nil {
 		return nil, kubeInvalidInput("Kubernetes client of cluster %s: %v", ref, err)
 	}
-	dc, err := discovery.NewDiscoveryClientForConfig(rest.CopyConfig(rc))
-	if err != nil {
-		return nil, kubeInvalidInput("Kubernetes discovery of cluster %s: %v", ref, err)
-	}
-	conn := &clusterConn{config: rc, client: client, discovery: memory.NewMemCacheClient(dc)}
+	conn := &clusterConn{config: rc, client: client, discovery: memory.NewMemCacheClient(client.Discovery())}
 	c.conns[ref] = conn
 	return conn, nil
 }

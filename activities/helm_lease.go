@@ -33,6 +33,9 @@ type releaseLease struct {
 	namespace string
 	name      string
 	holder    string
+	// held is the lease as last written by this execution; renewals and the
+	// release go from it, and fail on its resourceVersion if anyone else wrote.
+	held *coordinationv1.Lease
 }
 
 // leaseState is what acquiring found.
@@ -70,7 +73,7 @@ func (l *releaseLease) acquire(ctx context.Context) (leaseState, error) {
 	}
 	cur, err := leases.Get(ctx, l.name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
-		_, err = leases.Create(ctx, &coordinationv1.Lease{
+		created, err := leases.Create(ctx, &coordinationv1.Lease{
 			ObjectMeta: metav1.ObjectMeta{Name: l.name, Namespace: l.namespace,
 				Labels: map[string]string{"app.kubernetes.io/managed-by": "gkewi"}},
 			Spec: spec,
@@ -81,6 +84,7 @@ func (l *releaseLease) acquire(ctx context.Context) (leaseState, error) {
 		if err != nil {
 			return leaseState{}, classifyKubeError("helm: creating lease "+l.namespace+"/"+l.name, err)
 		}
+		l.held = created
 		return leaseState{}, nil
 	}
 	if err != nil {
@@ -97,12 +101,14 @@ func (l *releaseLease) acquire(ctx context.Context) (leaseState, error) {
 	}
 	cur.Spec = spec
 	// The update carries the resourceVersion read: two takers cannot both win.
-	if _, err := leases.Update(ctx, cur, metav1.UpdateOptions{}); err != nil {
+	updated, err := leases.Update(ctx, cur, metav1.UpdateOptions{})
+	if err != nil {
 		if apierrors.IsConflict(err) {
 			return leaseState{}, l.busy("another gkewi operation took it just now")
 		}
 		return leaseState{}, classifyKubeError("helm: taking lease "+l.namespace+"/"+l.name, err)
 	}
+	l.held = updated
 	return st, nil
 }
 
@@ -124,22 +130,22 @@ func (l *releaseLease) busy(why string) error {
 
 // renew extends the lease; a failed renewal is left to the next tick.
 func (l *releaseLease) renew(ctx context.Context) {
-	leases := l.client.CoordinationV1().Leases(l.namespace)
-	cur, err := leases.Get(ctx, l.name, metav1.GetOptions{})
-	if err != nil || ptr.Deref(cur.Spec.HolderIdentity, "") != l.holder {
+	if l.held == nil {
 		return
 	}
+	next := l.held.DeepCopy()
 	now := metav1.NewMicroTime(time.Now())
-	cur.Spec.RenewTime = &now
-	_, _ = leases.Update(ctx, cur, metav1.UpdateOptions{})
+	next.Spec.RenewTime = &now
+	if updated, err := l.client.CoordinationV1().Leases(l.namespace).Update(ctx, next, metav1.UpdateOptions{}); err == nil {
+		l.held = updated
+	}
 }
 
-// release ends the lease when this execution still holds it.
+// release ends the lease unless someone else has written it since.
 func (l *releaseLease) release(ctx context.Context) {
-	leases := l.client.CoordinationV1().Leases(l.namespace)
-	cur, err := leases.Get(ctx, l.name, metav1.GetOptions{})
-	if err != nil || ptr.Deref(cur.Spec.HolderIdentity, "") != l.holder {
+	if l.held == nil {
 		return
 	}
-	_ = leases.Delete(ctx, l.name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{ResourceVersion: &cur.ResourceVersion}})
+	_ = l.client.CoordinationV1().Leases(l.namespace).Delete(ctx, l.name,
+		metav1.DeleteOptions{Preconditions: &metav1.Preconditions{ResourceVersion: &l.held.ResourceVersion}})
 }

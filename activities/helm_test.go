@@ -639,18 +639,7 @@ func TestHelmRecoversReleaseLeftPending(t *testing.T) {
 	_, err := h.HelmUpgradeInstall(ctx, in)
 	require.NoError(t, err)
 
-	// Revision 2 as an interrupted upgrade leaves it.
-	ac, _, err := h.actionConfig(helmTestConn(t, h), ns)
-	require.NoError(t, err)
-	last, err := ac.Releases.Last("carto")
-	require.NoError(t, err)
-	pending := *last.(*release.Release)
-	info := *pending.Info
-	pending.Info = &info
-	pending.Version = 2
-	pending.Info.Status = rcommon.StatusPendingUpgrade
-	pending.Info.LastDeployed = time.Now().Add(-10 * time.Second)
-	require.NoError(t, ac.Releases.Create(&pending))
+	ac, pending := leavePendingUpgrade(t, h, ns, 10*time.Second)
 
 	in.Values["workspaceApi"].(map[string]any)["replicaCount"] = 1
 	_, err = h.HelmUpgradeInstall(ctx, in)
@@ -658,7 +647,7 @@ func TestHelmRecoversReleaseLeftPending(t *testing.T) {
 	assert.Contains(t, appErr.Error(), "pending-upgrade")
 
 	pending.Info.LastDeployed = time.Now().Add(-2 * time.Minute)
-	require.NoError(t, ac.Releases.Update(&pending))
+	require.NoError(t, ac.Releases.Update(pending))
 	res, err := h.HelmUpgradeInstall(ctx, in)
 	require.NoError(t, err)
 	assert.Equal(t, 3, res.Revision)
@@ -684,17 +673,7 @@ func TestHelmTakesOverAReleaseWhoseLeaseExpired(t *testing.T) {
 	require.True(t, apierrors.IsNotFound(err), "no lease after a finished operation: %v", err)
 
 	// A dead worker's upgrade: revision 2 pending a moment ago, its lease held.
-	ac, _, err := h.actionConfig(helmTestConn(t, h), ns)
-	require.NoError(t, err)
-	last, err := ac.Releases.Last("carto")
-	require.NoError(t, err)
-	pending := *last.(*release.Release)
-	info := *pending.Info
-	pending.Info = &info
-	pending.Version = 2
-	pending.Info.Status = rcommon.StatusPendingUpgrade
-	pending.Info.LastDeployed = time.Now().Add(-5 * time.Second)
-	require.NoError(t, ac.Releases.Create(&pending))
+	leavePendingUpgrade(t, h, ns, 5*time.Second)
 	renewed := metav1.NewMicroTime(time.Now())
 	lease := &coordinationv1.Lease{
 		ObjectMeta: metav1.ObjectMeta{Name: "gkewi-helm-carto", Namespace: ns},
@@ -720,6 +699,25 @@ func TestHelmTakesOverAReleaseWhoseLeaseExpired(t *testing.T) {
 	assert.Equal(t, []string{"1:superseded", "2:failed", "3:deployed"}, helmHistory(t, c.RESTConfig(), ns, "carto"))
 	_, err = leases.Get(ctx, "gkewi-helm-carto", metav1.GetOptions{})
 	assert.True(t, apierrors.IsNotFound(err), "the lease is released: %v", err)
+}
+
+// leavePendingUpgrade records release carto's revision 2 as an upgrade
+// interrupted age ago leaves it (pending-upgrade), and returns it with the
+// Helm configuration that stores it.
+func leavePendingUpgrade(t *testing.T, h *Helm, ns string, age time.Duration) (*action.Configuration, *release.Release) {
+	t.Helper()
+	ac, _, err := h.actionConfig(helmTestConn(t, h), ns)
+	require.NoError(t, err)
+	last, err := ac.Releases.Last("carto")
+	require.NoError(t, err)
+	pending := *last.(*release.Release)
+	info := *pending.Info
+	pending.Info = &info
+	pending.Version = 2
+	pending.Info.Status = rcommon.StatusPendingUpgrade
+	pending.Info.LastDeployed = time.Now().Add(-age)
+	require.NoError(t, ac.Releases.Create(&pending))
+	return ac, &pending
 }
 
 // helmTestConn is the connection h uses for a request without a cluster.
