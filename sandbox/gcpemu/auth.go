@@ -177,7 +177,8 @@ func (e *Emulator) allowedLocked(c *call, p *projectState, resource *policyHisto
 	return false
 }
 
-// serviceTitles are the display names used in SERVICE_DISABLED errors.
+// serviceTitles are the display names of services (SERVICE_DISABLED errors,
+// services.list).
 var serviceTitles = map[string]string{
 	"container.googleapis.com":            "Kubernetes Engine API",
 	"iam.googleapis.com":                  "Identity and Access Management (IAM) API",
@@ -187,6 +188,10 @@ var serviceTitles = map[string]string{
 	"serviceusage.googleapis.com":         "Service Usage API",
 	"sts.googleapis.com":                  "Security Token Service API",
 	"compute.googleapis.com":              "Compute Engine API",
+	"bigquerystorage.googleapis.com":      "BigQuery Storage API",
+	"logging.googleapis.com":              "Cloud Logging API",
+	"monitoring.googleapis.com":           "Cloud Monitoring API",
+	"storage.googleapis.com":              "Cloud Storage API",
 }
 
 // requireServiceLocked fails like Google when the API is disabled in the project.

@@ -7,25 +7,46 @@ import (
 	"fmt"
 	"net/http"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 )
 
 // BigQuery API v2: datasets (whose IAM policy is their access list), table
-// listing and queries, enough for granting access and proving it works.
+// listing and queries (jobs.query, and query jobs in bqjobs.go), enough for
+// granting access, proving it works, and the bq tool.
 
 func routeBigQuery(method, rest string) route {
 	rt := route{flavor: flavorBigQuery, params: map[string]string{}}
+	if (rest == "$discovery/rest" || rest == "discovery/v1/apis/bigquery/v2/rest") && method == http.MethodGet {
+		rt.id, rt.handler, rt.anonymous = "bigquery.discovery", (*Emulator).bqDiscovery, true
+		return rt
+	}
 	rest, ok := strings.CutPrefix(rest, "bigquery/v2/")
 	if !ok {
 		return rt
 	}
 	segs := strings.Split(rest, "/")
+	if len(segs) == 1 && segs[0] == "projects" && method == http.MethodGet {
+		rt.id, rt.handler = "bigquery.projects.list", (*Emulator).bqListProjects
+		return rt
+	}
 	if len(segs) < 3 || segs[0] != "projects" {
 		return rt
 	}
 	rt.params["project"] = segs[1]
 	switch {
+	case len(segs) == 3 && segs[2] == "jobs" && method == http.MethodPost:
+		rt.id, rt.handler = "bigquery.jobs.insert", (*Emulator).bqInsertJob
+	case len(segs) == 4 && segs[2] == "jobs" && method == http.MethodGet:
+		rt.params["job"] = segs[3]
+		rt.id, rt.handler = "bigquery.jobs.get", (*Emulator).bqGetJob
+	case len(segs) == 4 && segs[2] == "queries" && method == http.MethodGet:
+		rt.params["job"] = segs[3]
+		rt.id, rt.handler = "bigquery.jobs.getQueryResults", (*Emulator).bqGetQueryResults
+	case len(segs) == 7 && segs[2] == "datasets" && segs[4] == "tables" && segs[6] == "data" && method == http.MethodGet:
+		rt.params["dataset"], rt.params["table"] = segs[3], segs[5]
+		rt.id, rt.handler = "bigquery.tabledata.list", (*Emulator).bqListTableData
 	case len(segs) == 3 && segs[2] == "datasets":
 		switch method {
 		case http.MethodGet:
@@ -473,37 +494,68 @@ var (
 
 type tableRef struct{ project, dataset, table string }
 
-func (e *Emulator) bqQuery(c *call) (any, error) {
-	p, err := e.bqProject(c)
-	if err != nil {
-		return nil, err
+// datasetRef names a dataset in a request.
+type datasetRef struct {
+	DatasetID string `json:"datasetId"`
+	ProjectID string `json:"projectId"`
+}
+
+// queryInput is what a query asks, from jobs.query or a query job.
+type queryInput struct {
+	Query          string      `json:"query"`
+	DryRun         bool        `json:"dryRun"`
+	UseLegacySQL   *bool       `json:"useLegacySql"`
+	Location       string      `json:"location"`
+	DefaultDataset *datasetRef `json:"defaultDataset"`
+}
+
+func (q queryInput) legacy() bool { return q.UseLegacySQL == nil || *q.UseLegacySQL }
+
+// queryResult is what a query returns: its location, schema and rows.
+type queryResult struct {
+	Location string     `json:"location"`
+	Fields   []bqField  `json:"fields"`
+	Rows     [][]string `json:"rows,omitempty"`
+}
+
+type bqField struct {
+	Name string `json:"name"`
+	Type string `json:"type"`
+	Mode string `json:"mode"`
+}
+
+func (r *queryResult) schemaJSON() map[string]any {
+	fields := []any{}
+	for _, f := range r.Fields {
+		fields = append(fields, map[string]any{"name": f.Name, "type": f.Type, "mode": f.Mode})
 	}
-	const perm = "bigquery.jobs.create"
-	if !e.allowedLocked(c, p, nil, perm) {
-		return nil, bqProjectDenied(p.ID, perm)
+	return map[string]any{"fields": fields}
+}
+
+func rowsJSON(rows [][]string) []any {
+	out := make([]any, 0, len(rows))
+	for _, row := range rows {
+		cells := make([]any, 0, len(row))
+		for _, v := range row {
+			cells = append(cells, map[string]any{"v": v})
+		}
+		out = append(out, map[string]any{"f": cells})
 	}
-	var req struct {
-		Query          string `json:"query"`
-		DryRun         bool   `json:"dryRun"`
-		UseLegacySQL   *bool  `json:"useLegacySql"`
-		Location       string `json:"location"`
-		DefaultDataset *struct {
-			DatasetID string `json:"datasetId"`
-			ProjectID string `json:"projectId"`
-		} `json:"defaultDataset"`
-	}
-	if err := decodeBody(c, &req); err != nil {
-		return nil, err
-	}
-	if strings.TrimSpace(req.Query) == "" {
+	return out
+}
+
+// runQueryLocked checks a query's tables (existence and the caller's access)
+// and computes its result: one row for SELECT <literal>, none otherwise. The
+// caller has checked bigquery.jobs.create.
+func (e *Emulator) runQueryLocked(c *call, p *projectState, q queryInput) (*queryResult, error) {
+	if strings.TrimSpace(q.Query) == "" {
 		return nil, errInvalid("Required parameter is missing: query")
 	}
-	legacy := req.UseLegacySQL == nil || *req.UseLegacySQL
-	refs, err := parseTableRefs(req.Query, legacy, p.ID, req.DefaultDataset)
+	refs, err := parseTableRefs(q.Query, q.legacy(), p.ID, q.DefaultDataset)
 	if err != nil {
 		return nil, err
 	}
-	location := req.Location
+	location := q.Location
 	for _, ref := range refs {
 		rp := e.projectLocked(ref.project)
 		var d *dataset
@@ -521,11 +573,7 @@ func (e *Emulator) bqQuery(c *call) (any, error) {
 			return nil, errDenied("Access Denied: Table %s:%s.%s: User does not have permission to query table %s:%s.%s, or perhaps it does not exist.",
 				ref.project, ref.dataset, ref.table, ref.project, ref.dataset, ref.table)
 		}
-		found := false
-		for _, t := range d.Tables {
-			found = found || t == ref.table
-		}
-		if !found {
+		if !slices.Contains(d.Tables, ref.table) {
 			return nil, errNotFound("Not found: Table %s:%s.%s was not found in location %s", ref.project, ref.dataset, ref.table, d.Location)
 		}
 		if location == "" {
@@ -535,19 +583,8 @@ func (e *Emulator) bqQuery(c *call) (any, error) {
 	if location == "" {
 		location = "US"
 	}
-	resp := map[string]any{
-		"kind":                "bigquery#queryResponse",
-		"jobComplete":         true,
-		"cacheHit":            false,
-		"totalBytesProcessed": "0",
-		"schema":              map[string]any{"fields": []any{}},
-	}
-	if req.DryRun {
-		resp["jobReference"] = map[string]any{"projectId": p.ID, "location": location}
-		return resp, nil
-	}
-	resp["jobReference"] = map[string]any{"projectId": p.ID, "jobId": "job_" + randomString(24), "location": location}
-	if m := selectLiteral.FindStringSubmatch(req.Query); m != nil {
+	res := &queryResult{Location: location, Fields: []bqField{}}
+	if m := selectLiteral.FindStringSubmatch(q.Query); m != nil {
 		typ, v := "INTEGER", strings.Trim(m[1], "'")
 		switch {
 		case strings.HasPrefix(m[1], "'"):
@@ -555,20 +592,51 @@ func (e *Emulator) bqQuery(c *call) (any, error) {
 		case strings.EqualFold(m[1], "true") || strings.EqualFold(m[1], "false"):
 			typ, v = "BOOLEAN", strings.ToLower(m[1])
 		}
-		resp["schema"] = map[string]any{"fields": []any{map[string]any{"name": "f0_", "type": typ, "mode": "NULLABLE"}}}
-		resp["rows"] = []any{map[string]any{"f": []any{map[string]any{"v": v}}}}
-		resp["totalRows"] = "1"
-	} else {
-		resp["totalRows"] = "0"
+		res.Fields = []bqField{{Name: "f0_", Type: typ, Mode: "NULLABLE"}}
+		res.Rows = [][]string{{v}}
+	}
+	return res, nil
+}
+
+func (e *Emulator) bqQuery(c *call) (any, error) {
+	p, err := e.bqProject(c)
+	if err != nil {
+		return nil, err
+	}
+	const perm = "bigquery.jobs.create"
+	if !e.allowedLocked(c, p, nil, perm) {
+		return nil, bqProjectDenied(p.ID, perm)
+	}
+	var req queryInput
+	if err := decodeBody(c, &req); err != nil {
+		return nil, err
+	}
+	res, err := e.runQueryLocked(c, p, req)
+	if err != nil {
+		return nil, err
+	}
+	resp := map[string]any{
+		"kind":                "bigquery#queryResponse",
+		"jobComplete":         true,
+		"cacheHit":            false,
+		"totalBytesProcessed": "0",
+		"schema":              res.schemaJSON(),
+	}
+	if req.DryRun {
+		resp["schema"] = map[string]any{"fields": []any{}}
+		resp["jobReference"] = map[string]any{"projectId": p.ID, "location": res.Location}
+		return resp, nil
+	}
+	resp["jobReference"] = map[string]any{"projectId": p.ID, "jobId": "job_" + randomString(24), "location": res.Location}
+	resp["totalRows"] = fmt.Sprint(len(res.Rows))
+	if len(res.Rows) > 0 {
+		resp["rows"] = rowsJSON(res.Rows)
 	}
 	return resp, nil
 }
 
 // parseTableRefs finds the tables a query reads (FROM and JOIN clauses).
-func parseTableRefs(query string, legacy bool, project string, def *struct {
-	DatasetID string `json:"datasetId"`
-	ProjectID string `json:"projectId"`
-}) ([]tableRef, error) {
+func parseTableRefs(query string, legacy bool, project string, def *datasetRef) ([]tableRef, error) {
 	var refs []tableRef
 	for _, m := range tableRefPattern.FindAllStringSubmatch(query, -1) {
 		raw := m[1]

@@ -18,38 +18,46 @@ import (
 func routeContainer(method, rest string) route {
 	segs := strings.Split(rest, "/")
 	rt := route{flavor: flavorGoogle, params: map[string]string{}}
-	if len(segs) < 5 || segs[0] != "v1" || segs[1] != "projects" || segs[3] != "locations" {
+	if len(segs) < 5 || segs[0] != "v1" || segs[1] != "projects" || (segs[3] != "locations" && segs[3] != "zones") {
 		return rt
 	}
 	rt.params["project"], rt.params["location"] = segs[2], segs[4]
 	tail := segs[5:]
+	// The older zonal form (projects/P/zones/Z/...) names the same resources;
+	// its node pool update is a POST to .../nodePools/N/update.
+	kind := segs[3]
+	id := func(name string) string { return "container.projects." + kind + "." + name }
 	switch {
 	case len(tail) == 1 && tail[0] == "clusters" && method == http.MethodGet:
-		rt.id, rt.handler = "container.projects.locations.clusters.list", (*Emulator).gkeListClusters
+		rt.id, rt.handler = id("clusters.list"), (*Emulator).gkeListClusters
 	case len(tail) == 2 && tail[0] == "clusters" && !strings.Contains(tail[1], ":"):
 		rt.params["cluster"] = tail[1]
 		switch method {
 		case http.MethodGet:
-			rt.id, rt.handler = "container.projects.locations.clusters.get", (*Emulator).gkeGetCluster
+			rt.id, rt.handler = id("clusters.get"), (*Emulator).gkeGetCluster
 		case http.MethodPut:
-			rt.id, rt.handler = "container.projects.locations.clusters.update", (*Emulator).gkeUpdateCluster
+			rt.id, rt.handler = id("clusters.update"), (*Emulator).gkeUpdateCluster
 		}
 	case len(tail) == 3 && tail[0] == "clusters" && tail[2] == "nodePools" && method == http.MethodGet:
 		rt.params["cluster"] = tail[1]
-		rt.id, rt.handler = "container.projects.locations.clusters.nodePools.list", (*Emulator).gkeListNodePools
+		rt.id, rt.handler = id("clusters.nodePools.list"), (*Emulator).gkeListNodePools
 	case len(tail) == 4 && tail[0] == "clusters" && tail[2] == "nodePools" && !strings.Contains(tail[3], ":"):
 		rt.params["cluster"], rt.params["nodePool"] = tail[1], tail[3]
-		switch method {
-		case http.MethodGet:
-			rt.id, rt.handler = "container.projects.locations.clusters.nodePools.get", (*Emulator).gkeGetNodePool
-		case http.MethodPut:
-			rt.id, rt.handler = "container.projects.locations.clusters.nodePools.update", (*Emulator).gkeUpdateNodePool
+		switch {
+		case method == http.MethodGet:
+			rt.id, rt.handler = id("clusters.nodePools.get"), (*Emulator).gkeGetNodePool
+		case method == http.MethodPut && kind == "locations":
+			rt.id, rt.handler = id("clusters.nodePools.update"), (*Emulator).gkeUpdateNodePool
 		}
+	case len(tail) == 5 && kind == "zones" && tail[0] == "clusters" && tail[2] == "nodePools" && tail[4] == "update" &&
+		method == http.MethodPost:
+		rt.params["cluster"], rt.params["nodePool"] = tail[1], tail[3]
+		rt.id, rt.handler = id("clusters.nodePools.update"), (*Emulator).gkeUpdateNodePool
 	case len(tail) == 1 && tail[0] == "operations" && method == http.MethodGet:
-		rt.id, rt.handler = "container.projects.locations.operations.list", (*Emulator).gkeListOperations
+		rt.id, rt.handler = id("operations.list"), (*Emulator).gkeListOperations
 	case len(tail) == 2 && tail[0] == "operations" && method == http.MethodGet:
 		rt.params["operation"] = tail[1]
-		rt.id, rt.handler = "container.projects.locations.operations.get", (*Emulator).gkeGetOperation
+		rt.id, rt.handler = id("operations.get"), (*Emulator).gkeGetOperation
 	}
 	return rt
 }

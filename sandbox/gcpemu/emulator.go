@@ -4,8 +4,9 @@
 // unchanged through option.WithEndpoint, and it enforces IAM on every call, so a
 // missing grant fails here the way it fails in Google Cloud.
 //
-// One http.Handler serves every API under its own path prefix (see Endpoints),
-// the GCE metadata server at the root, and an admin API under /_emulator/.
+// One http.Handler serves every API under its own path prefix (see Endpoints)
+// and at Google's own paths from the root (see RootURL), the GCE metadata
+// server at the root, and an admin API under /_emulator/.
 package gcpemu
 
 import (
@@ -44,6 +45,21 @@ func Endpoints(baseURL string) map[string]string {
 		STS:                  base + "/sts/",
 		IAMCredentials:       base + "/iamcredentials/",
 	}
+}
+
+// RootEndpoints is Endpoints for clients that reach the emulator through
+// Google's own paths at its root (see root.go): every service's endpoint is
+// the root, except BigQuery's, whose Go client takes the API's base path.
+// Clients configured with a root URL (gcloud's api_endpoint_overrides, bq
+// --api, googleapis' rootUrl) use baseURL itself for every service.
+func RootEndpoints(baseURL string) map[string]string {
+	base := strings.TrimRight(baseURL, "/") + "/"
+	out := map[string]string{}
+	for svc := range Endpoints(baseURL) {
+		out[svc] = base
+	}
+	out[BigQuery] = base + "bigquery/v2/"
+	return out
 }
 
 // Config describes the world the emulator starts with.
@@ -275,36 +291,36 @@ func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		e.serveMetadata(w, r)
 		return
 	}
-	svc, rest, ok := strings.Cut(strings.TrimPrefix(path, "/"), "/")
-	if !ok {
-		writeNotFoundPage(w, path)
-		return
-	}
-	var rt route
-	switch svc {
-	case ServiceUsage:
-		rt = routeServiceUsage(r.Method, rest)
-	case Container:
-		rt = routeContainer(r.Method, rest)
-	case IAM:
-		rt = routeIAM(r.Method, rest)
-	case CloudResourceManager:
-		rt = routeCRM(r.Method, rest)
-	case BigQuery:
-		rt = routeBigQuery(r.Method, rest)
-	case STS:
-		rt = routeSTS(r.Method, rest)
-	case IAMCredentials:
-		rt = routeIAMCredentials(r.Method, rest)
-	default:
-		writeNotFoundPage(w, path)
-		return
-	}
+	svc, rt := routeRequest(r.Method, r.Host, path)
 	if rt.handler == nil {
 		writeNotFoundPage(w, path)
 		return
 	}
 	e.serveAPI(w, r, svc, rt)
+}
+
+// routeRequest finds the service and method of an API request: by its Host
+// when that names a Google API, by its per-service prefix, or by the shape of
+// Google's own path at the root (root.go). A route without a handler is a 404.
+func routeRequest(method, host, path string) (string, route) {
+	svc, rest := serviceAndPath(host, path)
+	switch svc {
+	case ServiceUsage:
+		return svc, routeServiceUsage(method, rest)
+	case Container:
+		return svc, routeContainer(method, rest)
+	case IAM:
+		return svc, routeIAM(method, rest)
+	case CloudResourceManager:
+		return svc, routeCRM(method, rest)
+	case BigQuery:
+		return svc, routeBigQuery(method, rest)
+	case STS:
+		return svc, routeSTS(method, rest)
+	case IAMCredentials:
+		return svc, routeIAMCredentials(method, rest)
+	}
+	return svc, route{}
 }
 
 // route is what a service's router found for a request.

@@ -234,7 +234,9 @@ func checkResponse(t *testing.T, req *http.Request, rec *httptest.ResponseRecord
 		t.Fatalf("error with content type %q: %s", ct, where)
 	}
 
-	if strings.HasPrefix(path, "/sts/") {
+	// The service answering: by its prefix, or by Google's own path at the root.
+	svc, _ := routeRequest(req.Method, req.Host, path)
+	if svc == STS {
 		var body map[string]any
 		if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil || len(body) != 2 {
 			t.Fatalf("STS error is not {error, error_description}: %s", where)
@@ -281,7 +283,7 @@ func checkResponse(t *testing.T, req *http.Request, rec *httptest.ResponseRecord
 	if !slices.Contains(allowed, e.Status) {
 		t.Fatalf("status %q does not go with HTTP %d: %s", e.Status, code, where)
 	}
-	if strings.HasPrefix(path, "/bigquery/") {
+	if svc == BigQuery {
 		if len(e.Errors) != 1 || e.Errors[0].Message != e.Message || e.Errors[0].Reason == "" || e.Errors[0].Domain != "global" {
 			t.Fatalf("BigQuery error without its errors[] entry: %s", where)
 		}

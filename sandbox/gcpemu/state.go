@@ -18,6 +18,8 @@ type state struct {
 	Projects   map[string]*projectState `json:"projects"`
 	Tokens     map[string]*token        `json:"tokens"`
 	Operations map[string]*operation    `json:"operations"`
+	// Jobs are BigQuery query jobs, by "project:jobId".
+	Jobs map[string]*bqJob `json:"jobs,omitempty"`
 }
 
 type projectState struct {

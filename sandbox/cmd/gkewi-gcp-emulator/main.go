@@ -5,6 +5,12 @@
 //
 // On start it prints the endpoint of every API as JSON (and writes it to
 // -endpoints-file when given); SIGINT or SIGTERM stops it and saves the state.
+// Every API also answers at Google's own paths from "root", so a client with a
+// single root override reaches them all:
+//
+//	gcloud config set api_endpoint_overrides/iam http://127.0.0.1:8085/   (same for each API)
+//	bq --api http://127.0.0.1:8085 ls
+//	google.bigquery({version: 'v2', rootUrl: 'http://127.0.0.1:8085/'})   (Node.js googleapis)
 package main
 
 import (
@@ -86,6 +92,7 @@ func run(args []string) error {
 	base := "http://" + ln.Addr().String()
 	out, err := json.MarshalIndent(map[string]any{
 		"endpoints":         gcpemu.Endpoints(base),
+		"root":              base + "/",
 		"gceMetadataHost":   ln.Addr().String(),
 		"admin":             base + "/_emulator/",
 		"stateFile":         cfg.StateFile,

@@ -57,6 +57,7 @@ func TestServesAndSavesStateOnSIGTERM(t *testing.T) {
 	}()
 	var info struct {
 		Endpoints       map[string]string `json:"endpoints"`
+		Root            string            `json:"root"`
 		GCEMetadataHost string            `json:"gceMetadataHost"`
 	}
 	require.Eventually(t, func() bool {
@@ -69,6 +70,13 @@ func TestServesAndSavesStateOnSIGTERM(t *testing.T) {
 	require.NoError(t, err)
 	req.Header.Set("Metadata-Flavor", "Google")
 	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
+
+	// Google's own paths answer at the root: bq's first request.
+	assert.Equal(t, "http://"+info.GCEMetadataHost+"/", info.Root)
+	resp, err = http.Get(info.Root + "$discovery/rest?version=v2")
 	require.NoError(t, err)
 	resp.Body.Close()
 	assert.Equal(t, http.StatusOK, resp.StatusCode)
