@@ -101,6 +101,9 @@ const (
 	// The connection settings are environment variables of these components, in
 	// their extraEnvVars lists ({name, value} entries).
 	helmEnvListKey = "extraEnvVars"
+	// The connection settings of newer charts: appConfigValues.workloadIdentityConnection.
+	helmAppConfigKey  = "appConfigValues"
+	helmConnectionKey = "workloadIdentityConnection"
 )
 
 // helmConnectionComponents read the WORKSPACE_WORKLOAD_IDENTITY_* variables.
@@ -118,16 +121,7 @@ func (h *Helm) HelmUpgradeInstall(ctx context.Context, in HelmInput) (HelmResult
 	if err != nil {
 		return HelmResult{}, err
 	}
-	values, err := HelmValues(in)
-	if err != nil {
-		return HelmResult{}, kubeInvalidInput("helm: values: %v", err)
-	}
-
-	cfg, settings, err := h.actionConfig(conn, in.Namespace)
-	if err != nil {
-		return HelmResult{}, err
-	}
-	ch, err := h.loadChart(cfg, settings, in)
+	cfg, ch, values, err := h.chartAndValues(conn, in)
 	if err != nil {
 		return HelmResult{}, err
 	}
@@ -223,6 +217,24 @@ func (h *Helm) HelmUpgradeInstall(ctx context.Context, in HelmInput) (HelmResult
 	}, nil
 }
 
+// chartAndValues prepares Helm for the release's namespace, loads the chart and
+// layers the values gkewi installs over it.
+func (h *Helm) chartAndValues(conn *clusterConn, in HelmInput) (*action.Configuration, *chart.Chart, map[string]any, error) {
+	cfg, settings, err := h.actionConfig(conn, in.Namespace)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ch, err := h.loadChart(cfg, settings, in)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	values, err := HelmValues(in, ch.Values)
+	if err != nil {
+		return nil, nil, nil, kubeInvalidInput("helm: values: %v", err)
+	}
+	return cfg, ch, values, nil
+}
+
 func validateHelmInput(in HelmInput) error {
 	if in.Namespace == "" || in.Release == "" || in.Chart == "" {
 		return kubeInvalidInput("helm: namespace, release and chart are required")
@@ -244,7 +256,15 @@ func (h *Helm) actionConfig(conn *clusterConn, namespace string) (*action.Config
 	if err := cfg.Init(getter, namespace, "secret"); err != nil {
 		return nil, nil, kubeInvalidInput("helm: initialising: %v", err)
 	}
+	settings, err := h.settings(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	return cfg, settings, nil
+}
 
+// settings point Helm's caches at the worker's and give cfg a registry client.
+func (h *Helm) settings(cfg *action.Configuration) (*cli.EnvSettings, error) {
 	settings := cli.New()
 	settings.RepositoryConfig = filepath.Join(h.cfg.CacheDir, "repositories.yaml")
 	settings.RepositoryCache = filepath.Join(h.cfg.CacheDir, "repository")
@@ -268,10 +288,10 @@ func (h *Helm) actionConfig(conn *clusterConn, namespace string) (*action.Config
 	}
 	rc, err := registry.NewClient(opts...)
 	if err != nil {
-		return nil, nil, kubeInvalidInput("helm: registry client: %v", err)
+		return nil, kubeInvalidInput("helm: registry client: %v", err)
 	}
 	cfg.RegistryClient = rc
-	return cfg, settings, nil
+	return settings, nil
 }
 
 // loadChart finds the chart (local path, repository, or OCI reference) and loads it.

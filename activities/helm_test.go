@@ -51,6 +51,14 @@ func helmDemoChartDir(t *testing.T) string {
 	return dir
 }
 
+// chartDefaults are a chart's default values.
+func chartDefaults(t *testing.T, dir string) map[string]any {
+	t.Helper()
+	ch, err := loader.Load(dir)
+	require.NoError(t, err)
+	return ch.Values
+}
+
 func newKubeTestHelm(t *testing.T, cfg *rest.Config, mods ...func(*HelmConfig)) *Helm {
 	t.Helper()
 	hc := HelmConfig{
@@ -176,7 +184,7 @@ func TestHelmInstallAdoptsAnnotatedKSAAndUpgradeKeepsIt(t *testing.T) {
 	assert.True(t, strings.HasPrefix(string(raw), "# Values of Helm release \"carto\""))
 	var kept map[string]any
 	require.NoError(t, yaml.Unmarshal(raw, &kept))
-	want, err := HelmValues(in)
+	want, err := HelmValues(in, chartDefaults(t, helmDemoChartDir(t)))
 	require.NoError(t, err)
 	assert.True(t, sameJSON(want, kept), "customizations.yaml holds the applied values:\n%s", raw)
 
@@ -405,7 +413,7 @@ func TestHelmValuesLayering(t *testing.T) {
 		GSAEmail:   kubeTestGSA,
 		Connection: &ConnectionValues{TempDataset: "tmp", BillingProject: "bill", ServiceAccount: "conn@x.iam.gserviceaccount.com", ConnectionOwnerID: "u1"},
 	}
-	got, err := HelmValues(in)
+	got, err := HelmValues(in, chartDefaults(t, legacyChartDir(t)))
 	require.NoError(t, err)
 	wantYAML := `
 commonBackendServiceAccount:
@@ -437,13 +445,13 @@ workspaceSubscriber:
 	// The request is not modified.
 	assert.Equal(t, false, in.Values["commonBackendServiceAccount"].(map[string]any)["enableGCPWorkloadIdentity"])
 
-	plain, err := HelmValues(HelmInput{Values: map[string]any{"a": 1}})
+	plain, err := HelmValues(HelmInput{Values: map[string]any{"a": 1}}, nil)
 	require.NoError(t, err)
 	assert.Equal(t, map[string]any{"a": float64(1)}, plain, "no GSA: the operator's values only")
 
 	_, err = HelmValues(HelmInput{GSAEmail: kubeTestGSA, Connection: &ConnectionValues{}, Values: map[string]any{
 		"workspaceApi": map[string]any{"extraEnvVars": "not a list"},
-	}})
+	}}, nil)
 	assert.ErrorContains(t, err, "workspaceApi.extraEnvVars")
 }
 
@@ -541,7 +549,7 @@ func helmRenderedObjects[T any](t *testing.T, docs map[string]string, kind strin
 
 func TestHelmDemoChartRendersWorkloadIdentity(t *testing.T) {
 	in := helmTestInput("carto")
-	values, err := HelmValues(in)
+	values, err := HelmValues(in, chartDefaults(t, helmDemoChartDir(t)))
 	require.NoError(t, err)
 	docs := helmRender(t, helmDemoChartDir(t), "carto", "carto", values)
 

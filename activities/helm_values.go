@@ -23,8 +23,9 @@ const (
 )
 
 // HelmValues layers the release's values: the operator's in.Values, then gkewi's
-// Workload Identity values, which win. The chart's defaults lie underneath (Helm
-// merges them). Maps merge key by key; lists are replaced, except the
+// Workload Identity values, which win. The chart's defaults (chartDefaults) lie
+// underneath (Helm merges them) and say which interface the chart has for the
+// connection settings. Maps merge key by key; lists are replaced, except the
 // extraEnvVars lists, where gkewi's variables replace same-named entries and the
 // operator's other variables are kept.
 //
@@ -35,7 +36,18 @@ const (
 //	  annotations:
 //	    iam.gke.io/gcp-service-account: <GSA>
 //
-// With in.Connection also set, as the CARTO chart takes them:
+// With in.Connection also set, on a chart whose defaults declare
+// appConfigValues.workloadIdentityConnection (CARTO chart versions since 2024):
+//
+//	appConfigValues:
+//	  workloadIdentityConnection:
+//	    enabled: true
+//	    workflowsTempLocation: <billing project>.<dataset>
+//	    billingProject: ...
+//	    serviceAccountEmail: ...
+//	    connectionOwner: ...
+//
+// and otherwise as the older charts take them (the 2023 customizations file):
 //
 //	workspaceApi:        # and workspaceSubscriber
 //	  extraEnvVars:
@@ -44,7 +56,7 @@ const (
 //	    - {name: WORKSPACE_WORKLOAD_IDENTITY_BILLING_PROJECT, value: ...}
 //	    - {name: WORKSPACE_WORKLOAD_IDENTITY_SERVICE_ACCOUNT_EMAIL, value: ...}
 //	    - {name: WORKSPACE_WORKLOAD_IDENTITY_CONNECTION_OWNER_ID, value: ...}
-func HelmValues(in HelmInput) (map[string]any, error) {
+func HelmValues(in HelmInput, chartDefaults map[string]any) (map[string]any, error) {
 	values, err := normalizeValues(in.Values)
 	if err != nil {
 		return nil, err
@@ -59,6 +71,25 @@ func HelmValues(in HelmInput) (map[string]any, error) {
 		},
 	})
 	if in.Connection == nil {
+		return values, nil
+	}
+	if ConnectionInterfaceOf(chartDefaults) == ConnectionValuesKeys {
+		c := in.Connection
+		sa := c.ServiceAccount
+		if sa == "" {
+			sa = in.GSAEmail
+		}
+		mergeValues(values, map[string]any{
+			helmAppConfigKey: map[string]any{
+				helmConnectionKey: map[string]any{
+					"enabled":               true,
+					"workflowsTempLocation": workflowsTempLocation(c),
+					"billingProject":        c.BillingProject,
+					"serviceAccountEmail":   sa,
+					"connectionOwner":       c.ConnectionOwnerID,
+				},
+			},
+		})
 		return values, nil
 	}
 	env := connectionEnv(in.GSAEmail, in.Connection)
@@ -77,15 +108,40 @@ func HelmValues(in HelmInput) (map[string]any, error) {
 	return values, nil
 }
 
+// How a chart takes the BigQuery connection settings.
+const (
+	// ConnectionValuesKeys: appConfigValues.workloadIdentityConnection.
+	ConnectionValuesKeys = "appConfigValues.workloadIdentityConnection"
+	// ConnectionExtraEnvVars: WORKSPACE_WORKLOAD_IDENTITY_* entries in the
+	// workspaceApi and workspaceSubscriber extraEnvVars lists.
+	ConnectionExtraEnvVars = "extraEnvVars"
+)
+
+// ConnectionInterfaceOf tells, from a chart's default values, how it takes the
+// connection settings: the keys when its defaults declare them, else extraEnvVars.
+func ConnectionInterfaceOf(chartDefaults map[string]any) string {
+	app, _ := chartDefaults[helmAppConfigKey].(map[string]any)
+	if _, ok := app[helmConnectionKey].(map[string]any); ok {
+		return ConnectionValuesKeys
+	}
+	return ConnectionExtraEnvVars
+}
+
+// workflowsTempLocation is the dataset for the connection's temporary tables as
+// PROJECT.DATASET.
+func workflowsTempLocation(c *ConnectionValues) string {
+	if c.BillingProject != "" && c.TempDataset != "" && !strings.Contains(c.TempDataset, ".") {
+		return c.BillingProject + "." + c.TempDataset
+	}
+	return c.TempDataset
+}
+
 func connectionEnv(gsa string, c *ConnectionValues) []map[string]any {
 	sa := c.ServiceAccount
 	if sa == "" {
 		sa = gsa
 	}
-	workflowsTemp := c.TempDataset
-	if c.BillingProject != "" && c.TempDataset != "" && !strings.Contains(c.TempDataset, ".") {
-		workflowsTemp = c.BillingProject + "." + c.TempDataset
-	}
+	workflowsTemp := workflowsTempLocation(c)
 	pairs := [][2]string{
 		{EnvWITempDataset, c.TempDataset},
 		{EnvWIWorkflowsTemp, workflowsTemp},

@@ -207,6 +207,11 @@ func (k *Kube) AnnotateServiceAccount(ctx context.Context, in AnnotateInput) (St
 	target := in.Namespace + "/" + in.KSA
 
 	sa, err := client.CoreV1().ServiceAccounts(in.Namespace).Get(ctx, in.KSA, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) && in.MustExist {
+		return StepResult{}, temporal.NewNonRetryableApplicationError(
+			fmt.Sprintf("annotate: %s does not exist; the release's workloads run as it: create it, then run the onboarding again", target),
+			ErrTypeNotFound, nil)
+	}
 	if apierrors.IsNotFound(err) {
 		sa = &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{
 			Name:        in.KSA,

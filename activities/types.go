@@ -114,6 +114,10 @@ type AnnotateInput struct {
 	// Release is the Helm release that will own the KSA, so the object is created
 	// with Helm's ownership metadata and a later install adopts it.
 	Release string `json:"release"`
+	// MustExist annotates only an existing KSA (one the chart uses but does not
+	// create, or created by the chart already): a missing one is an error, and
+	// gkewi never creates it.
+	MustExist bool `json:"mustExist,omitempty"`
 }
 
 // PreflightInput describes what the onboarding is about to change.

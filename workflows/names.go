@@ -54,4 +54,10 @@ const (
 	// run again after lostWorkerRetryDelay instead of the step's backoff. Asked
 	// only when that happens.
 	changeLostWorkerRetry = "lost-worker-retry"
+	// changeRenderedRelease: Onboard renders the release before any change and
+	// takes the KSA from it (the chart's workloads, not the release name), checks
+	// the worker's Kubernetes access, annotates only a KSA the chart does not
+	// annotate, verifies what the deployed release runs as, and is identified by
+	// the release: gkewi-onboard/P/L/C/NS/RELEASE instead of .../KSA.
+	changeRenderedRelease = "rendered-release"
 )

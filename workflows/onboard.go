@@ -31,7 +31,9 @@ const (
 // Onboard's steps, in order; the status lists them under these names. Node pool
 // steps are "node-pool/NAME", added once the pools are known.
 const (
+	stepRender               = "render-release"
 	stepPreflight            = "preflight"
+	stepAccess               = "kubernetes-access"
 	stepIdentitySameness     = "identity-sameness"
 	stepEnableService        = "enable-iamcredentials"
 	stepWorkloadPool         = "workload-pool"
@@ -45,6 +47,7 @@ const (
 	stepAnnotate             = "annotate-ksa"
 	stepBigQuery             = "bigquery"
 	stepHelm                 = "helm"
+	stepVerifyRelease        = "verify-release"
 	stepVerify               = "verify"
 	stepScheduleRevocation   = "schedule-revocation"
 	// Only after a rejection, a timeout or a cancellation before the grant:
@@ -65,6 +68,10 @@ type onboarding struct {
 	// supportInvolved: support was asked (or answered), so it hears the outcome.
 	supportInvolved bool
 	helm            activities.HelmResult
+	// rendered: this run reads the KSA and the access it needs from the rendered
+	// release (changeRenderedRelease); release is what the rendering said.
+	rendered bool
+	release  activities.RenderResult
 	// revocationSchedule is the schedule that revokes a time-bound grant.
 	revocationSchedule string
 }
@@ -83,7 +90,11 @@ type onboarding struct {
 // the step they change (change IDs named after the step), so running histories
 // keep replaying; the step functions below are the places to put them.
 func Onboard(ctx workflow.Context, req OnboardRequest) (OnboardResult, error) {
-	o := &onboarding{req: req.WithDefaults(), t: newTracker(ctx, OnboardWorkflowName)}
+	rendered := workflow.GetVersion(ctx, changeRenderedRelease, workflow.DefaultVersion, 1) == 1
+	o := &onboarding{req: req.WithDefaults(), t: newTracker(ctx, OnboardWorkflowName), rendered: rendered}
+	if !rendered {
+		o.req = o.req.withLegacyKSA()
+	}
 	o.t.status.Approval = &Approval{Decision: DecisionPending}
 	o.gate = newApprovalGate(ctx, o.req.Support.Approvers, o.t.status.Approval)
 	o.t.listen = func(sel workflow.Selector) {
@@ -132,6 +143,9 @@ func (o *onboarding) checkRequest(ctx workflow.Context, req OnboardRequest) erro
 		return invalidRequest(err)
 	}
 	want, got := OnboardWorkflowID(req), workflow.GetInfo(ctx).WorkflowExecution.ID
+	if !o.rendered {
+		want = legacyOnboardWorkflowID(req)
+	}
 	if got != want {
 		return temporal.NewNonRetryableApplicationError(
 			fmt.Sprintf("workflow ID %q does not match the request: start Onboard for this grant with workflow ID %q", got, want),
@@ -154,13 +168,23 @@ func (o *onboarding) start(ctx workflow.Context) {
 	o.cluster = activities.ClusterRef{Project: r.Project, Location: r.Location, Cluster: r.Cluster}
 	s := &o.t.status
 	s.Project, s.Location, s.Cluster, s.Namespace, s.KSA = r.Project, r.Location, r.Cluster, r.Namespace, r.KSA
-	upsertGrantAttributes(ctx, r.Project, r.Cluster, r.Namespace, r.KSA)
-	o.t.plan(stepPreflight, stepIdentitySameness, stepEnableService, stepWorkloadPool, stepListNodePools)
+	if o.rendered {
+		s.Release = r.Helm.Release
+		o.t.plan(stepRender, stepPreflight, stepAccess)
+	} else {
+		upsertGrantAttributes(ctx, r.Project, r.Cluster, r.Namespace, r.KSA)
+		o.t.plan(stepPreflight)
+	}
+	o.t.plan(stepIdentitySameness, stepEnableService, stepWorkloadPool, stepListNodePools)
 	for _, p := range r.NodePools {
 		o.t.plan(stepNodePoolPrefix + p)
 	}
 	o.t.plan(stepServiceAccount, stepTokenCreator, stepApprovalRequest, stepApproval,
-		stepWorkloadIdentityUser, stepAnnotate, stepBigQuery, stepHelm, stepVerify)
+		stepWorkloadIdentityUser, stepAnnotate, stepBigQuery, stepHelm)
+	if o.rendered {
+		o.t.plan(stepVerifyRelease)
+	}
+	o.t.plan(stepVerify)
 	if r.Expiry != nil {
 		o.t.plan(stepScheduleRevocation)
 	}
@@ -172,10 +196,21 @@ func (o *onboarding) start(ctx workflow.Context) {
 func (o *onboarding) prepare(ctx workflow.Context) error {
 	var gcp *activities.GCP
 	var kube *activities.Kube
+	if o.rendered {
+		if err := o.render(ctx); err != nil {
+			return err
+		}
+	}
 	r, t := o.req, o.t
 	pre := activities.PreflightInput{Cluster: o.cluster, Namespace: r.Namespace, KSA: r.KSA, Release: r.Helm.Release}
 	if _, err := t.runStep(ctx, stepPreflight, preflightOptions(), kube.Preflight, pre); err != nil {
 		return err
+	}
+	if o.rendered {
+		access := activities.AccessInput{Cluster: o.cluster, Release: r.Helm.Release, Access: o.release.Access}
+		if _, err := t.runStep(ctx, stepAccess, preflightOptions(), kube.CheckAccess, access); err != nil {
+			return err
+		}
 	}
 	if _, err := t.runStep(ctx, stepIdentitySameness, preflightOptions(), gcp.CheckIdentitySameness, pre); err != nil {
 		return err
@@ -191,6 +226,40 @@ func (o *onboarding) prepare(ctx workflow.Context) error {
 		return err
 	}
 	return o.serviceAccount(ctx)
+}
+
+// render renders the release as the Helm step will install it and takes the
+// grant's KSA from it: the one the chart's workloads run as.
+func (o *onboarding) render(ctx workflow.Context) error {
+	var helm *activities.Helm
+	t := o.t
+	in := activities.RenderInput{Helm: o.helmInput(o.req.gsaEmail()), KSA: o.req.KSA}
+	if err := t.run(ctx, stepRender, renderOptions(), helm.RenderRelease, in, &o.release); err != nil {
+		return err
+	}
+	o.req.KSA = o.release.KSA
+	t.status.KSA = o.release.KSA
+	upsertGrantAttributes(ctx, o.req.Project, o.req.Cluster, o.req.Namespace, o.req.KSA)
+	t.done(ctx, stepRender, o.release.Detail, nil)
+	return nil
+}
+
+// helmInput is the Helm install of the grant for the GSA gsa.
+func (o *onboarding) helmInput(gsa string) activities.HelmInput {
+	r := o.req
+	in := activities.HelmInput{
+		Cluster: o.cluster, Namespace: r.Namespace, Release: r.Helm.Release, Chart: r.Helm.Chart, RepoURL: r.Helm.RepoURL,
+		Version: r.Helm.Version, Values: r.Helm.Values, GSAEmail: gsa,
+	}
+	if bq := r.BigQuery; bq != nil {
+		in.Connection = &activities.ConnectionValues{
+			TempDataset:       bq.TempDataset,
+			BillingProject:    bq.BillingProject,
+			ServiceAccount:    gsa,
+			ConnectionOwnerID: bq.ConnectionOwnerID,
+		}
+	}
+	return in
 }
 
 // nodePools switches every node pool to the GKE metadata server, one at a time:
@@ -263,28 +332,31 @@ func (o *onboarding) grant(ctx workflow.Context) error {
 		return err
 	}
 	annotate := activities.AnnotateInput{Cluster: o.cluster, Namespace: r.Namespace, KSA: r.KSA, GSAEmail: o.sa.Email, Release: r.Helm.Release}
-	if _, err := t.runStep(ctx, stepAnnotate, kubeOptions(), kube.AnnotateServiceAccount, annotate); err != nil {
+	annotateAfterHelm := false
+	if o.rendered {
+		// Never a KSA of gkewi's own: the chart's, or the existing one it uses.
+		annotate.Release, annotate.MustExist = "", true
+		switch o.release.KSASource {
+		case activities.KSAFromChart:
+			t.skip(ctx, stepAnnotate, fmt.Sprintf("the chart creates %s/%s with the annotation (%s.annotations); verify-release checks it", r.Namespace, r.KSA, "commonBackendServiceAccount"))
+		case activities.KSAFromChartUnannotated:
+			annotateAfterHelm = true
+		default:
+			if _, err := t.runStep(ctx, stepAnnotate, kubeOptions(), kube.AnnotateServiceAccount, annotate); err != nil {
+				return err
+			}
+		}
+	} else if _, err := t.runStep(ctx, stepAnnotate, kubeOptions(), kube.AnnotateServiceAccount, annotate); err != nil {
 		return err
 	}
-	var conn *activities.ConnectionValues
 	if bq := r.BigQuery; bq != nil {
 		if _, err := t.runStep(ctx, stepBigQuery, iamOptions(), gcp.GrantBigQueryAccess, bigQueryAccess(o.sa.Email, bq)); err != nil {
 			return err
 		}
-		conn = &activities.ConnectionValues{
-			TempDataset:       bq.TempDataset,
-			BillingProject:    bq.BillingProject,
-			ServiceAccount:    o.sa.Email,
-			ConnectionOwnerID: bq.ConnectionOwnerID,
-		}
 	} else {
 		t.skip(ctx, stepBigQuery, "no bigquery in the request")
 	}
-	in := activities.HelmInput{
-		Cluster: o.cluster, Namespace: r.Namespace, Release: r.Helm.Release, Chart: r.Helm.Chart, RepoURL: r.Helm.RepoURL,
-		Version: r.Helm.Version, Values: r.Helm.Values, GSAEmail: o.sa.Email, Connection: conn,
-	}
-	if err := t.run(ctx, stepHelm, helmOptions(), helm.HelmUpgradeInstall, in, &o.helm); err != nil {
+	if err := t.run(ctx, stepHelm, helmOptions(), helm.HelmUpgradeInstall, o.helmInput(o.sa.Email), &o.helm); err != nil {
 		return err
 	}
 	t.status.HelmRevision = o.helm.Revision
@@ -295,6 +367,17 @@ func (o *onboarding) grant(ctx workflow.Context) error {
 	}
 	t.done(ctx, stepHelm, detail, nil)
 
+	if annotateAfterHelm {
+		if _, err := t.runStep(ctx, stepAnnotate, kubeOptions(), kube.AnnotateServiceAccount, annotate); err != nil {
+			return err
+		}
+	}
+	if o.rendered {
+		in := activities.VerifyReleaseInput{Cluster: o.cluster, Namespace: r.Namespace, Release: r.Helm.Release, KSA: r.KSA, GSAEmail: o.sa.Email}
+		if _, err := t.runStep(ctx, stepVerifyRelease, verifyReleaseOptions(), helm.VerifyRelease, in); err != nil {
+			return err
+		}
+	}
 	_, err := verifyAccess(ctx, t, stepVerify, o.verifyInput(), true)
 	return err
 }
@@ -363,11 +446,15 @@ func (o *onboarding) complete(ctx workflow.Context) OnboardResult {
 // revokeRequest is the request that undoes this grant.
 func (o *onboarding) revokeRequest() RevokeRequest {
 	r := o.req
-	return RevokeRequest{
+	rev := RevokeRequest{
 		Project: r.Project, Location: r.Location, Cluster: r.Cluster,
 		Namespace: r.Namespace, KSA: r.KSA, GSAEmail: o.sa.Email,
 		BigQuery: r.BigQuery,
-	}.WithDefaults()
+	}
+	if o.rendered {
+		rev.Release = r.Helm.Release
+	}
+	return rev.WithDefaults()
 }
 
 // fail ends the run with err in state s. A cancellation ends it as canceled.

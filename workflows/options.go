@@ -78,6 +78,24 @@ func preflightOptions() stepOptions {
 	}}
 }
 
+// renderOptions: the rendering downloads the chart; a failure to render is the
+// request's or the chart's, so few attempts.
+func renderOptions() stepOptions {
+	return stepOptions{startToClose: 5 * time.Minute, retry: retryPolicy{
+		initialInterval: 5 * time.Second, backoffCoefficient: 2, maximumInterval: time.Minute,
+		maximumAttempts: 4, nonRetryableErrorTypes: fixNeeded(),
+	}}
+}
+
+// verifyReleaseOptions: pods still being scheduled, or on nodes a node pool
+// update is still replacing, are looked at again for up to 15 minutes.
+func verifyReleaseOptions() stepOptions {
+	return stepOptions{startToClose: 2 * time.Minute, retry: retryPolicy{
+		initialInterval: 5 * time.Second, backoffCoefficient: 1.5, maximumInterval: time.Minute,
+		maximumAttempts: 30, giveUpAfter: 15 * time.Minute, nonRetryableErrorTypes: fixNeeded(),
+	}}
+}
+
 func enableServiceOptions() stepOptions {
 	return stepOptions{startToClose: 15 * time.Minute, retry: retryPolicy{
 		initialInterval: 10 * time.Second, backoffCoefficient: 2, maximumInterval: 2 * time.Minute,

@@ -7,8 +7,9 @@ const (
 	DefaultReminderInterval Duration = "24h"
 	DefaultApprovalTimeout  Duration = "168h"
 	DefaultTokenExpiryWait  Duration = "30m"
-	// ksaSuffix is the chart's backend KSA name after the release name.
-	ksaSuffix = "-common-backend"
+	// legacyKSASuffix made the KSA "<helm.release>-common-backend" in runs
+	// started before changeRenderedRelease; newer runs read it from the chart.
+	legacyKSASuffix = "-common-backend"
 )
 
 // OnboardRequest is the input of the Onboard workflow. Its JSON field names are a
@@ -27,7 +28,9 @@ type OnboardRequest struct {
 	GSA GSASpec `json:"gsa"`
 	// Namespace is the Kubernetes namespace of the release.
 	Namespace string `json:"namespace"`
-	// KSA is the Kubernetes service account; default "<helm.release>-common-backend".
+	// KSA is the Kubernetes service account to grant. Empty takes the one the
+	// chart's workloads run as (read from the rendered release); when set, it
+	// must be one of the KSAs the rendered workloads run as.
 	KSA string `json:"ksa,omitempty"`
 	// Helm describes the release to install or upgrade.
 	Helm HelmSpec `json:"helm"`
@@ -139,12 +142,10 @@ func (d Duration) Or(def time.Duration) time.Duration {
 	return v
 }
 
-// WithDefaults returns r with the defaults filled in: KSA
-// "<helm.release>-common-backend", reminder interval 24h, approval timeout 168h.
+// WithDefaults returns r with the defaults filled in: reminder interval 24h,
+// approval timeout 168h. The KSA is not defaulted here: Onboard reads it from the
+// rendered release.
 func (r OnboardRequest) WithDefaults() OnboardRequest {
-	if r.KSA == "" && r.Helm.Release != "" {
-		r.KSA = r.Helm.Release + ksaSuffix
-	}
 	if r.Support.ReminderInterval == "" {
 		r.Support.ReminderInterval = DefaultReminderInterval
 	}
@@ -152,6 +153,23 @@ func (r OnboardRequest) WithDefaults() OnboardRequest {
 		r.Support.ApprovalTimeout = DefaultApprovalTimeout
 	}
 	return r
+}
+
+// withLegacyKSA fills in the KSA as runs started before changeRenderedRelease
+// did: "<helm.release>-common-backend".
+func (r OnboardRequest) withLegacyKSA() OnboardRequest {
+	if r.KSA == "" && r.Helm.Release != "" {
+		r.KSA = r.Helm.Release + legacyKSASuffix
+	}
+	return r
+}
+
+// gsaEmail is the email of the request's GSA, known before it exists.
+func (r OnboardRequest) gsaEmail() string {
+	if r.GSA.Email != "" {
+		return r.GSA.Email
+	}
+	return r.GSA.AccountID + "@" + r.Project + ".iam.gserviceaccount.com"
 }
 
 // notifyTargets is where support notifications go.

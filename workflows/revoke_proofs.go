@@ -22,7 +22,7 @@ import (
 func (r *revocation) settleOnboarding(ctx workflow.Context) (bool, error) {
 	var grants *activities.Grants
 	t, req := r.t, r.req
-	id := grantID(onboardPrefix, req.Project, req.Location, req.Cluster, req.Namespace, req.KSA)
+	id := onboardWorkflowIDOf(req)
 	var desc activities.WorkflowRunDescription
 	in := activities.DescribeWorkflowRunInput{WorkflowID: id, KeywordAttributes: []string{SearchAttrState}}
 	if err := t.run(ctx, stepOnboarding, onboardingCheckOptions(), grants.DescribeWorkflowRun, in, &desc); err != nil {

@@ -8,7 +8,10 @@ type RevokeRequest struct {
 	Location  string `json:"location"`
 	Cluster   string `json:"cluster"`
 	Namespace string `json:"namespace"`
-	KSA       string `json:"ksa"`
+	// Release is the Helm release of the grant; it names the grant's workflows.
+	// Empty for grants onboarded before releases named them (the KSA does).
+	Release string `json:"release,omitempty"`
+	KSA     string `json:"ksa"`
 	// GSAEmail is the Google service account the KSA was allowed to act as.
 	GSAEmail string `json:"gsaEmail"`
 	// RemoveAnnotation also removes the KSA's iam.gke.io/gcp-service-account
@@ -33,6 +36,15 @@ func (r RevokeRequest) WithDefaults() RevokeRequest {
 		r.TokenExpiryWait = DefaultTokenExpiryWait
 	}
 	return r
+}
+
+// grantName is the last part of the grant's workflow IDs: the release, or the KSA
+// for a grant onboarded before releases named them.
+func (r RevokeRequest) grantName() string {
+	if r.Release != "" {
+		return r.Release
+	}
+	return r.KSA
 }
 
 // member is the Workload Identity principal of the grant.

@@ -104,8 +104,12 @@ type Status struct {
 	Location  string `json:"location,omitempty"`
 	Cluster   string `json:"cluster,omitempty"`
 	Namespace string `json:"namespace,omitempty"`
-	KSA       string `json:"ksa,omitempty"`
-	GSAEmail  string `json:"gsaEmail,omitempty"`
+	// Release is the Helm release of the grant.
+	Release string `json:"release,omitempty"`
+	// KSA is the grant's Kubernetes service account: the request's, or the one
+	// the rendered release runs as (empty until the release is rendered).
+	KSA      string `json:"ksa,omitempty"`
+	GSAEmail string `json:"gsaEmail,omitempty"`
 	// GSACreated is true when this run created the GSA (and so may delete it).
 	GSACreated   bool      `json:"gsaCreated,omitempty"`
 	HelmRevision int       `json:"helmRevision,omitempty"`

@@ -83,8 +83,8 @@ func (c *checker) err() error {
 }
 
 // Validate checks every field of r that does not depend on the clock and returns
-// a *ValidationError listing all problems, or nil. An empty KSA is fine: it
-// defaults to "<helm.release>-common-backend". Members of the decoded JSON that
+// a *ValidationError listing all problems, or nil. An empty KSA is fine: Onboard
+// takes the one the chart's workloads run as. Members of the decoded JSON that
 // match no field come first, as "<path>: unknown field".
 func (r OnboardRequest) Validate() error {
 	var c checker
@@ -163,6 +163,7 @@ func (r RevokeRequest) Validate() error {
 	c.unknown(r.unknownFields)
 	validateCluster(&c, r.Project, r.Location, r.Cluster)
 	c.check("namespace", r.Namespace, true, isDNSLabelK8s, ruleDNSLabel)
+	c.check("release", r.Release, false, isReleaseName, ruleRelease)
 	c.check("ksa", r.KSA, true, isDNSSubdomain, ruleDNSSubdomain)
 	c.check("gsaEmail", r.GSAEmail, true, isServiceAccountEmail, ruleSAEmail)
 	validateBigQuery(&c, r.BigQuery)
