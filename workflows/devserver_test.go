@@ -109,7 +109,7 @@ func TestTimeBoundGrantsOnDevServer(t *testing.T) {
 		pending := rec.waitFor(run, StateAwaitingApproval)
 		revoke := RevokeRequest{
 			Project: req.Project, Location: req.Location, Cluster: req.Cluster, Namespace: req.Namespace,
-			KSA: "carto-common-backend", GSAEmail: pending.GSAEmail, Reason: "no longer needed",
+			Release: req.Helm.Release, KSA: "carto-common-backend", GSAEmail: pending.GSAEmail, Reason: "no longer needed",
 		}
 		revokeRun := rec.start(RevokeWorkflowName, RevokeWorkflowID(revoke), revoke)
 		var res RevokeResult
@@ -139,7 +139,7 @@ func TestTimeBoundGrantsOnDevServer(t *testing.T) {
 		fake.setVerify(deny)
 		early := RevokeRequest{
 			Project: racing.Project, Location: racing.Location, Cluster: racing.Cluster, Namespace: racing.Namespace,
-			KSA: "carto-common-backend", GSAEmail: wantGSA, TokenExpiryWait: "2m",
+			Release: racing.Helm.Release, KSA: "carto-common-backend", GSAEmail: wantGSA, TokenExpiryWait: "2m",
 		}
 		earlyRun := rec.start(RevokeWorkflowName, RevokeWorkflowID(early), early)
 		rec.waitFor(earlyRun, StateWaitingTokenExpiry)
@@ -176,8 +176,7 @@ func TestTimeBoundGrantsOnDevServer(t *testing.T) {
 		var res SweepResult
 		require.NoError(t, sweepRun.Get(ctx, &res))
 		key := func(r OnboardRequest) string {
-			r = r.WithDefaults()
-			return r.Project + "/" + r.Location + "/" + r.Cluster + "/" + r.Namespace + "/" + r.KSA
+			return r.Project + "/" + r.Location + "/" + r.Cluster + "/" + r.Namespace + "/" + r.Helm.Release
 		}
 		assert.Equal(t, []string{key(lost)}, grantsOf(res.Revoked))
 		assert.Equal(t, []string{key(racing)}, grantsOf(res.AlreadyRevoking), "the start under the same ID failed as already started")

@@ -52,10 +52,17 @@ type fakeCloud struct {
 	results map[string]OnboardResult
 	// undelivered makes NotifySupport miss these targets, with these errors.
 	undelivered map[string]string
+	// ksaSource is what RenderRelease says makes the KSA; the KSA it answers is
+	// the request's or renderedKSA.
+	ksaSource string
 }
 
+// renderedKSA is the KSA the fake chart's workloads run as: named after the
+// chart, not the release, as the CARTO chart does.
+const renderedKSA = "carto-common-backend"
+
 func newFakeCloud() *fakeCloud {
-	return &fakeCloud{changed: true, saCreated: true, nodePools: []string{"default-pool", "gpu-pool"}, schedules: map[string]activities.ScheduleStatus{}}
+	return &fakeCloud{changed: true, saCreated: true, nodePools: []string{"default-pool", "gpu-pool"}, schedules: map[string]activities.ScheduleStatus{}, ksaSource: activities.KSAFromChart}
 }
 
 // failNext queues errors for the named activity.
@@ -137,6 +144,32 @@ func (f *fakeCloud) notifications() []string {
 		kinds = append(kinds, in.(activities.Notification).Kind)
 	}
 	return kinds
+}
+
+func (f *fakeCloud) RenderRelease(_ context.Context, in activities.RenderInput) (activities.RenderResult, error) {
+	if err := f.record("RenderRelease", in); err != nil {
+		return activities.RenderResult{}, err
+	}
+	ksa := in.KSA
+	if ksa == "" {
+		ksa = renderedKSA
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return activities.RenderResult{
+		Chart: "carto 1.0.0", KSA: ksa, KSASource: f.ksaSource,
+		Workloads: []activities.Workload{{Kind: "Deployment", Name: in.Helm.Release + "-workspace-api", Namespace: in.Helm.Namespace, KSA: ksa}},
+		Access:    []activities.AccessRule{{Namespace: in.Helm.Namespace, Resource: "configmaps", Verbs: []string{"create"}}},
+		Detail:    "rendered",
+	}, nil
+}
+
+func (f *fakeCloud) CheckAccess(_ context.Context, in activities.AccessInput) (activities.StepResult, error) {
+	return f.step("CheckAccess", in, "allowed")
+}
+
+func (f *fakeCloud) VerifyRelease(_ context.Context, in activities.VerifyReleaseInput) (activities.StepResult, error) {
+	return f.step("VerifyRelease", in, "runs as "+in.KSA)
 }
 
 func (f *fakeCloud) Preflight(_ context.Context, in activities.PreflightInput) (activities.StepResult, error) {
@@ -391,6 +424,9 @@ func (f *fakeCloud) mockAll(env *testsuite.TestWorkflowEnvironment) {
 		{grants.CancelWorkflowRun, f.CancelWorkflowRun},
 		{grants.ListWorkflowRuns, f.ListWorkflowRuns},
 		{grants.WorkflowRunResult, f.WorkflowRunResult},
+		{helm.RenderRelease, f.RenderRelease},
+		{kube.CheckAccess, f.CheckAccess},
+		{helm.VerifyRelease, f.VerifyRelease},
 		{kube.Preflight, f.Preflight},
 		{gcp.CheckIdentitySameness, f.CheckIdentitySameness},
 		{gcp.EnableService, f.EnableService},
@@ -418,6 +454,9 @@ func (f *fakeCloud) mockAll(env *testsuite.TestWorkflowEnvironment) {
 // Temporal service, the real ones run.
 func (f *fakeCloud) registerAll(w worker.ActivityRegistry) {
 	for name, fn := range map[string]any{
+		"RenderRelease":                  f.RenderRelease,
+		"CheckAccess":                    f.CheckAccess,
+		"VerifyRelease":                  f.VerifyRelease,
 		"Preflight":                      f.Preflight,
 		"CheckIdentitySameness":          f.CheckIdentitySameness,
 		"EnableService":                  f.EnableService,

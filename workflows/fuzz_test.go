@@ -117,7 +117,11 @@ func checkValidOnboard(t *testing.T, r OnboardRequest) {
 	if r.GSA.AccountID != "" {
 		email = r.GSA.AccountID + "@" + r.Project + saEmailDomain
 	}
-	rev := (&onboarding{req: r.WithDefaults(), sa: activities.ServiceAccount{Email: email}}).revokeRequest()
+	rendered := r.WithDefaults()
+	if rendered.KSA == "" {
+		rendered.KSA = renderedKSA // what the rendering would have found
+	}
+	rev := (&onboarding{req: rendered, rendered: true, sa: activities.ServiceAccount{Email: email}}).revokeRequest()
 	if err := rev.Validate(); err != nil {
 		t.Fatalf("the revoke request of a valid onboarding is invalid: %v", err)
 	}

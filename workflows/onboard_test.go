@@ -1,6 +1,7 @@
 package workflows
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -31,18 +32,31 @@ func TestOnboardHappyPathWithBigQuery(t *testing.T) {
 	var res OnboardResult
 	require.NoError(t, env.GetWorkflowResult(&res))
 
+	// The chart creates and annotates the KSA: no annotation step of gkewi's own.
 	assert.Equal(t, []string{
-		"Preflight", "CheckIdentitySameness", "EnableService", "SetWorkloadPool",
+		"RenderRelease", "Preflight", "CheckAccess", "CheckIdentitySameness", "EnableService", "SetWorkloadPool",
 		"ListNodePools", "SetNodePoolMetadata", "SetNodePoolMetadata",
 		"EnsureServiceAccount", "AddServiceAccountIAMMember", "NotifySupport",
-		"AddServiceAccountIAMMember", "AnnotateServiceAccount", "GrantBigQueryAccess",
-		"HelmUpgradeInstall", "VerifyAccess", "DeleteSchedule", "NotifySupport",
+		"AddServiceAccountIAMMember", "GrantBigQueryAccess",
+		"HelmUpgradeInstall", "VerifyRelease", "VerifyAccess", "DeleteSchedule", "NotifySupport",
 	}, fake.names())
 	// A grant without expiry drops a revocation schedule an earlier run may have left.
-	assert.Equal(t, []any{activities.ScheduleRef{ScheduleID: "gkewi-expiry/my-project/europe-west1/prod-cluster/carto/carto-common-backend"}},
+	assert.Equal(t, []any{activities.ScheduleRef{ScheduleID: "gkewi-expiry/my-project/europe-west1/prod-cluster/carto/carto"}},
 		fake.inputs("DeleteSchedule"))
 
 	cluster := activities.ClusterRef{Project: "my-project", Location: "europe-west1", Cluster: "prod-cluster"}
+	helmInput := activities.HelmInput{
+		Cluster: cluster, Namespace: "carto", Release: "carto", Chart: "carto", RepoURL: "https://helm.carto.com",
+		Values:   req.Helm.Values,
+		GSAEmail: wantGSA,
+		Connection: &activities.ConnectionValues{
+			TempDataset: "carto_temp", BillingProject: "my-billing-project", ServiceAccount: wantGSA, ConnectionOwnerID: "auth0|owner",
+		},
+	}
+	// Rendered before any change, with exactly the values Helm installs later.
+	assert.Equal(t, []any{activities.RenderInput{Helm: helmInput}}, fake.inputs("RenderRelease"))
+	assert.Equal(t, []any{activities.AccessInput{Cluster: cluster, Release: "carto",
+		Access: []activities.AccessRule{{Namespace: "carto", Resource: "configmaps", Verbs: []string{"create"}}}}}, fake.inputs("CheckAccess"))
 	assert.Equal(t, []any{activities.PreflightInput{Cluster: cluster, Namespace: "carto", KSA: "carto-common-backend", Release: "carto"}}, fake.inputs("Preflight"))
 	assert.Equal(t, []any{activities.EnableServiceInput{Project: "my-project", Service: "iamcredentials.googleapis.com"}}, fake.inputs("EnableService"))
 	assert.Equal(t, []any{cluster}, fake.inputs("SetWorkloadPool"))
@@ -57,19 +71,13 @@ func TestOnboardHappyPathWithBigQuery(t *testing.T) {
 		activities.ServiceAccountIAMInput{ServiceAccountEmail: wantGSA, Role: "roles/iam.serviceAccountTokenCreator", Member: "serviceAccount:" + wantGSA},
 		activities.ServiceAccountIAMInput{ServiceAccountEmail: wantGSA, Role: "roles/iam.workloadIdentityUser", Member: wantWIMember},
 	}, fake.inputs("AddServiceAccountIAMMember"))
-	assert.Equal(t, []any{activities.AnnotateInput{Cluster: cluster, Namespace: "carto", KSA: "carto-common-backend", GSAEmail: wantGSA, Release: "carto"}},
-		fake.inputs("AnnotateServiceAccount"))
+	assert.Empty(t, fake.inputs("AnnotateServiceAccount"))
 	assert.Equal(t, []any{activities.BigQueryAccessInput{
 		Member: "serviceAccount:" + wantGSA, DataProject: "my-data-project", BillingProject: "my-billing-project", TempDataset: "carto_temp",
 	}}, fake.inputs("GrantBigQueryAccess"))
-	assert.Equal(t, []any{activities.HelmInput{
-		Cluster: cluster, Namespace: "carto", Release: "carto", Chart: "carto", RepoURL: "https://helm.carto.com",
-		Values:   req.Helm.Values,
-		GSAEmail: wantGSA,
-		Connection: &activities.ConnectionValues{
-			TempDataset: "carto_temp", BillingProject: "my-billing-project", ServiceAccount: wantGSA, ConnectionOwnerID: "auth0|owner",
-		},
-	}}, fake.inputs("HelmUpgradeInstall"))
+	assert.Equal(t, []any{helmInput}, fake.inputs("HelmUpgradeInstall"))
+	assert.Equal(t, []any{activities.VerifyReleaseInput{Cluster: cluster, Namespace: "carto", Release: "carto", KSA: "carto-common-backend", GSAEmail: wantGSA}},
+		fake.inputs("VerifyRelease"))
 	assert.Equal(t, []any{activities.VerifyInput{
 		Cluster: cluster, Namespace: "carto", KSA: "carto-common-backend", GSAEmail: wantGSA, BigQueryProject: "my-billing-project",
 	}}, fake.inputs("VerifyAccess"))
@@ -96,7 +104,7 @@ func TestOnboardHappyPathWithBigQuery(t *testing.T) {
 	assert.Equal(t, alice, res.Approval.Approver)
 	assert.Equal(t, "SUP-42", res.Approval.Ticket)
 	assert.Equal(t, RevokeRequest{
-		Project: "my-project", Location: "europe-west1", Cluster: "prod-cluster", Namespace: "carto",
+		Project: "my-project", Location: "europe-west1", Cluster: "prod-cluster", Namespace: "carto", Release: "carto",
 		KSA: "carto-common-backend", GSAEmail: wantGSA, BigQuery: req.BigQuery, TokenExpiryWait: "30m",
 	}, res.Revoke)
 	require.NoError(t, res.Revoke.Validate())
@@ -116,16 +124,23 @@ func TestOnboardHappyPathWithBigQuery(t *testing.T) {
 	var names []string
 	for _, st := range s.Steps {
 		names = append(names, st.Name)
+		if st.Name == "annotate-ksa" {
+			assert.Equal(t, StepSkipped, st.State)
+			assert.Contains(t, st.Detail, "the chart creates carto/carto-common-backend with the annotation")
+			continue
+		}
 		assert.Equalf(t, StepDone, st.State, "step %s", st.Name)
 		if st.Name != "approval" {
 			assert.Equalf(t, 1, st.Attempts, "step %s", st.Name)
 		}
 	}
+	assert.Equal(t, "carto", s.Release)
+	assert.Equal(t, "carto-common-backend", s.KSA, "the KSA the rendered release runs as")
 	assert.Equal(t, []string{
-		"preflight", "identity-sameness", "enable-iamcredentials", "workload-pool", "list-node-pools",
+		"render-release", "preflight", "kubernetes-access", "identity-sameness", "enable-iamcredentials", "workload-pool", "list-node-pools",
 		"node-pool/default-pool", "node-pool/gpu-pool", "service-account", "token-creator",
 		"approval-request", "approval", "workload-identity-user", "annotate-ksa", "bigquery", "helm",
-		"verify", "outcome-notification",
+		"verify-release", "verify", "outcome-notification",
 	}, names)
 	assert.Equal(t, "approved by alice@example.com (ticket SUP-42)", mustStep(t, s, "approval").Detail)
 	assert.Equal(t, "allowed: ksa-token, sts-exchange, generate-access-token, bigquery-call", mustStep(t, s, "verify").Detail)
@@ -174,4 +189,79 @@ func assertKeyword(t *testing.T, s temporal.SearchAttributes, name, want string)
 	got, ok := s.GetKeyword(temporal.NewSearchAttributeKeyKeyword(name))
 	assert.Truef(t, ok, "search attribute %s not set", name)
 	assert.Equalf(t, want, got, "search attribute %s", name)
+}
+
+// Who annotates the KSA follows the rendered release: an existing KSA the chart
+// only uses is annotated before Helm (it must exist), one the chart creates
+// without the annotation once Helm has created it; gkewi never creates one.
+func TestOnboardAnnotatesOnlyWhatTheChartDoesNot(t *testing.T) {
+	for _, tc := range []struct {
+		source string
+		ksa    string
+		order  []string
+	}{
+		{activities.KSAExisting, "carto-backend", []string{"AnnotateServiceAccount", "GrantBigQueryAccess", "HelmUpgradeInstall", "VerifyRelease"}},
+		{activities.KSAFromChartUnannotated, "", []string{"GrantBigQueryAccess", "HelmUpgradeInstall", "AnnotateServiceAccount", "VerifyRelease"}},
+	} {
+		t.Run(tc.source, func(t *testing.T) {
+			fake := newFakeCloud()
+			fake.ksaSource = tc.source
+			req := validRequest()
+			req.KSA = tc.ksa
+			env := newOnboardEnv(t, fake, req)
+			signalAt(env, time.Hour, approve(alice))
+			env.ExecuteWorkflow(Onboard, req)
+			require.NoError(t, env.GetWorkflowError())
+
+			var after []string
+			for _, n := range fake.names() {
+				if slices.Contains(tc.order, n) {
+					after = append(after, n)
+				}
+			}
+			assert.Equal(t, tc.order, after)
+			want := tc.ksa
+			if want == "" {
+				want = renderedKSA
+			}
+			cluster := activities.ClusterRef{Project: "my-project", Location: "europe-west1", Cluster: "prod-cluster"}
+			assert.Equal(t, []any{activities.AnnotateInput{Cluster: cluster, Namespace: "carto", KSA: want, GSAEmail: wantGSA, MustExist: true}},
+				fake.inputs("AnnotateServiceAccount"), "no Helm ownership, never created")
+			assert.Equal(t, tc.ksa, fake.inputs("RenderRelease")[0].(activities.RenderInput).KSA, "the request's KSA is checked by the rendering")
+		})
+	}
+}
+
+// A release that cannot serve the grant is refused by the rendering, before
+// anything is changed or anyone is asked.
+func TestOnboardRefusedByTheRenderingChangesNothing(t *testing.T) {
+	fake := newFakeCloud()
+	fake.failNext("RenderRelease", temporal.NewNonRetryableApplicationError(
+		`render: release carto/carto (chart carto 1.0.0): no workload runs as ksa "carto-api"`, activities.ErrTypeReleaseIdentity, nil))
+	req := validRequest()
+	req.KSA = "carto-api"
+	env := newOnboardEnv(t, fake, req)
+	env.ExecuteWorkflow(Onboard, req)
+
+	require.Error(t, env.GetWorkflowError())
+	assert.Equal(t, activities.ErrTypeReleaseIdentity, workflowAppError(t, env).Type())
+	assert.Equal(t, []string{"RenderRelease"}, fake.names(), "support was not asked, so not told")
+	s := queryStatus(t, env)
+	assert.Equal(t, StateFailed, s.State)
+	assert.Contains(t, s.Error, `no workload runs as ksa "carto-api"`)
+}
+
+// A missing Kubernetes permission stops the onboarding at its check, before the
+// first change.
+func TestOnboardMissingAccessChangesNothing(t *testing.T) {
+	fake := newFakeCloud()
+	fake.failNext("CheckAccess", temporal.NewNonRetryableApplicationError(
+		"access check: missing configmaps in namespace carto (create)", activities.ErrTypeAccessMissing, nil))
+	req := validRequest()
+	env := newOnboardEnv(t, fake, req)
+	env.ExecuteWorkflow(Onboard, req)
+
+	require.Error(t, env.GetWorkflowError())
+	assert.Equal(t, []string{"RenderRelease", "Preflight", "CheckAccess"}, fake.names())
+	assert.Equal(t, StepFailed, mustStep(t, queryStatus(t, env), "kubernetes-access").State)
 }

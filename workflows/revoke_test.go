@@ -15,7 +15,7 @@ import (
 
 func revokeRequest() RevokeRequest {
 	return RevokeRequest{
-		Project: "my-project", Location: "europe-west1", Cluster: "prod-cluster", Namespace: "carto",
+		Project: "my-project", Location: "europe-west1", Cluster: "prod-cluster", Namespace: "carto", Release: "carto",
 		KSA: "carto-common-backend", GSAEmail: wantGSA, RemoveAnnotation: true,
 		BigQuery: validRequest().BigQuery, Reason: "contract ended",
 	}
@@ -55,7 +55,7 @@ func TestRevokeWaitsForTokensThenProvesAccessGone(t *testing.T) {
 		"VerifyAccess", "VerifyAccess", "VerifyAccess", "DeleteSchedule",
 	}, fake.names())
 	assert.Equal(t, []any{activities.DescribeWorkflowRunInput{
-		WorkflowID: "gkewi-onboard/my-project/europe-west1/prod-cluster/carto/carto-common-backend", KeywordAttributes: []string{"GkewiState"},
+		WorkflowID: "gkewi-onboard/my-project/europe-west1/prod-cluster/carto/carto", KeywordAttributes: []string{"GkewiState"},
 	}}, fake.inputs("DescribeWorkflowRun"))
 	assert.Equal(t, []any{activities.ServiceAccountIAMInput{
 		ServiceAccountEmail: wantGSA, Role: "roles/iam.workloadIdentityUser", Member: wantWIMember,
@@ -67,7 +67,7 @@ func TestRevokeWaitsForTokensThenProvesAccessGone(t *testing.T) {
 		fake.inputs("RemoveServiceAccountAnnotation"))
 	assert.Equal(t, "my-billing-project", fake.inputs("VerifyAccess")[0].(activities.VerifyInput).BigQueryProject)
 	// Revoking early removes the pending revocation schedule.
-	assert.Equal(t, []any{activities.ScheduleRef{ScheduleID: "gkewi-expiry/my-project/europe-west1/prod-cluster/carto/carto-common-backend"}},
+	assert.Equal(t, []any{activities.ScheduleRef{ScheduleID: "gkewi-expiry/my-project/europe-west1/prod-cluster/carto/carto"}},
 		fake.inputs("DeleteSchedule"))
 	assert.Empty(t, fake.schedules)
 
@@ -105,7 +105,7 @@ func TestRevokeWaitsForTokensThenProvesAccessGone(t *testing.T) {
 		"onboarding", "remove-workload-identity-user", "revoke-bigquery", "remove-annotation",
 		"verify-refused", "token-expiry-wait", "verify-revoked", "delete-revocation-schedule",
 	}, names)
-	assert.Equal(t, "no onboarding gkewi-onboard/my-project/europe-west1/prod-cluster/carto/carto-common-backend", mustStep(t, s, "onboarding").Detail)
+	assert.Equal(t, "no onboarding gkewi-onboard/my-project/europe-west1/prod-cluster/carto/carto", mustStep(t, s, "onboarding").Detail)
 	v := mustStep(t, s, "verify-refused")
 	assert.Equal(t, 2, v.Attempts)
 	assert.Equal(t, "denied at generate-access-token: Permission 'iam.serviceAccounts.getAccessToken' denied", v.Detail)
@@ -114,7 +114,7 @@ func TestRevokeWaitsForTokensThenProvesAccessGone(t *testing.T) {
 	assert.Equal(t, 1, final.Attempts)
 	assert.Equal(t, end, final.EndedAt)
 	assert.Equal(t, "denied at generate-access-token: Permission 'iam.serviceAccounts.getAccessToken' denied; no token handed out before 2026-06-01T08:00:15Z is valid after 2026-06-01T08:30:15Z", final.Detail)
-	assert.Equal(t, "deleted schedule gkewi-expiry/my-project/europe-west1/prod-cluster/carto/carto-common-backend", mustStep(t, s, "delete-revocation-schedule").Detail)
+	assert.Equal(t, "deleted schedule gkewi-expiry/my-project/europe-west1/prod-cluster/carto/carto", mustStep(t, s, "delete-revocation-schedule").Detail)
 }
 
 func TestRevokeWaitShorterThanATokenHandedOutWaitsForTheToken(t *testing.T) {
@@ -167,7 +167,7 @@ func TestRevokeWithoutWaitRecordsTheRefusal(t *testing.T) {
 		assert.Equalf(t, StepSkipped, mustStep(t, s, name).State, "step %s", name)
 	}
 	assert.Equal(t, "tokenExpiryWait is 0s and no token handed out before the refusal is still valid", mustStep(t, s, "token-expiry-wait").Detail)
-	assert.Equal(t, "no schedule gkewi-expiry/my-project/europe-west1/prod-cluster/carto/carto-common-backend", mustStep(t, s, "delete-revocation-schedule").Detail)
+	assert.Equal(t, "no schedule gkewi-expiry/my-project/europe-west1/prod-cluster/carto/carto", mustStep(t, s, "delete-revocation-schedule").Detail)
 	assert.Empty(t, fake.inputs("VerifyAccess")[0].(activities.VerifyInput).BigQueryProject, "no BigQuery call without a connection")
 }
 
@@ -247,7 +247,7 @@ func TestRevokeFailsWhenAccessStaysAllowed(t *testing.T) {
 
 func TestRevokeCancelsAnOnboardingAwaitingApproval(t *testing.T) {
 	fake := newFakeCloud()
-	onboardID := "gkewi-onboard/my-project/europe-west1/prod-cluster/carto/carto-common-backend"
+	onboardID := "gkewi-onboard/my-project/europe-west1/prod-cluster/carto/carto"
 	fake.onboarding = &activities.WorkflowRunDescription{Found: true, Run: activities.WorkflowRun{
 		WorkflowID: onboardID, RunID: "run-1", WorkflowType: OnboardWorkflowName, Status: activities.WorkflowStatusRunning,
 		Keywords: map[string]string{SearchAttrState: "awaiting-approval"},
@@ -290,7 +290,7 @@ func TestRevokeOfACanceledOnboardingOnAReusedGSARevokesToo(t *testing.T) {
 	// KSA may rest on: after the cancellation the revocation goes on.
 	fake := newFakeCloud()
 	fake.verify = func(int) activities.VerifyResult { return deniedAt("generate-access-token") }
-	onboardID := "gkewi-onboard/my-project/europe-west1/prod-cluster/carto/carto-common-backend"
+	onboardID := "gkewi-onboard/my-project/europe-west1/prod-cluster/carto/carto"
 	fake.onboarding = &activities.WorkflowRunDescription{Found: true, Run: activities.WorkflowRun{WorkflowID: onboardID, RunID: "run-2", Status: activities.WorkflowStatusRunning}}
 	fake.canceled = canceledOnboarding(t, onboardID, "run-2", Status{
 		State: StateCanceled, GSAEmail: wantGSA,
@@ -324,7 +324,7 @@ func TestRevokeGoesOnWhenTheOnboardingCannotBeRead(t *testing.T) {
 	var res RevokeResult
 	require.NoError(t, env.GetWorkflowResult(&res))
 	assert.Equal(t, StateRevoked, res.State)
-	assert.Equal(t, []string{"onboarding: could not look at the onboarding gkewi-onboard/my-project/europe-west1/prod-cluster/carto/carto-common-backend (describe workflow: permission denied by Temporal); revoking anyway"}, res.Warnings)
+	assert.Equal(t, []string{"onboarding: could not look at the onboarding gkewi-onboard/my-project/europe-west1/prod-cluster/carto/carto (describe workflow: permission denied by Temporal); revoking anyway"}, res.Warnings)
 }
 
 func TestRevokeOfADeletedGSAFindsNothingToRemove(t *testing.T) {

@@ -14,8 +14,8 @@ import (
 )
 
 const (
-	wantScheduleID = "gkewi-expiry/my-project/europe-west1/prod-cluster/carto/carto-common-backend"
-	wantRevokeID   = "gkewi-revoke/my-project/europe-west1/prod-cluster/carto/carto-common-backend"
+	wantScheduleID = "gkewi-expiry/my-project/europe-west1/prod-cluster/carto/carto"
+	wantRevokeID   = "gkewi-revoke/my-project/europe-west1/prod-cluster/carto/carto"
 )
 
 func TestOnboardWithTTLSchedulesItsRevocation(t *testing.T) {

@@ -24,7 +24,7 @@ type sweepFixture struct {
 
 func grantRun(ns, runID string, start time.Time, expiry time.Time) activities.WorkflowRun {
 	return activities.WorkflowRun{
-		WorkflowID: "gkewi-onboard/my-project/europe-west1/prod-cluster/" + ns + "/carto-common-backend", RunID: runID,
+		WorkflowID: "gkewi-onboard/my-project/europe-west1/prod-cluster/" + ns + "/carto", RunID: runID,
 		WorkflowType: OnboardWorkflowName, Status: activities.WorkflowStatusCompleted,
 		StartTime: start, CloseTime: start.Add(time.Hour),
 		Keywords: map[string]string{SearchAttrState: "completed"},
@@ -37,11 +37,11 @@ func revokeRun(id, status string, start time.Time) activities.WorkflowRun {
 }
 
 func grantRevokeID(ns string) string {
-	return "gkewi-revoke/my-project/europe-west1/prod-cluster/" + ns + "/carto-common-backend"
+	return "gkewi-revoke/my-project/europe-west1/prod-cluster/" + ns + "/carto"
 }
 
 func grantScheduleID(ns string) string {
-	return "gkewi-expiry/my-project/europe-west1/prod-cluster/" + ns + "/carto-common-backend"
+	return "gkewi-expiry/my-project/europe-west1/prod-cluster/" + ns + "/carto"
 }
 
 func resultFor(ns string) OnboardResult {
@@ -144,7 +144,7 @@ func TestSweepRevokesOnlyExpiredActiveGrants(t *testing.T) {
 	assert.Equal(t, "WorkflowType = 'Revoke' AND StartTime >= '2026-05-22T08:00:00Z' AND (ExecutionStatus = 'Running' OR GkewiState = 'revoked')", queries[2].(activities.ListWorkflowRunsInput).Query)
 
 	prefix := "my-project/europe-west1/prod-cluster/"
-	key := func(ns string) string { return prefix + ns + "/carto-common-backend" }
+	key := func(ns string) string { return prefix + ns + "/carto" }
 	assert.Equal(t, 9, res.Expired)
 	assert.Equal(t, 3, res.Settled, "ns-b superseded, ns-c revoked, ns-d being revoked")
 	assert.Equal(t, []string{key("ns-a"), key("ns-f"), key("ns-h")}, grantsOf(res.Revoked))
@@ -186,7 +186,7 @@ func TestSweepTreatsARevokeAlreadyRunningAsSuccess(t *testing.T) {
 	require.NoError(t, env.GetWorkflowError())
 	var res SweepResult
 	require.NoError(t, env.GetWorkflowResult(&res))
-	assert.Equal(t, []string{"my-project/europe-west1/prod-cluster/ns-a/carto-common-backend"}, grantsOf(res.AlreadyRevoking))
+	assert.Equal(t, []string{"my-project/europe-west1/prod-cluster/ns-a/carto"}, grantsOf(res.AlreadyRevoking))
 	assert.Equal(t, grantRevokeID("ns-a"), res.AlreadyRevoking[0].RevokeWorkflowID)
 	assert.Len(t, res.Revoked, 2, "ns-f and ns-h")
 	assert.ElementsMatch(t, []string{grantRevokeID("ns-f"), grantRevokeID("ns-h")}, revokes.ids)
@@ -224,7 +224,7 @@ func TestSweepDryRunStartsNothing(t *testing.T) {
 	// Six grants needed a look, two were allowed: ns-a would be revoked, ns-e is extended.
 	require.Len(t, res.Revoked, 1)
 	assert.Equal(t, grantRevokeID("ns-a"), res.Revoked[0].RevokeWorkflowID)
-	assert.Equal(t, []string{"my-project/europe-west1/prod-cluster/ns-e/carto-common-backend"}, grantsOf(res.Skipped))
+	assert.Equal(t, []string{"my-project/europe-west1/prod-cluster/ns-e/carto"}, grantsOf(res.Skipped))
 	assert.Equal(t, 4, res.Deferred)
 }
 

@@ -179,7 +179,8 @@ func TestRevokeRequestValidation(t *testing.T) {
 
 func TestWithDefaults(t *testing.T) {
 	r := OnboardRequest{Helm: HelmSpec{Release: "carto"}}.WithDefaults()
-	assert.Equal(t, "carto-common-backend", r.KSA)
+	assert.Empty(t, r.KSA, "the KSA comes from the rendered chart, not the release name")
+	assert.Equal(t, "carto-common-backend", r.withLegacyKSA().KSA, "as runs before rendered-release had it")
 	assert.Equal(t, Duration("24h"), r.Support.ReminderInterval)
 	assert.Equal(t, Duration("168h"), r.Support.ApprovalTimeout)
 
@@ -194,12 +195,18 @@ func TestWithDefaults(t *testing.T) {
 
 func TestWorkflowIDs(t *testing.T) {
 	r := validRequest()
-	assert.Equal(t, "gkewi-onboard/my-project/europe-west1/prod-cluster/carto/carto-common-backend", OnboardWorkflowID(r))
-	r.KSA = "carto-common-backend"
-	assert.Equal(t, "gkewi-onboard/my-project/europe-west1/prod-cluster/carto/carto-common-backend", OnboardWorkflowID(r),
-		"the defaulted and the explicit KSA name the same grant")
+	assert.Equal(t, "gkewi-onboard/my-project/europe-west1/prod-cluster/carto/carto", OnboardWorkflowID(r))
+	r.KSA = "carto-api"
+	assert.Equal(t, "gkewi-onboard/my-project/europe-west1/prod-cluster/carto/carto", OnboardWorkflowID(r),
+		"one grant per release, whichever KSA it runs as")
+	assert.Equal(t, "gkewi-onboard/my-project/europe-west1/prod-cluster/carto/carto-api", legacyOnboardWorkflowID(r))
+	r.KSA = ""
+	assert.Equal(t, "gkewi-onboard/my-project/europe-west1/prod-cluster/carto/carto-common-backend", legacyOnboardWorkflowID(r))
 	r.Namespace = "carto-staging"
-	assert.Equal(t, "gkewi-onboard/my-project/europe-west1/prod-cluster/carto-staging/carto-common-backend", OnboardWorkflowID(r))
+	assert.Equal(t, "gkewi-onboard/my-project/europe-west1/prod-cluster/carto-staging/carto", OnboardWorkflowID(r))
+	assert.Equal(t, "gkewi-revoke/my-project/europe-west1/prod-cluster/carto/prod", RevokeWorkflowID(RevokeRequest{
+		Project: "my-project", Location: "europe-west1", Cluster: "prod-cluster", Namespace: "carto", Release: "prod", KSA: "ksa", GSAEmail: wantGSA,
+	}), "the release names the grant")
 	assert.Equal(t, "gkewi-revoke/my-project/europe-west1/prod-cluster/carto/ksa", RevokeWorkflowID(RevokeRequest{
 		Project: "my-project", Location: "europe-west1", Cluster: "prod-cluster", Namespace: "carto", KSA: "ksa", GSAEmail: wantGSA,
 	}))
