@@ -165,7 +165,7 @@ func TestAccessManifests(t *testing.T) {
 		{Namespace: "carto-prod", Group: "", Resource: "configmaps", Verbs: []string{"patch", "create"}},
 		{Group: "", Resource: "nodes", Verbs: []string{"get"}},
 	}
-	out, err := AccessManifests(rules, "prod", SubjectOf("system:serviceaccount:gkewi-system:gkewi-worker"))
+	out, err := AccessManifests(rules, "carto-prod", "prod", SubjectOf("system:serviceaccount:gkewi-system:gkewi-worker"))
 	require.NoError(t, err)
 	docs := splitYAML(out)
 	require.Len(t, docs, 4)

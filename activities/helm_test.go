@@ -34,6 +34,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -136,7 +137,7 @@ func TestHelmInstallAdoptsAnnotatedKSAAndUpgradeKeepsIt(t *testing.T) {
 	ns := kubeTestNamespace(t, client, "helm-adopt")
 
 	// Step 6 then step 7 of the onboarding: the KSA exists before the release.
-	_, err := NewKube(client).AnnotateServiceAccount(ctx, AnnotateInput{Namespace: ns, KSA: "carto-common-backend", GSAEmail: kubeTestGSA, Release: "carto"})
+	_, err := NewKube(client).AnnotateServiceAccount(ctx, AnnotateInput{Namespace: ns, KSA: "carto-demo-common-backend", GSAEmail: kubeTestGSA, Release: "carto"})
 	require.NoError(t, err)
 
 	h := newKubeTestHelm(t, c.RESTConfig())
@@ -150,28 +151,30 @@ func TestHelmInstallAdoptsAnnotatedKSAAndUpgradeKeepsIt(t *testing.T) {
 	assert.Equal(t, 1, res.Revision)
 	assert.Equal(t, "deployed", res.Status)
 
-	api := requireDeploymentReady(t, client, ns, "carto-workspace-api", 2)
-	requireDeploymentReady(t, client, ns, "carto-workspace-subscriber", 1)
+	api := requireDeploymentReady(t, client, ns, "carto-carto-demo-workspace-api", 2)
+	requireDeploymentReady(t, client, ns, "carto-carto-demo-workspace-subscriber", 1)
 	pod := api.Spec.Template.Spec
-	assert.Equal(t, "carto-common-backend", pod.ServiceAccountName)
-	assert.Equal(t, "true", pod.NodeSelector["iam.gke.io/gke-metadata-server-enabled"])
+	assert.Equal(t, "carto-demo-common-backend", pod.ServiceAccountName)
 	ctr := pod.Containers[0]
-	for name, want := range map[string]string{
-		EnvWIBillingProject:  "acme-billing",
-		EnvWITempDataset:     "carto_temp",
-		EnvWIWorkflowsTemp:   "acme-billing.carto_temp",
-		EnvWIServiceAccount:  kubeTestGSA,
-		EnvWIConnectionOwner: "auth0|5f0c",
-		"LOG_LEVEL":          "debug",
-	} {
-		got, ok := envValue(ctr, name)
-		assert.True(t, ok, "env %s", name)
-		assert.Equal(t, want, got, "env %s", name)
+	level, _ := envValue(ctr, "LOG_LEVEL")
+	assert.Equal(t, "debug", level, "the operator's own variables stay")
+	// The connection reaches the backends' ConfigMaps, as the CARTO chart writes them.
+	for _, component := range []string{"workspace-api", "workspace-subscriber"} {
+		cm, err := client.CoreV1().ConfigMaps(ns).Get(ctx, "carto-carto-demo-"+component, metav1.GetOptions{})
+		require.NoError(t, err)
+		for name, want := range map[string]string{
+			EnvWIBillingProject:  "acme-billing",
+			EnvWIWorkflowsTemp:   "acme-billing.carto_temp",
+			EnvWIServiceAccount:  kubeTestGSA,
+			EnvWIConnectionOwner: "auth0|5f0c",
+		} {
+			assert.Equal(t, want, cm.Data[name], "%s %s", component, name)
+		}
 	}
 	_, hasKeyFile := envValue(ctr, "GOOGLE_APPLICATION_CREDENTIALS")
 	assert.False(t, hasKeyFile, "no key file with Workload Identity")
 
-	sa, err := client.CoreV1().ServiceAccounts(ns).Get(ctx, "carto-common-backend", metav1.GetOptions{})
+	sa, err := client.CoreV1().ServiceAccounts(ns).Get(ctx, "carto-demo-common-backend", metav1.GetOptions{})
 	require.NoError(t, err)
 	assert.Equal(t, kubeTestGSA, sa.Annotations[GSAAnnotation])
 	assert.Equal(t, "Helm", sa.Labels["app.kubernetes.io/managed-by"])
@@ -194,13 +197,13 @@ func TestHelmInstallAdoptsAnnotatedKSAAndUpgradeKeepsIt(t *testing.T) {
 	require.NoError(t, err)
 	assert.True(t, res.Changed)
 	assert.Equal(t, 2, res.Revision)
-	requireDeploymentReady(t, client, ns, "carto-workspace-api", 1)
-	sa, err = client.CoreV1().ServiceAccounts(ns).Get(ctx, "carto-common-backend", metav1.GetOptions{})
+	requireDeploymentReady(t, client, ns, "carto-carto-demo-workspace-api", 1)
+	sa, err = client.CoreV1().ServiceAccounts(ns).Get(ctx, "carto-demo-common-backend", metav1.GetOptions{})
 	require.NoError(t, err)
 	assert.Equal(t, kubeTestGSA, sa.Annotations[GSAAnnotation])
 
 	// And gkewi's annotate step, run again, finds nothing to do.
-	again, err := NewKube(client).AnnotateServiceAccount(ctx, AnnotateInput{Namespace: ns, KSA: "carto-common-backend", GSAEmail: kubeTestGSA, Release: "carto"})
+	again, err := NewKube(client).AnnotateServiceAccount(ctx, AnnotateInput{Namespace: ns, KSA: "carto-demo-common-backend", GSAEmail: kubeTestGSA, Release: "carto"})
 	require.NoError(t, err)
 	assert.False(t, again.Changed, again.Detail)
 }
@@ -255,9 +258,9 @@ func TestHelmFailedUpgradeRollsBack(t *testing.T) {
 	assert.Contains(t, appErr.Error(), "rolled back")
 
 	assert.Equal(t, []string{"1:superseded", "2:failed", "3:deployed"}, helmHistory(t, c.RESTConfig(), ns, "carto"))
-	api := requireDeploymentReady(t, client, ns, "carto-workspace-api", 2)
+	api := requireDeploymentReady(t, client, ns, "carto-carto-demo-workspace-api", 2)
 	assert.NotContains(t, api.Spec.Template.Spec.NodeSelector, "cloud.google.com/gke-nodepool", "the rollback restored revision 1")
-	sa, err := client.CoreV1().ServiceAccounts(ns).Get(ctx, "carto-common-backend", metav1.GetOptions{})
+	sa, err := client.CoreV1().ServiceAccounts(ns).Get(ctx, "carto-demo-common-backend", metav1.GetOptions{})
 	require.NoError(t, err)
 	assert.Equal(t, kubeTestGSA, sa.Annotations[GSAAnnotation])
 }
@@ -307,7 +310,7 @@ func TestHelmInstallFromHTTPRepository(t *testing.T) {
 	res, err := h.HelmUpgradeInstall(ctx, in)
 	require.NoError(t, err)
 	assert.Equal(t, 1, res.Revision)
-	requireDeploymentReady(t, client, ns, "carto-workspace-api", 2)
+	requireDeploymentReady(t, client, ns, "carto-carto-demo-workspace-api", 2)
 	raw, err := os.ReadFile(res.ValuesFile)
 	require.NoError(t, err)
 	assert.Contains(t, string(raw), "--repo "+srv.URL)
@@ -358,18 +361,18 @@ func TestHelmInstallFromOCIRegistry(t *testing.T) {
 	pusher, err := helmregistry.NewClient(helmregistry.ClientOptPlainHTTP(),
 		helmregistry.ClientOptCredentialsFile(filepath.Join(t.TempDir(), "config.json")))
 	require.NoError(t, err)
-	_, err = pusher.Push(data, host+"/charts/carto-demo:0.1.0", helmregistry.PushOptStrictMode(true))
+	_, err = pusher.Push(data, host+"/charts/carto-demo:0.2.0", helmregistry.PushOptStrictMode(true))
 	require.NoError(t, err)
 
 	h := newKubeTestHelm(t, c.RESTConfig(), func(hc *HelmConfig) { hc.RegistryPlainHTTP = true })
 	in := helmTestInput(ns)
-	in.Chart, in.Version = "oci://"+host+"/charts/carto-demo", "0.1.0"
+	in.Chart, in.Version = "oci://"+host+"/charts/carto-demo", "0.2.0"
 	res, err := h.HelmUpgradeInstall(ctx, in)
 	require.NoError(t, err)
 	assert.True(t, res.Changed)
-	requireDeploymentReady(t, client, ns, "carto-workspace-api", 2)
+	requireDeploymentReady(t, client, ns, "carto-carto-demo-workspace-api", 2)
 
-	in.Version = "0.2.0"
+	in.Version = "9.9.9" // not in the registry
 	_, err = h.HelmUpgradeInstall(ctx, in)
 	requireKubeAppError(t, err, ErrTypeHelmChart, true)
 }
@@ -553,27 +556,42 @@ func TestHelmDemoChartRendersWorkloadIdentity(t *testing.T) {
 	require.NoError(t, err)
 	docs := helmRender(t, helmDemoChartDir(t), "carto", "carto", values)
 
-	sas := helmRenderedObjects[corev1.ServiceAccount](t, docs, "ServiceAccount")
-	require.Len(t, sas, 1)
-	assert.Equal(t, "carto-common-backend", sas[0].Name)
-	assert.Equal(t, kubeTestGSA, sas[0].Annotations[GSAAnnotation])
-
-	deps := helmRenderedObjects[appsv1.Deployment](t, docs, "Deployment")
-	require.Len(t, deps, 2)
-	for _, d := range deps {
-		assert.Equal(t, "carto-common-backend", d.Spec.Template.Spec.ServiceAccountName)
-		assert.Equal(t, "true", d.Spec.Template.Spec.NodeSelector["iam.gke.io/gke-metadata-server-enabled"], d.Name)
-		got, ok := envValue(d.Spec.Template.Spec.Containers[0], EnvWIServiceAccount)
-		assert.True(t, ok, d.Name)
-		assert.Equal(t, kubeTestGSA, got)
+	sas := map[string]corev1.ServiceAccount{}
+	for _, sa := range helmRenderedObjects[corev1.ServiceAccount](t, docs, "ServiceAccount") {
+		sas[sa.Name] = sa
 	}
+	require.Len(t, sas, 2)
+	assert.Equal(t, kubeTestGSA, sas["carto-demo-common-backend"].Annotations[GSAAnnotation], "named after the chart, annotated from the values")
+	assert.NotContains(t, sas["carto-carto-demo-workspace-www"].Annotations, GSAAnnotation)
 
-	// Without Workload Identity: a key file and no node constraint.
+	deps := map[string]appsv1.Deployment{}
+	for _, d := range helmRenderedObjects[appsv1.Deployment](t, docs, "Deployment") {
+		deps[d.Name] = d
+	}
+	require.Len(t, deps, 3)
+	for _, name := range []string{"carto-carto-demo-workspace-api", "carto-carto-demo-workspace-subscriber"} {
+		assert.Equal(t, "carto-demo-common-backend", deps[name].Spec.Template.Spec.ServiceAccountName, name)
+	}
+	assert.Equal(t, "carto-carto-demo-workspace-www", deps["carto-carto-demo-workspace-www"].Spec.Template.Spec.ServiceAccountName,
+		"the front end runs as its own KSA")
+	cms := helmRenderedObjects[corev1.ConfigMap](t, docs, "ConfigMap")
+	require.Len(t, cms, 2)
+	for _, cm := range cms {
+		assert.Equal(t, kubeTestGSA, cm.Data[EnvWIServiceAccount], cm.Name)
+	}
+	assert.Len(t, helmRenderedObjects[policyv1.PodDisruptionBudget](t, docs, "PodDisruptionBudget"), 3)
+
+	// Without Workload Identity: the backends read a key file and no connection.
 	plain := helmRender(t, helmDemoChartDir(t), "carto", "carto", map[string]any{"googleCredentialsSecret": map[string]any{"name": "carto-google"}})
 	for _, d := range helmRenderedObjects[appsv1.Deployment](t, plain, "Deployment") {
-		assert.Empty(t, d.Spec.Template.Spec.NodeSelector)
+		if d.Name == "carto-carto-demo-workspace-www" {
+			continue
+		}
 		_, ok := envValue(d.Spec.Template.Spec.Containers[0], "GOOGLE_APPLICATION_CREDENTIALS")
-		assert.True(t, ok)
+		assert.True(t, ok, d.Name)
+	}
+	for _, cm := range helmRenderedObjects[corev1.ConfigMap](t, plain, "ConfigMap") {
+		assert.NotContains(t, cm.Data, EnvWIServiceAccount)
 	}
 }
 
@@ -660,7 +678,7 @@ func TestHelmRecoversReleaseLeftPending(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, 3, res.Revision)
 	assert.Equal(t, []string{"1:superseded", "2:failed", "3:deployed"}, helmHistory(t, c.RESTConfig(), ns, "carto"))
-	requireDeploymentReady(t, c.Client(), ns, "carto-workspace-api", 1)
+	requireDeploymentReady(t, c.Client(), ns, "carto-carto-demo-workspace-api", 1)
 }
 
 // gkewi's own interrupted operation is told apart by its lease: while the lease

@@ -24,9 +24,10 @@ const ErrTypeAccessMissing = "AccessMissing"
 // AccessInput asks whether the worker may do all of Access on the cluster.
 type AccessInput struct {
 	Cluster ClusterRef `json:"cluster"`
-	// Release names the Role printed for what is missing.
-	Release string       `json:"release"`
-	Access  []AccessRule `json:"access"`
+	// Namespace and Release name the Role printed for what is missing.
+	Namespace string       `json:"namespace"`
+	Release   string       `json:"release"`
+	Access    []AccessRule `json:"access"`
 }
 
 // CheckAccess asks the API server, with one SelfSubjectAccessReview per verb and
@@ -70,7 +71,7 @@ func (k *Kube) CheckAccess(ctx context.Context, in AccessInput) (StepResult, err
 		return StepResult{Detail: fmt.Sprintf("the worker may do all %d things the release needs (%d resources)", checks, len(in.Access))}, nil
 	}
 	subject := workerSubject(ctx, client)
-	manifest, err := AccessManifests(missing, in.Release, subject)
+	manifest, err := AccessManifests(missing, in.Namespace, in.Release, subject)
 	if err != nil {
 		return StepResult{}, err
 	}
@@ -128,9 +129,10 @@ func subjectString(s rbacv1.Subject) string {
 }
 
 // AccessManifests renders rules as RBAC objects bound to subject: a Role and
-// RoleBinding per namespace, a ClusterRole and ClusterRoleBinding for the
-// cluster-scoped rules, all named gkewi-release-RELEASE.
-func AccessManifests(rules []AccessRule, release string, subject rbacv1.Subject) (string, error) {
+// RoleBinding per namespace named gkewi-release-RELEASE, and a ClusterRole and
+// ClusterRoleBinding for the cluster-scoped rules named
+// gkewi-release-NAMESPACE-RELEASE (namespace: the release's).
+func AccessManifests(rules []AccessRule, namespace, release string, subject rbacv1.Subject) (string, error) {
 	name := "gkewi-release-" + release
 	byNS := map[string][]rbacv1.PolicyRule{}
 	for _, r := range rules {
@@ -148,6 +150,8 @@ func AccessManifests(rules []AccessRule, release string, subject rbacv1.Subject)
 	for _, ns := range namespaces {
 		meta := metav1.ObjectMeta{Name: name, Namespace: ns, Labels: labels}
 		if ns == "" {
+			name := "gkewi-release-" + namespace + "-" + release
+			meta.Name = name
 			docs = append(docs,
 				rbacv1.ClusterRole{TypeMeta: metav1.TypeMeta{APIVersion: "rbac.authorization.k8s.io/v1", Kind: "ClusterRole"}, ObjectMeta: meta, Rules: byNS[ns]},
 				rbacv1.ClusterRoleBinding{TypeMeta: metav1.TypeMeta{APIVersion: "rbac.authorization.k8s.io/v1", Kind: "ClusterRoleBinding"}, ObjectMeta: meta,

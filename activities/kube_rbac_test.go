@@ -62,7 +62,7 @@ func TestKubeLeastPrivilegeRBAC(t *testing.T) {
 	require.NoError(t, err)
 	k := NewKube(worker)
 	h := newKubeTestHelm(t, workerCfg)
-	ksa := "carto-common-backend"
+	ksa := "carto-demo-common-backend"
 
 	t.Run("every step passes", func(t *testing.T) {
 		// A first install that never becomes ready is uninstalled, which takes
@@ -88,10 +88,18 @@ func TestKubeLeastPrivilegeRBAC(t *testing.T) {
 
 		in := helmTestInput(releaseNS)
 		in.Chart = helmDemoChartDir(t)
+		// The release's own needs, read from the rendered chart: the shipped
+		// roles grant every one.
+		rendered, err := h.RenderRelease(ctx, RenderInput{Helm: in})
+		require.NoError(t, err)
+		assert.Equal(t, ksa, rendered.KSA)
+		_, err = k.CheckAccess(ctx, AccessInput{Namespace: releaseNS, Release: "carto", Access: rendered.Access})
+		require.NoError(t, err, "the shipped RBAC deploys a chart shaped like the CARTO chart")
+
 		hres, err := h.HelmUpgradeInstall(ctx, in)
 		require.NoError(t, err)
 		assert.Equal(t, 1, hres.Revision)
-		requireDeploymentReady(t, admin, releaseNS, "carto-workspace-api", 2)
+		requireDeploymentReady(t, admin, releaseNS, "carto-carto-demo-workspace-api", 2)
 
 		hres, err = h.HelmUpgradeInstall(ctx, in)
 		require.NoError(t, err)
@@ -139,7 +147,17 @@ func TestKubeLeastPrivilegeRBAC(t *testing.T) {
 		assert.True(t, apierrors.IsForbidden(err), "no namespace deletion: %v", err)
 		_, err = worker.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
 		assert.True(t, apierrors.IsForbidden(err), "no nodes: %v", err)
-		_, err = worker.CoreV1().ConfigMaps(releaseNS).List(ctx, metav1.ListOptions{})
-		assert.True(t, apierrors.IsForbidden(err), "no kinds the demo chart does not use: %v", err)
+		_, err = worker.CoreV1().PersistentVolumeClaims(releaseNS).List(ctx, metav1.ListOptions{})
+		assert.True(t, apierrors.IsForbidden(err), "no kinds the chart does not use: %v", err)
+
+		// The access check says so before any change, with a Role to apply.
+		_, err = k.CheckAccess(ctx, AccessInput{Namespace: releaseNS, Release: "carto", Access: []AccessRule{
+			{Namespace: releaseNS, Resource: "persistentvolumeclaims", Verbs: []string{"get", "create"}, Why: "the chart renders it"},
+			{Namespace: releaseNS, Resource: "configmaps", Verbs: []string{"get"}},
+		}})
+		appErr = requireKubeAppError(t, err, ErrTypeAccessMissing, true)
+		assert.Contains(t, appErr.Error(), "persistentvolumeclaims in namespace "+releaseNS+" (get, create): the chart renders it")
+		assert.NotContains(t, appErr.Error(), "configmaps in namespace", "what is allowed is not listed")
+		assert.Contains(t, appErr.Error(), "kind: Role")
 	})
 }

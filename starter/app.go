@@ -61,6 +61,7 @@ Usage:
   gkewi extend  --workflow-id ONBOARD_ID (--at RFC3339 | --ttl DURATION) [--token-expiry-wait 30m] [--dry-run]
   gkewi list    [--query QUERY] [--limit N] [-o table|json]
   gkewi id      -f request.yaml
+  gkewi rbac    -f request.yaml [--user system:serviceaccount:NS:NAME]
 
 Every command that talks to Temporal takes --address and --namespace; without
 them the connection comes from TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE,
@@ -95,6 +96,7 @@ func (a *App) Run(ctx context.Context, args []string) int {
 		"extend":  a.extend,
 		"list":    a.list,
 		"id":      a.id,
+		"rbac":    a.rbac,
 	}
 	name := args[0]
 	switch name {

@@ -139,7 +139,7 @@ func assertGrantOnce(t *testing.T, since time.Time, req workflows.OnboardRequest
 	assert.Equal(t, 1, n, "workloadIdentityUser members %s", member)
 
 	ctx := context.Background()
-	ksa, err := sandbox.KubeClient().CoreV1().ServiceAccounts(req.Namespace).Get(ctx, req.KSA, metav1.GetOptions{})
+	ksa, err := sandbox.KubeClient().CoreV1().ServiceAccounts(req.Namespace).Get(ctx, ksaOf(req), metav1.GetOptions{})
 	require.NoError(t, err)
 	assert.Equal(t, gsa, ksa.Annotations["iam.gke.io/gcp-service-account"])
 

@@ -214,7 +214,8 @@ func onboardRequest(t *testing.T, ns string) workflows.OnboardRequest {
 		GSA:       workflows.GSASpec{AccountID: "e2e-" + ns},
 		Namespace: ns,
 		Helm: workflows.HelmSpec{
-			Release: "carto",
+			// Not the chart's name: the KSA must still be the chart's own.
+			Release: "prod",
 			Chart:   filepath.Join(sandbox.RepoDir(), "deploy", "charts", "carto-demo"),
 		},
 		BigQuery: &workflows.BigQuerySpec{
@@ -259,8 +260,20 @@ func gsaMembers(t *testing.T, email string) map[string][]string {
 	return out
 }
 
+// demoChartKSA is the KSA the demo chart's backends run as: named after the
+// chart, whatever the release is called, as the CARTO chart does.
+const demoChartKSA = "carto-demo-common-backend"
+
+// ksaOf is the KSA an onboarding of req grants: the request's, or the chart's.
+func ksaOf(req workflows.OnboardRequest) string {
+	if req.KSA != "" {
+		return req.KSA
+	}
+	return demoChartKSA
+}
+
 func workloadMember(req workflows.OnboardRequest) string {
-	return "serviceAccount:" + req.Project + ".svc.id.goog[" + req.Namespace + "/" + req.KSA + "]"
+	return "serviceAccount:" + req.Project + ".svc.id.goog[" + req.Namespace + "/" + ksaOf(req) + "]"
 }
 
 // isMutating tells the emulator's method ids that change state.
@@ -282,4 +295,16 @@ func callsSince(since time.Time) []gcpemu.RequestEntry {
 		}
 	}
 	return out
+}
+
+// mustStep returns the named step of s.
+func mustStep(t *testing.T, s workflows.Status, name string) workflows.Step {
+	t.Helper()
+	for _, st := range s.Steps {
+		if st.Name == name {
+			return st
+		}
+	}
+	t.Fatalf("no step %q in %s", name, s.Workflow)
+	return workflows.Step{}
 }

@@ -102,16 +102,24 @@ func TestOnboardingApprovedThenRevoked(t *testing.T) {
 	})
 
 	t.Run("Kubernetes holds the annotation and the release", func(t *testing.T) {
-		ann := kubectl(t, "get", "serviceaccount", "-n", req.Namespace, req.KSA,
+		assert.Equal(t, demoChartKSA, s.KSA, "the KSA the chart's backends run as, not one named after the release")
+		ann := kubectl(t, "get", "serviceaccount", "-n", req.Namespace, s.KSA,
 			"-o", `jsonpath={.metadata.annotations.iam\.gke\.io/gcp-service-account}`)
 		assert.Equal(t, gsa, ann)
-		secrets := strings.Fields(kubectl(t, "get", "secrets", "-n", req.Namespace, "-l", "owner=helm,name=carto,status=deployed", "-o", "name"))
+		secrets := strings.Fields(kubectl(t, "get", "secrets", "-n", req.Namespace, "-l", "owner=helm,name="+req.Helm.Release+",status=deployed", "-o", "name"))
 		assert.Len(t, secrets, 1, "one deployed Helm revision")
-		env := kubectl(t, "get", "deployments", "-n", req.Namespace, "-l", "app.kubernetes.io/instance=carto",
-			"-o", `jsonpath={range .items[*]}{.spec.template.spec.serviceAccountName}{" "}{.spec.template.spec.containers[0].env}{"\n"}{end}`)
-		assert.Contains(t, env, req.KSA)
-		assert.Contains(t, env, `"name":"WORKSPACE_WORKLOAD_IDENTITY_SERVICE_ACCOUNT_EMAIL","value":"`+gsa+`"`)
-		assert.Contains(t, env, `"name":"WORKSPACE_WORKLOAD_IDENTITY_BILLING_PROJECT","value":"carto-billing"`)
+		// The pods that exist, read from the cluster: the backends run as the
+		// granted KSA, and no KSA is left that no pod uses.
+		pods := kubectl(t, "get", "pods", "-n", req.Namespace, "-l", "app.kubernetes.io/instance="+req.Helm.Release,
+			"-o", `jsonpath={range .items[*]}{.metadata.labels.app\.kubernetes\.io/component}={.spec.serviceAccountName}{"\n"}{end}`)
+		assert.Contains(t, pods, "workspace-api="+s.KSA)
+		assert.Contains(t, pods, "workspace-subscriber="+s.KSA)
+		assert.Equal(t, "", kubectl(t, "get", "serviceaccount", "-n", req.Namespace, req.Helm.Release+"-common-backend", "--ignore-not-found", "-o", "name"),
+			"no KSA named after the release")
+		conn := kubectl(t, "get", "configmap", "-n", req.Namespace, req.Helm.Release+"-carto-demo-workspace-api", "-o", "jsonpath={.data}")
+		assert.Contains(t, conn, `"WORKSPACE_WORKLOAD_IDENTITY_SERVICE_ACCOUNT_EMAIL":"`+gsa+`"`)
+		assert.Contains(t, conn, `"WORKSPACE_WORKLOAD_IDENTITY_BILLING_PROJECT":"carto-billing"`)
+		assert.Contains(t, mustStep(t, s, "verify-release").Detail, "run as "+req.Namespace+"/"+s.KSA)
 	})
 
 	t.Run("the workflow verified the chain for real", func(t *testing.T) {
@@ -147,7 +155,7 @@ func TestOnboardingApprovedThenRevoked(t *testing.T) {
 	res := gkewi(t, "revoke", "--workflow-id", id, "--token-expiry-wait", "2s", "--reason", "e2e", "--wait")
 	require.Equal(t, 0, res.code, "%s", res)
 	revokeID := workflows.RevokeWorkflowID(workflows.RevokeRequest{Project: req.Project, Location: req.Location,
-		Cluster: req.Cluster, Namespace: req.Namespace, KSA: req.KSA})
+		Cluster: req.Cluster, Namespace: req.Namespace, Release: req.Helm.Release, KSA: s.KSA})
 	rs := queryStatus(t, revokeID)
 	require.Equal(t, workflows.StateRevoked, rs.State, "error: %s", rs.Error)
 	var result struct {
@@ -241,7 +249,7 @@ func TestSecondOnboardingOfTheSameGrantChangesNothing(t *testing.T) {
 	for _, st := range s.Steps {
 		assert.False(t, st.Changed, "step %s changed something: %s", st.Name, st.Detail)
 	}
-	secrets := strings.Fields(kubectl(t, "get", "secrets", "-n", req.Namespace, "-l", "owner=helm,name=carto", "-o", "name"))
+	secrets := strings.Fields(kubectl(t, "get", "secrets", "-n", req.Namespace, "-l", "owner=helm,name="+req.Helm.Release, "-o", "name"))
 	assert.Len(t, secrets, 1, "no second Helm revision")
 
 	// A re-run that support rejects must leave the standing grant alone: the

@@ -207,7 +207,7 @@ func (o *onboarding) prepare(ctx workflow.Context) error {
 		return err
 	}
 	if o.rendered {
-		access := activities.AccessInput{Cluster: o.cluster, Release: r.Helm.Release, Access: o.release.Access}
+		access := activities.AccessInput{Cluster: o.cluster, Namespace: r.Namespace, Release: r.Helm.Release, Access: o.release.Access}
 		if _, err := t.runStep(ctx, stepAccess, preflightOptions(), kube.CheckAccess, access); err != nil {
 			return err
 		}
@@ -233,7 +233,7 @@ func (o *onboarding) prepare(ctx workflow.Context) error {
 func (o *onboarding) render(ctx workflow.Context) error {
 	var helm *activities.Helm
 	t := o.t
-	in := activities.RenderInput{Helm: o.helmInput(o.req.gsaEmail()), KSA: o.req.KSA}
+	in := activities.RenderInput{Helm: o.helmInput(o.req.GSAEmail()), KSA: o.req.KSA}
 	if err := t.run(ctx, stepRender, renderOptions(), helm.RenderRelease, in, &o.release); err != nil {
 		return err
 	}
@@ -246,9 +246,15 @@ func (o *onboarding) render(ctx workflow.Context) error {
 
 // helmInput is the Helm install of the grant for the GSA gsa.
 func (o *onboarding) helmInput(gsa string) activities.HelmInput {
-	r := o.req
+	return o.req.HelmInput(gsa)
+}
+
+// HelmInput is the Helm install of r's grant for the GSA gsa: the values as
+// gkewi installs them, the connection's included.
+func (r OnboardRequest) HelmInput(gsa string) activities.HelmInput {
 	in := activities.HelmInput{
-		Cluster: o.cluster, Namespace: r.Namespace, Release: r.Helm.Release, Chart: r.Helm.Chart, RepoURL: r.Helm.RepoURL,
+		Cluster:   activities.ClusterRef{Project: r.Project, Location: r.Location, Cluster: r.Cluster},
+		Namespace: r.Namespace, Release: r.Helm.Release, Chart: r.Helm.Chart, RepoURL: r.Helm.RepoURL,
 		Version: r.Helm.Version, Values: r.Helm.Values, GSAEmail: gsa,
 	}
 	if bq := r.BigQuery; bq != nil {

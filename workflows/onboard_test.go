@@ -55,7 +55,7 @@ func TestOnboardHappyPathWithBigQuery(t *testing.T) {
 	}
 	// Rendered before any change, with exactly the values Helm installs later.
 	assert.Equal(t, []any{activities.RenderInput{Helm: helmInput}}, fake.inputs("RenderRelease"))
-	assert.Equal(t, []any{activities.AccessInput{Cluster: cluster, Release: "carto",
+	assert.Equal(t, []any{activities.AccessInput{Cluster: cluster, Namespace: "carto", Release: "carto",
 		Access: []activities.AccessRule{{Namespace: "carto", Resource: "configmaps", Verbs: []string{"create"}}}}}, fake.inputs("CheckAccess"))
 	assert.Equal(t, []any{activities.PreflightInput{Cluster: cluster, Namespace: "carto", KSA: "carto-common-backend", Release: "carto"}}, fake.inputs("Preflight"))
 	assert.Equal(t, []any{activities.EnableServiceInput{Project: "my-project", Service: "iamcredentials.googleapis.com"}}, fake.inputs("EnableService"))

@@ -164,8 +164,8 @@ func (r OnboardRequest) withLegacyKSA() OnboardRequest {
 	return r
 }
 
-// gsaEmail is the email of the request's GSA, known before it exists.
-func (r OnboardRequest) gsaEmail() string {
+// GSAEmail is the email of the request's GSA, known before it exists.
+func (r OnboardRequest) GSAEmail() string {
 	if r.GSA.Email != "" {
 		return r.GSA.Email
 	}
