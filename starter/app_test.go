@@ -61,9 +61,9 @@ func run(t *testing.T, env mapEnv, stdin string, args ...string) result {
 
 // The JSON the starter sends for testdata/onboard.yaml: defaults applied, field
 // order as in workflows.OnboardRequest.
-const onboardInput = `{"project":"acme-prod","location":"europe-west1","cluster":"gke-main","gsa":{"accountId":"carto-backend"},"namespace":"carto","ksa":"carto-common-backend","helm":{"release":"carto","chart":"carto","repoURL":"https://helm.carto.com","values":{"appConfigValues":{"selfHostedDomain":"carto.example.com"}}},"support":{"approvers":["alice@example.com"],"notify":["support@example.com"],"reminderInterval":"24h","approvalTimeout":"168h"}}`
+const onboardInput = `{"project":"acme-prod","location":"europe-west1","cluster":"gke-main","gsa":{"accountId":"carto-backend"},"namespace":"carto","helm":{"release":"carto","chart":"carto","repoURL":"https://helm.carto.com","values":{"appConfigValues":{"selfHostedDomain":"carto.example.com"}}},"support":{"approvers":["alice@example.com"],"notify":["support@example.com"],"reminderInterval":"24h","approvalTimeout":"168h"}}`
 
-const onboardID = "gkewi-onboard/acme-prod/europe-west1/gke-main/carto/carto-common-backend"
+const onboardID = "gkewi-onboard/acme-prod/europe-west1/gke-main/carto/carto"
 
 func TestOnboardDryRunPrintsIDAndEquivalentCommand(t *testing.T) {
 	want := "Workflow ID: " + onboardID + "\n" +
@@ -169,11 +169,11 @@ func TestDecisionDryRunPrintsEquivalentCommands(t *testing.T) {
 func TestRevokeFromFileDryRun(t *testing.T) {
 	r := run(t, nil, "", "revoke", "-f", "testdata/revoke.yaml", "--token-expiry-wait", "45m", "--dry-run")
 	require.Equal(t, ExitOK, r.code, r.stderr)
-	id := "gkewi-revoke/acme-prod/europe-west1/gke-main/carto/carto-common-backend"
+	id := "gkewi-revoke/acme-prod/europe-west1/gke-main/carto/carto"
 	assert.Equal(t, "Workflow ID: "+id+"\n"+
 		"Equivalent temporal command:\n"+
 		"  temporal workflow start --type Revoke --task-queue gkewi --workflow-id '"+id+"' --input "+
-		`'{"project":"acme-prod","location":"europe-west1","cluster":"gke-main","namespace":"carto","ksa":"carto-common-backend","gsaEmail":"carto-backend@acme-prod.iam.gserviceaccount.com","tokenExpiryWait":"45m","reason":"contract ended"}'`+"\n",
+		`'{"project":"acme-prod","location":"europe-west1","cluster":"gke-main","namespace":"carto","release":"carto","ksa":"carto-common-backend","gsaEmail":"carto-backend@acme-prod.iam.gserviceaccount.com","tokenExpiryWait":"45m","reason":"contract ended"}'`+"\n",
 		r.stdout)
 
 	r = run(t, nil, "", "revoke", "-f", "testdata/revoke.yaml", "--token-expiry-wait", "13h", "--dry-run")

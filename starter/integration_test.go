@@ -29,10 +29,14 @@ import (
 // the CLI is tested against a real server without Google or Kubernetes.
 func standInOnboard(ctx workflow.Context, req workflows.OnboardRequest) (workflows.OnboardResult, error) {
 	gsa := req.GSA.AccountID + "@" + req.Project + ".iam.gserviceaccount.com"
+	ksa := req.KSA
+	if ksa == "" {
+		ksa = "carto-common-backend" // what rendering the CARTO chart finds
+	}
 	st := workflows.Status{
 		Workflow: workflows.OnboardWorkflowName, State: workflows.StateAwaitingApproval,
 		Project: req.Project, Location: req.Location, Cluster: req.Cluster,
-		Namespace: req.Namespace, KSA: req.KSA, GSAEmail: gsa,
+		Namespace: req.Namespace, Release: req.Helm.Release, KSA: ksa, GSAEmail: gsa,
 		Steps:    []workflows.Step{{Name: "approval", State: workflows.StepRunning, StartedAt: workflow.Now(ctx)}},
 		Approval: &workflows.Approval{Decision: workflows.DecisionPending},
 	}
@@ -108,7 +112,7 @@ func standInOnboard(ctx workflow.Context, req workflows.OnboardRequest) (workflo
 		Approval: *st.Approval,
 		Revoke: workflows.RevokeRequest{
 			Project: req.Project, Location: req.Location, Cluster: req.Cluster,
-			Namespace: req.Namespace, KSA: req.KSA, GSAEmail: gsa, TokenExpiryWait: "30m",
+			Namespace: req.Namespace, Release: req.Helm.Release, KSA: ksa, GSAEmail: gsa, TokenExpiryWait: "30m",
 		},
 	}, nil
 }
@@ -128,7 +132,7 @@ func standInRevoke(ctx workflow.Context, req workflows.RevokeRequest) (workflows
 	}
 	var grants *activities.Grants
 	actx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{StartToCloseTimeout: time.Minute})
-	onboardID := "gkewi-onboard/" + strings.Join([]string{req.Project, req.Location, req.Cluster, req.Namespace, req.KSA}, "/")
+	onboardID := "gkewi-onboard/" + strings.Join([]string{req.Project, req.Location, req.Cluster, req.Namespace, req.Release}, "/")
 	var desc activities.WorkflowRunDescription
 	if err := workflow.ExecuteActivity(actx, grants.DescribeWorkflowRun, activities.DescribeWorkflowRunInput{WorkflowID: onboardID}).Get(ctx, &desc); err != nil {
 		return workflows.RevokeResult{}, err
@@ -190,7 +194,8 @@ func TestCLIAgainstDevServer(t *testing.T) {
 	var st workflows.Status
 	require.NoError(t, json.Unmarshal([]byte(r.stdout), &st))
 	assert.Equal(t, workflows.StateAwaitingApproval, st.State)
-	assert.Equal(t, "carto-common-backend", st.KSA, "the defaulted KSA reached the workflow")
+	assert.Equal(t, "carto-common-backend", st.KSA, "the KSA the workflow found")
+	assert.Equal(t, "carto", st.Release)
 
 	// The grant shows up in visibility with its search attributes.
 	require.Eventually(t, func() bool {
@@ -216,7 +221,7 @@ func TestCLIAgainstDevServer(t *testing.T) {
 
 	// The grant gets a revocation schedule, then a later one: gkewi prints the
 	// temporal command that does the same, which works too.
-	scheduleID := "gkewi-expiry/acme-prod/europe-west1/gke-main/carto/carto-common-backend"
+	scheduleID := "gkewi-expiry/acme-prod/europe-west1/gke-main/carto/carto"
 	schedules := activities.NewSchedules(srv.Client())
 	nextRevocation := func() time.Time {
 		t.Helper()
@@ -230,10 +235,10 @@ func TestCLIAgainstDevServer(t *testing.T) {
 	assert.Contains(t, r.stdout, "Schedule ID: "+scheduleID+"\nRevoke starts at:  2099-01-01 00:00:00Z\n")
 	assert.Contains(t, r.stdout, "  temporal schedule create --schedule-id '"+scheduleID+"' --calendar "+
 		`'{"year":"2099","month":"1","dayOfMonth":"1","hour":"0","minute":"0","second":"0"}' --remaining-actions 1 --catchup-window 8760h `+
-		`--workflow-id 'gkewi-revoke/acme-prod/europe-west1/gke-main/carto/carto-common-backend' --type Revoke --task-queue gkewi --input `+
-		`'{"project":"acme-prod","location":"europe-west1","cluster":"gke-main","namespace":"carto","ksa":"carto-common-backend",`+
+		`--workflow-id 'gkewi-revoke/acme-prod/europe-west1/gke-main/carto/carto' --type Revoke --task-queue gkewi --input `+
+		`'{"project":"acme-prod","location":"europe-west1","cluster":"gke-main","namespace":"carto","release":"carto","ksa":"carto-common-backend",`+
 		`"gsaEmail":"carto-backend@acme-prod.iam.gserviceaccount.com","tokenExpiryWait":"5m","reason":"grant expired at 2099-01-01T00:00:00Z"}'`+"\n")
-	assert.Contains(t, r.stdout, "Created schedule "+scheduleID+": Revoke (workflow ID gkewi-revoke/acme-prod/europe-west1/gke-main/carto/carto-common-backend-<time>) starts at 2099-01-01 00:00:00Z.\n")
+	assert.Contains(t, r.stdout, "Created schedule "+scheduleID+": Revoke (workflow ID gkewi-revoke/acme-prod/europe-west1/gke-main/carto/carto-<time>) starts at 2099-01-01 00:00:00Z.\n")
 	assert.Equal(t, time.Date(2099, 1, 1, 0, 0, 0, 0, time.UTC), nextRevocation())
 
 	r = gkewi("extend", "--workflow-id", onboardID, "--at", "2099-06-01T12:30:00Z", "--dry-run")
@@ -249,7 +254,7 @@ func TestCLIAgainstDevServer(t *testing.T) {
 	// Revoke by the onboarding's ID: the revoke request comes from its result.
 	r = gkewi("revoke", "--workflow-id", onboardID, "--token-expiry-wait", "0s", "--reason", "test over", "--wait")
 	require.Equal(t, ExitOK, r.code, r.stderr)
-	revokeID := "gkewi-revoke/acme-prod/europe-west1/gke-main/carto/carto-common-backend"
+	revokeID := "gkewi-revoke/acme-prod/europe-west1/gke-main/carto/carto"
 	assert.Contains(t, r.stdout, "Workflow ID: "+revokeID+"\n")
 	assert.Contains(t, r.stdout, `"tokenExpiryWait":"0s","reason":"test over"}'`)
 	assert.Contains(t, r.stdout, `"gsa=carto-backend@acme-prod.iam.gserviceaccount.com wait=0s reason=test over bigquery=false"`)
@@ -266,7 +271,7 @@ func TestCLIAgainstDevServer(t *testing.T) {
 	b, err := os.ReadFile("testdata/onboard.yaml")
 	require.NoError(t, err)
 	second := strings.Replace(string(b), "namespace: carto", "namespace: carto-staging", 1)
-	secondID := "gkewi-onboard/acme-prod/europe-west1/gke-main/carto-staging/carto-common-backend"
+	secondID := "gkewi-onboard/acme-prod/europe-west1/gke-main/carto-staging/carto"
 	waited := make(chan result, 1)
 	go func() { waited <- run(t, env, second, "onboard", "-f", "-", "--wait") }()
 	require.Eventually(t, func() bool {
@@ -291,7 +296,7 @@ func TestCLIAgainstDevServer(t *testing.T) {
 
 	// A rejection by signal ends a third onboarding unsuccessfully.
 	third := strings.Replace(string(b), "namespace: carto", "namespace: carto-dev", 1)
-	thirdID := "gkewi-onboard/acme-prod/europe-west1/gke-main/carto-dev/carto-common-backend"
+	thirdID := "gkewi-onboard/acme-prod/europe-west1/gke-main/carto-dev/carto"
 	r = run(t, env, third, "onboard", "-f", "-")
 	require.Equal(t, ExitOK, r.code, r.stderr)
 	r = gkewi("reject", "--workflow-id", thirdID, "--approver", "alice@example.com", "--comment", "not yet")
@@ -301,7 +306,7 @@ func TestCLIAgainstDevServer(t *testing.T) {
 	// the revoke request comes from its status and its input.
 	fourth := strings.Replace(string(b), "namespace: carto", "namespace: carto-qa", 1) +
 		"bigquery: {dataProject: acme-data, billingProject: acme-billing, tempDataset: carto_temp, connectionOwnerId: owner}\n"
-	fourthID := "gkewi-onboard/acme-prod/europe-west1/gke-main/carto-qa/carto-common-backend"
+	fourthID := "gkewi-onboard/acme-prod/europe-west1/gke-main/carto-qa/carto"
 	r = run(t, env, fourth, "onboard", "-f", "-")
 	require.Equal(t, ExitOK, r.code, r.stderr)
 	require.Eventually(t, func() bool {
@@ -313,7 +318,7 @@ func TestCLIAgainstDevServer(t *testing.T) {
 	assert.Contains(t, r.stderr, "onboarding "+fourthID+" is still running: it sets the grant's revocation schedule itself when it completes")
 	r = gkewi("revoke", "--workflow-id", fourthID, "--reason", "not needed", "--wait")
 	require.Equal(t, ExitOK, r.code, r.stderr)
-	fourthRevokeID := "gkewi-revoke/acme-prod/europe-west1/gke-main/carto-qa/carto-common-backend"
+	fourthRevokeID := "gkewi-revoke/acme-prod/europe-west1/gke-main/carto-qa/carto"
 	assert.Contains(t, r.stdout, "Onboarding "+fourthID+" is running (awaiting-approval).\n")
 	assert.Contains(t, r.stdout, "It cancels the running onboarding "+fourthID+" first and waits for its clean-up.\n")
 	assert.Contains(t, r.stdout, `"gsa=carto-backend@acme-prod.iam.gserviceaccount.com wait=30m reason=not needed bigquery=true"`)
@@ -330,8 +335,8 @@ func TestCLIAgainstDevServer(t *testing.T) {
 	later := strings.Replace(string(mustRead(t, "testdata/revoke.yaml")), "namespace: carto", "namespace: carto-later", 1)
 	r = run(t, env, later, "revoke", "-f", "-", "--at", "2099-02-03T04:05:06Z", "--token-expiry-wait", "1m")
 	require.Equal(t, ExitOK, r.code, r.stderr)
-	laterScheduleID := "gkewi-expiry/acme-prod/europe-west1/gke-main/carto-later/carto-common-backend"
-	assert.Contains(t, r.stdout, "Created schedule "+laterScheduleID+": Revoke (workflow ID gkewi-revoke/acme-prod/europe-west1/gke-main/carto-later/carto-common-backend-<time>) starts at 2099-02-03 04:05:06Z.\n")
+	laterScheduleID := "gkewi-expiry/acme-prod/europe-west1/gke-main/carto-later/carto"
+	assert.Contains(t, r.stdout, "Created schedule "+laterScheduleID+": Revoke (workflow ID gkewi-revoke/acme-prod/europe-west1/gke-main/carto-later/carto-<time>) starts at 2099-02-03 04:05:06Z.\n")
 	assert.Contains(t, r.stdout, `"tokenExpiryWait":"1m","reason":"contract ended"}'`)
 	st2, err := schedules.DescribeRevocationSchedule(ctx, activities.ScheduleRef{ScheduleID: laterScheduleID})
 	require.NoError(t, err)

@@ -213,7 +213,7 @@ func (a *App) runningRevokeRequest(ctx context.Context, c client.Client, conn co
 	}
 	req := workflows.RevokeRequest{
 		Project: st.Project, Location: st.Location, Cluster: st.Cluster,
-		Namespace: st.Namespace, KSA: st.KSA, GSAEmail: st.GSAEmail,
+		Namespace: st.Namespace, Release: st.Release, KSA: st.KSA, GSAEmail: st.GSAEmail,
 	}
 	in, err := onboardingInput(ctx, c, run)
 	if err != nil {
@@ -229,6 +229,7 @@ func (a *App) runningRevokeRequest(ctx context.Context, c client.Client, conn co
 		fill(&req.Location, in.Location)
 		fill(&req.Cluster, in.Cluster)
 		fill(&req.Namespace, in.Namespace)
+		fill(&req.Release, in.Helm.Release)
 		fill(&req.KSA, in.KSA)
 		fill(&req.GSAEmail, in.GSA.Email)
 		if in.GSA.AccountID != "" {

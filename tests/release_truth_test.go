@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -44,7 +45,10 @@ func TestOnboardExistingKSAOfTheChart(t *testing.T) {
 	assert.False(t, gsaExists(t, req.GSA.AccountID+"@"+req.Project+".iam.gserviceaccount.com"))
 
 	// Made beforehand by the operator, it is the one granted.
-	_, err := sandbox.KubeClient().CoreV1().ServiceAccounts(req.Namespace).Create(ctx,
+	_, err := sandbox.KubeClient().CoreV1().Namespaces().Create(ctx,
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: req.Namespace}}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	_, err = sandbox.KubeClient().CoreV1().ServiceAccounts(req.Namespace).Create(ctx,
 		&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "carto-backend"}}, metav1.CreateOptions{})
 	require.NoError(t, err)
 	startOnboard(t, req)
@@ -143,6 +147,7 @@ func TestOnboardMissingKubernetesAccessPrintsTheRole(t *testing.T) {
 	_, err = admin.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{})
 	require.NoError(t, err)
 	apply := exec.Command(sandbox.KubectlPath(), "apply", "-f", "-")
+	apply.Env = append(os.Environ(), sandbox.Env()...)
 	apply.Stdin = strings.NewReader(manifest)
 	out, err := apply.CombinedOutput()
 	require.NoError(t, err, "%s", out)
