@@ -540,12 +540,19 @@ func (d *demo) proveOnboarding(ctx context.Context, req workflows.OnboardRequest
 	if err != nil {
 		return false, err
 	}
+	granted := 0
 	for _, w := range wls {
-		d.proof("  deployment "+w.Deployment, fmt.Sprintf("ready %s, service account %s", w.Ready, w.KSA), w.KSA == req.KSA)
+		if w.KSA != req.KSA {
+			fmt.Fprintf(d.out, "    deployment %s: ready %s, service account %s (no Google identity)\n", w.Deployment, w.Ready, w.KSA)
+			continue
+		}
+		granted++
+		d.proof("  deployment "+w.Deployment, fmt.Sprintf("ready %s, service account %s", w.Ready, w.KSA), true)
 		for _, k := range sortedKeys(w.Env) {
 			fmt.Fprintf(d.out, "      %s=%s\n", k, w.Env[k])
 		}
 	}
+	d.proof("  workloads on the granted KSA", fmt.Sprintf("%d deployment(s) run as %s", granted, req.KSA), granted > 0)
 	d.report.Proofs["workloads"] = wls
 
 	res, err := d.insp.verify(ctx, vi)

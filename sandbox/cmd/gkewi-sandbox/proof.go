@@ -252,6 +252,21 @@ func (in *inspector) workloads(ctx context.Context, ns, release string) ([]workl
 					w.Env[e.Name] = e.Value
 				}
 			}
+			// Charts since 2024 put the connection in the component's ConfigMap.
+			for _, from := range c.EnvFrom {
+				if from.ConfigMapRef == nil {
+					continue
+				}
+				cm, err := in.sb.KubeClient().CoreV1().ConfigMaps(ns).Get(ctx, from.ConfigMapRef.Name, metav1.GetOptions{})
+				if err != nil {
+					return nil, err
+				}
+				for k, v := range cm.Data {
+					if strings.HasPrefix(k, "WORKSPACE_WORKLOAD_IDENTITY_") {
+						w.Env[k] = v
+					}
+				}
+			}
 		}
 		out = append(out, w)
 	}
