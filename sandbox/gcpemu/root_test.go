@@ -248,7 +248,10 @@ func TestNodeClientShapedRequests(t *testing.T) {
 		"subject_token":        {signJWT(t, key, testKID, ksaClaimsFor(e.clock.Now(), testNamespace, testKSA))},
 		"subject_token_type":   {"urn:ietf:params:oauth:token-type:jwt"},
 	}
-	code, body := e.rawCall(t, "POST", "/v1/token", "", "application/x-www-form-urlencoded", form.Encode(), node)
+	code, body := e.rawCall(t, "POST", "/v1/token", "", "application/x-www-form-urlencoded;charset=UTF-8", form.Encode(), map[string]string{
+		"x-goog-api-client": "gl-node/20.20.2 auth/10.9.1 google-byoid-sdk source/file sa-impersonation/true config-lifetime/false",
+		"User-Agent":        "node-fetch",
+	})
 	require.Equal(t, 200, code, body)
 	fed := jsonField(t, body, "access_token")
 
