@@ -207,6 +207,28 @@ func (o *ownerClients) resetToNotOnboarded(t *testing.T) {
 	}
 }
 
+// restoreOnboarded puts back what every onboarding leaves (Workload Identity
+// on, GKE_METADATA pools, the IAM Credentials API enabled), so a failure
+// between the resets does not leave the shared sandbox changed for later tests.
+func (o *ownerClients) restoreOnboarded(t *testing.T) {
+	t.Helper()
+	c := sandbox.Cluster()
+	op, err := o.gke.Projects.Locations.Clusters.Update(clusterResource(), &container.UpdateClusterRequest{
+		Update: &container.ClusterUpdate{DesiredWorkloadIdentityConfig: &container.WorkloadIdentityConfig{WorkloadPool: c.Project + ".svc.id.goog"}},
+	}).Do()
+	require.NoError(t, err)
+	o.waitGKE(t, op)
+	for _, pool := range c.NodePools {
+		op, err := o.gke.Projects.Locations.Clusters.NodePools.Update(clusterResource()+"/nodePools/"+pool, &container.UpdateNodePoolRequest{
+			WorkloadMetadataConfig: &container.WorkloadMetadataConfig{Mode: "GKE_METADATA"},
+		}).Do()
+		require.NoError(t, err)
+		o.waitGKE(t, op)
+	}
+	_, err = o.su.Services.Enable("projects/"+c.Project+"/services/"+iamCredentialsAPI, &serviceusage.EnableServiceRequest{}).Do()
+	require.NoError(t, err)
+}
+
 // endState reads what a grant left, in Google Cloud and in Kubernetes.
 func (o *ownerClients) endState(t *testing.T, g grantNames) wiEndState {
 	t.Helper()
@@ -277,6 +299,11 @@ func TestGcloudManualProcedureMatchesOnboard(t *testing.T) {
 	owner := newOwnerClients(t)
 	g := newGcloudEnv(t)
 	suffix := fmt.Sprintf("%05d", time.Now().UnixNano()/1e6%100000)
+	t.Cleanup(func() {
+		if t.Failed() {
+			owner.restoreOnboarded(t)
+		}
+	})
 
 	// The manual procedure, from a project nobody onboarded.
 	owner.resetToNotOnboarded(t)
@@ -322,6 +349,7 @@ func TestGcloudManualProcedureMatchesOnboard(t *testing.T) {
 	s = approveAndComplete(t, id)
 	require.NotEmpty(t, s.KSA, "the status names the grant's KSA")
 	onboarded := grantNames{gsa: s.GSAEmail, namespace: req.Namespace, ksa: s.KSA}
+	t.Logf("gkewi's grant: %s for %s/%s (the KSA from the status query)", s.GSAEmail, req.Namespace, s.KSA)
 	gkewiState := owner.endState(t, onboarded)
 
 	want := wiEndState{

@@ -20,7 +20,7 @@ import (
 //	/v1/projects/P/locations/L/workloadIdentityPools/...  iam
 //	/v1/projects/P/services[/S[:verb]], /v1/projects/P/services:batchEnable
 //	                                               serviceusage
-//	/v1/operations/...                             serviceusage (also the path of
+//	/v1/operations/..., /v1beta1/operations/...    serviceusage (also the path of
 //	                                               Resource Manager v1's operations;
 //	                                               a Host header tells them apart)
 //	/v1/projects/P/locations/L/{clusters,operations,serverConfig}/...,
@@ -78,7 +78,7 @@ func rootService(path string) string {
 		return BigQuery
 	case "v3":
 		return CloudResourceManager
-	case "v1", "v1beta":
+	case "v1", "v1beta", "v1beta1":
 	default:
 		return ""
 	}
@@ -88,6 +88,8 @@ func rootService(path string) string {
 	switch {
 	case segs[1] == "token" && len(segs) == 2:
 		return STS
+	case segs[0] == "v1beta1" && segs[1] == "operations":
+		return ServiceUsage // the v1beta1 clients poll the same operations
 	case segs[0] != "v1":
 		return ""
 	case segs[1] == "operations":

@@ -52,6 +52,8 @@ func TestRouting(t *testing.T) {
 		{"POST", "", "/v1/projects/proj-a/services/iam.googleapis.com:enable", "serviceusage.services.enable"},
 		{"POST", "", "/v1/projects/proj-a/services/iam.googleapis.com:disable", "serviceusage.services.disable"},
 		{"GET", "", "/v1/operations/acf.p2-1-2", "serviceusage.operations.get"},
+		{"GET", "", "/v1beta1/operations/acf.p2-1-2", "serviceusage.operations.get"},
+		{"GET", "", "/v1beta1/projects/proj-a/services", ""},
 		// Resource Manager v1 has operations at the same path: its Host tells.
 		{"GET", "cloudresourcemanager.googleapis.com", "/v1/operations/acf.p2-1-2", ""},
 		{"GET", "serviceusage.googleapis.com", "/v1/operations/acf.p2-1-2", "serviceusage.operations.get"},

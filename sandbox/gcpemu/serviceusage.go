@@ -34,7 +34,7 @@ func routeServiceUsage(method, rest string) route {
 		case verb == "disable" && method == http.MethodPost:
 			rt.id, rt.handler = "serviceusage.services.disable", (*Emulator).suDisableService
 		}
-	case len(segs) == 3 && segs[0] == "v1" && segs[1] == "operations" && method == http.MethodGet:
+	case len(segs) == 3 && (segs[0] == "v1" || segs[0] == "v1beta1") && segs[1] == "operations" && method == http.MethodGet:
 		rt.params["operation"] = "operations/" + segs[2]
 		rt.id, rt.handler = "serviceusage.operations.get", (*Emulator).suGetOperation
 	}
