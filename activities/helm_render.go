@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
@@ -95,7 +96,7 @@ func (h *Helm) RenderRelease(ctx context.Context, in RenderInput) (RenderResult,
 	if err := validateHelmInput(in.Helm); err != nil {
 		return RenderResult{}, err
 	}
-	conn, err := h.cfg.Clusters.conn(in.Cluster())
+	conn, err := h.cfg.Clusters.conn(in.Helm.Cluster)
 	if err != nil {
 		return RenderResult{}, err
 	}
@@ -138,9 +139,6 @@ func (h *Helm) RenderRelease(ctx context.Context, in RenderInput) (RenderResult,
 	}
 	return res, nil
 }
-
-// Cluster is the cluster of the release.
-func (in RenderInput) Cluster() ClusterRef { return in.Helm.Cluster }
 
 // RenderOffline renders the release without a cluster (Helm's default
 // capabilities, kinds mapped to resources by name), for `gkewi rbac`. The KSA is
@@ -299,7 +297,7 @@ func planRelease(objects []renderedObject, in RenderInput, ch *chart.Chart, mapp
 			byKSA[w.KSA] = append(byKSA[w.KSA], w)
 		}
 	}
-	all := sortedKeys(byKSA)
+	all := slices.Sorted(maps.Keys(byKSA))
 	describe := func(names []string) string {
 		parts := make([]string, 0, len(names))
 		for _, k := range names {
@@ -385,15 +383,6 @@ func workloadNames(ws []Workload) string {
 		names = append(names, w.String())
 	}
 	return strings.Join(names, ", ")
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 // podSpecPaths are where each workload kind keeps its pod spec.

@@ -2,24 +2,19 @@ package activities
 
 import (
 	"context"
-	"errors"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"go.temporal.io/sdk/temporal"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"sigs.k8s.io/yaml"
 )
 
 func legacyChartDir(t *testing.T) string {
 	t.Helper()
-	dir, err := filepath.Abs(filepath.Join("..", "sandbox", "charts", "carto-legacy"))
-	require.NoError(t, err)
-	return dir
+	return repoChartDir(t, "sandbox", "charts", "carto-legacy")
 }
 
 func renderOffline(t *testing.T, chart, release, ksa string, values map[string]any) (RenderResult, error) {
@@ -30,14 +25,6 @@ func renderOffline(t *testing.T, chart, release, ksa string, values map[string]a
 		Connection: &ConnectionValues{TempDataset: "carto_temp", BillingProject: "acme-billing", ConnectionOwnerID: "auth0|5f0c"},
 	}}
 	return h.RenderOffline(context.Background(), in)
-}
-
-func errType(err error) string {
-	var appErr *temporal.ApplicationError
-	if errors.As(err, &appErr) {
-		return appErr.Type()
-	}
-	return ""
 }
 
 // The backend KSA is named after the chart, not the release: a release called
@@ -74,8 +61,7 @@ func TestRenderTakesTheKSATheWorkloadsRunAs(t *testing.T) {
 
 func TestRenderRefusesAKSANoWorkloadRunsAs(t *testing.T) {
 	_, err := renderOffline(t, helmDemoChartDir(t), "prod", "prod-common-backend", nil)
-	require.Error(t, err)
-	assert.Equal(t, ErrTypeReleaseIdentity, errType(err))
+	requireKubeAppError(t, err, ErrTypeReleaseIdentity, true)
 	assert.Contains(t, err.Error(), `no workload runs as ksa "prod-common-backend"`)
 	assert.Contains(t, err.Error(), "carto-demo-common-backend (deployment/prod-carto-demo-workspace-api, deployment/prod-carto-demo-workspace-subscriber)")
 
@@ -120,8 +106,7 @@ func TestRenderRefusesSeveralCandidates(t *testing.T) {
 		"workspaceWww":                map[string]any{"serviceAccount": map[string]any{"create": false, "name": "www"}},
 	}
 	_, err := renderOffline(t, helmDemoChartDir(t), "prod", "", values)
-	require.Error(t, err)
-	assert.Equal(t, ErrTypeReleaseIdentity, errType(err))
+	requireKubeAppError(t, err, ErrTypeReleaseIdentity, true)
 	assert.Contains(t, err.Error(), "name the one to grant with ksa: carto-backend (")
 	assert.Contains(t, err.Error(), "www (deployment/prod-carto-demo-workspace-www)")
 }

@@ -47,7 +47,13 @@ import (
 // helmDemoChartDir is the stand-in for the vendor chart.
 func helmDemoChartDir(t *testing.T) string {
 	t.Helper()
-	dir, err := filepath.Abs(filepath.Join("..", "deploy", "charts", "carto-demo"))
+	return repoChartDir(t, "deploy", "charts", "carto-demo")
+}
+
+// repoChartDir is the absolute path of a chart of the repository.
+func repoChartDir(t *testing.T, parts ...string) string {
+	t.Helper()
+	dir, err := filepath.Abs(filepath.Join(append([]string{".."}, parts...)...))
 	require.NoError(t, err)
 	return dir
 }

@@ -3,6 +3,7 @@ package activities
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
@@ -89,7 +90,7 @@ func (h *Helm) VerifyRelease(ctx context.Context, in VerifyReleaseInput) (StepRe
 	}
 	if len(ours) == 0 {
 		var runAs []string
-		for _, k := range sortedKeys(others) {
+		for _, k := range slices.Sorted(maps.Keys(others)) {
 			runAs = append(runAs, fmt.Sprintf("%s (%s)", k, strings.Join(others[k], ", ")))
 		}
 		return fail("no workload runs as the granted KSA %s; they run as %s", in.KSA, strings.Join(runAs, "; "))
@@ -154,7 +155,7 @@ func (h *Helm) VerifyRelease(ctx context.Context, in VerifyReleaseInput) (StepRe
 		strings.Join(names, ", "), target, in.GSAEmail, pods, len(nodes))
 	res := StepResult{Detail: detail}
 	if len(others) > 0 {
-		detail += fmt.Sprintf("; %d other KSA(s) get no Google identity: %s", len(others), strings.Join(sortedKeys(others), ", "))
+		detail += fmt.Sprintf("; %d other KSA(s) get no Google identity: %s", len(others), strings.Join(slices.Sorted(maps.Keys(others)), ", "))
 		res.Detail = detail
 	}
 	return res, nil

@@ -14,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/sets"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/component-helpers/auth/rbac/validation"
 	"sigs.k8s.io/yaml"
 )
 
@@ -30,10 +31,13 @@ type AccessInput struct {
 	Access    []AccessRule `json:"access"`
 }
 
-// CheckAccess asks the API server, with one SelfSubjectAccessReview per verb and
-// resource, whether the worker may do everything the release needs. What is
-// missing fails the step, before any change, naming each permission, with the
-// Role (and ClusterRole) and bindings that grant exactly those.
+// CheckAccess asks the API server whether the worker may do everything the
+// release needs: what the worker's rules in the namespace (one
+// SelfSubjectRulesReview per namespace) cover is allowed; everything else, and
+// every cluster-scoped permission, is asked with a SelfSubjectAccessReview, as
+// the listed rules can be incomplete. What is missing fails the step, before any
+// change, naming each permission, with the Role (and ClusterRole) and bindings
+// that grant exactly those.
 func (k *Kube) CheckAccess(ctx context.Context, in AccessInput) (StepResult, error) {
 	if in.Release == "" || len(in.Access) == 0 {
 		return StepResult{}, kubeInvalidInput("access check: release and access are required")
@@ -43,12 +47,21 @@ func (k *Kube) CheckAccess(ctx context.Context, in AccessInput) (StepResult, err
 		return StepResult{}, err
 	}
 	var missing []AccessRule
-	checks := 0
+	listed := map[string][]rbacv1.PolicyRule{}
+	checks, asked := 0, 0
 	for _, r := range in.Access {
 		resource, sub, _ := strings.Cut(r.Resource, "/")
+		if _, ok := listed[r.Namespace]; !ok && r.Namespace != "" {
+			listed[r.Namespace] = listedRules(ctx, client, r.Namespace)
+		}
 		var denied []string
 		for _, verb := range r.Verbs {
 			checks++
+			want := rbacv1.PolicyRule{APIGroups: []string{r.Group}, Resources: []string{r.Resource}, Verbs: []string{verb}}
+			if covered, _ := validation.Covers(listed[r.Namespace], []rbacv1.PolicyRule{want}); covered {
+				continue
+			}
+			asked++
 			review, err := client.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, &authorizationv1.SelfSubjectAccessReview{
 				Spec: authorizationv1.SelfSubjectAccessReviewSpec{ResourceAttributes: &authorizationv1.ResourceAttributes{
 					Namespace: r.Namespace, Verb: verb, Group: r.Group, Resource: resource, Subresource: sub,
@@ -68,7 +81,7 @@ func (k *Kube) CheckAccess(ctx context.Context, in AccessInput) (StepResult, err
 		}
 	}
 	if len(missing) == 0 {
-		return StepResult{Detail: fmt.Sprintf("the worker may do all %d things the release needs (%d resources)", checks, len(in.Access))}, nil
+		return StepResult{Detail: fmt.Sprintf("the worker may do all %d things the release needs (%d resources; %d asked one by one)", checks, len(in.Access), asked)}, nil
 	}
 	subject := workerSubject(ctx, client)
 	manifest, err := AccessManifests(missing, in.Namespace, in.Release, subject)
@@ -82,6 +95,21 @@ func (k *Kube) CheckAccess(ctx context.Context, in AccessInput) (StepResult, err
 	return StepResult{}, temporal.NewNonRetryableApplicationError(fmt.Sprintf(
 		"access check: the worker (%s) may not do what release %s needs; nothing was changed. Missing:\n%s\nApply this (`gkewi rbac -f REQUEST` prints the whole set for the release), then start the onboarding again:\n%s",
 		subjectString(subject), in.Release, strings.Join(lines, "\n"), manifest), ErrTypeAccessMissing, nil, missing)
+}
+
+// listedRules are the worker's rules in namespace ns as the API server lists
+// them; none when it does not (every permission is then asked one by one).
+func listedRules(ctx context.Context, client kubernetes.Interface, ns string) []rbacv1.PolicyRule {
+	review, err := client.AuthorizationV1().SelfSubjectRulesReviews().Create(ctx,
+		&authorizationv1.SelfSubjectRulesReview{Spec: authorizationv1.SelfSubjectRulesReviewSpec{Namespace: ns}}, metav1.CreateOptions{})
+	if err != nil {
+		return nil
+	}
+	rules := make([]rbacv1.PolicyRule, 0, len(review.Status.ResourceRules))
+	for _, rr := range review.Status.ResourceRules {
+		rules = append(rules, rbacv1.PolicyRule{Verbs: rr.Verbs, APIGroups: rr.APIGroups, Resources: rr.Resources, ResourceNames: rr.ResourceNames})
+	}
+	return rules
 }
 
 func (r AccessRule) String() string {

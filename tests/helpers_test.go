@@ -300,11 +300,7 @@ func callsSince(since time.Time) []gcpemu.RequestEntry {
 // mustStep returns the named step of s.
 func mustStep(t *testing.T, s workflows.Status, name string) workflows.Step {
 	t.Helper()
-	for _, st := range s.Steps {
-		if st.Name == name {
-			return st
-		}
-	}
-	t.Fatalf("no step %q in %s", name, s.Workflow)
-	return workflows.Step{}
+	st, ok := s.Step(name)
+	require.Truef(t, ok, "no step %q in %s", name, s.Workflow)
+	return st
 }

@@ -233,7 +233,7 @@ func (o *onboarding) prepare(ctx workflow.Context) error {
 func (o *onboarding) render(ctx workflow.Context) error {
 	var helm *activities.Helm
 	t := o.t
-	in := activities.RenderInput{Helm: o.helmInput(o.req.GSAEmail()), KSA: o.req.KSA}
+	in := activities.RenderInput{Helm: o.req.HelmInput(o.req.GSAEmail()), KSA: o.req.KSA}
 	if err := t.run(ctx, stepRender, renderOptions(), helm.RenderRelease, in, &o.release); err != nil {
 		return err
 	}
@@ -242,11 +242,6 @@ func (o *onboarding) render(ctx workflow.Context) error {
 	upsertGrantAttributes(ctx, o.req.Project, o.req.Cluster, o.req.Namespace, o.req.KSA)
 	t.done(ctx, stepRender, o.release.Detail, nil)
 	return nil
-}
-
-// helmInput is the Helm install of the grant for the GSA gsa.
-func (o *onboarding) helmInput(gsa string) activities.HelmInput {
-	return o.req.HelmInput(gsa)
 }
 
 // HelmInput is the Helm install of r's grant for the GSA gsa: the values as
@@ -344,7 +339,7 @@ func (o *onboarding) grant(ctx workflow.Context) error {
 		annotate.Release, annotate.MustExist = "", true
 		switch o.release.KSASource {
 		case activities.KSAFromChart:
-			t.skip(ctx, stepAnnotate, fmt.Sprintf("the chart creates %s/%s with the annotation (%s.annotations); verify-release checks it", r.Namespace, r.KSA, "commonBackendServiceAccount"))
+			t.skip(ctx, stepAnnotate, fmt.Sprintf("the chart creates %s/%s with the annotation (commonBackendServiceAccount.annotations); verify-release checks it", r.Namespace, r.KSA))
 		case activities.KSAFromChartUnannotated:
 			annotateAfterHelm = true
 		default:
@@ -362,7 +357,7 @@ func (o *onboarding) grant(ctx workflow.Context) error {
 	} else {
 		t.skip(ctx, stepBigQuery, "no bigquery in the request")
 	}
-	if err := t.run(ctx, stepHelm, helmOptions(), helm.HelmUpgradeInstall, o.helmInput(o.sa.Email), &o.helm); err != nil {
+	if err := t.run(ctx, stepHelm, helmOptions(), helm.HelmUpgradeInstall, o.req.HelmInput(o.sa.Email), &o.helm); err != nil {
 		return err
 	}
 	t.status.HelmRevision = o.helm.Revision

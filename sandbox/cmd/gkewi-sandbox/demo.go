@@ -194,7 +194,8 @@ func (d *demo) run(ctx context.Context, req workflows.OnboardRequest, expiryWait
 	}
 	// The grant's KSA is the one the rendered chart's workloads run as.
 	req.KSA = status.KSA
-	fmt.Fprintf(d.out, "\n  The rendered release runs its backends as %s/%s (%s).\n", req.Namespace, req.KSA, stepDetail(status, "render-release"))
+	rendered, _ := status.Step("render-release")
+	fmt.Fprintf(d.out, "\n  The rendered release runs its backends as %s/%s (%s).\n", req.Namespace, req.KSA, rendered.Detail)
 	fmt.Fprintf(d.out, "\n  The status query shows the wait:\n")
 	d.command("workflow", "query", "--workflow-id", onboardID, "--name", workflows.QueryStatus)
 	if err := d.provePending(ctx, req, status.GSAEmail); err != nil {
@@ -689,14 +690,4 @@ func (p *prefixWriter) Write(b []byte) (int, error) {
 		}
 	}
 	return len(b), nil
-}
-
-// stepDetail is the detail of the named step of s.
-func stepDetail(s workflows.Status, name string) string {
-	for _, st := range s.Steps {
-		if st.Name == name {
-			return st.Detail
-		}
-	}
-	return ""
 }
