@@ -264,9 +264,9 @@ func planRelease(objects []renderedObject, in RenderInput, ch *chart.Chart, mapp
 		Chart:               ch.Metadata.Name + " " + ch.Metadata.Version,
 		ConnectionInterface: ConnectionInterfaceOf(ch.Values),
 	}
-	var workloads []Workload
-	rendered := map[string]bool{}  // KSAs the chart creates, by namespace/name
-	annotated := map[string]bool{} // ... with the grant's GSA annotation
+	byKSA := map[string][]Workload{} // the workloads in the release's namespace
+	rendered := map[string]bool{}    // KSAs the chart creates there
+	annotated := map[string]bool{}   // ... with the grant's GSA annotation
 	kinds := map[accessTarget]bool{}
 	for _, o := range objects {
 		target, err := accessTargetOf(o.obj, ns, mapper)
@@ -278,23 +278,16 @@ func planRelease(objects []renderedObject, in RenderInput, ch *chart.Chart, mapp
 			// Hooks run and go: they are not the workload the grant is for.
 			continue
 		}
-		objNS := target.Namespace
+		if target.Namespace != ns {
+			continue
+		}
+		name := o.obj.GetName()
 		if o.obj.GetKind() == "ServiceAccount" && o.obj.GroupVersionKind().Group == "" {
-			key := objNS + "/" + o.obj.GetName()
-			rendered[key] = true
-			if in.Helm.GSAEmail != "" && o.obj.GetAnnotations()[GSAAnnotation] == in.Helm.GSAEmail {
-				annotated[key] = true
-			}
+			rendered[name] = true
+			annotated[name] = in.Helm.GSAEmail != "" && o.obj.GetAnnotations()[GSAAnnotation] == in.Helm.GSAEmail
 		}
 		if ksa, ok := podServiceAccount(o.obj); ok {
-			workloads = append(workloads, Workload{Kind: o.obj.GetKind(), Name: o.obj.GetName(), Namespace: objNS, KSA: ksa})
-		}
-	}
-
-	byKSA := map[string][]Workload{}
-	for _, w := range workloads {
-		if w.Namespace == ns {
-			byKSA[w.KSA] = append(byKSA[w.KSA], w)
+			byKSA[ksa] = append(byKSA[ksa], Workload{Kind: o.obj.GetKind(), Name: name, Namespace: ns, KSA: ksa})
 		}
 	}
 	all := slices.Sorted(maps.Keys(byKSA))
@@ -323,9 +316,9 @@ func planRelease(objects []renderedObject, in RenderInput, ch *chart.Chart, mapp
 		var chartMade, existing []string
 		for _, k := range all {
 			switch {
-			case annotated[ns+"/"+k]:
+			case annotated[k]:
 				chartMade = append(chartMade, k)
-			case !rendered[ns+"/"+k]:
+			case !rendered[k]:
 				existing = append(existing, k)
 			}
 		}
@@ -350,9 +343,9 @@ func planRelease(objects []renderedObject, in RenderInput, ch *chart.Chart, mapp
 		}
 	}
 	switch {
-	case annotated[ns+"/"+ksa]:
+	case annotated[ksa]:
 		res.KSASource = KSAFromChart
-	case rendered[ns+"/"+ksa]:
+	case rendered[ksa]:
 		res.KSASource = KSAFromChartUnannotated
 	default:
 		res.KSASource = KSAExisting
