@@ -179,6 +179,18 @@ func (e *Emulator) bqProject(c *call) (*projectState, error) {
 	return p, nil
 }
 
+// bqProjectAllowed is bqProject, refused unless the caller has perm on the project.
+func (e *Emulator) bqProjectAllowed(c *call, perm string) (*projectState, error) {
+	p, err := e.bqProject(c)
+	if err != nil {
+		return nil, err
+	}
+	if !e.allowedLocked(c, p, nil, perm) {
+		return nil, bqProjectDenied(p.ID, perm)
+	}
+	return p, nil
+}
+
 // bqDataset finds a dataset and checks perm on it (project policy or access list).
 func (e *Emulator) bqDataset(c *call, perm string) (*projectState, *dataset, error) {
 	p, err := e.bqProject(c)
@@ -291,13 +303,9 @@ type datasetBody struct {
 var datasetIDPattern = regexp.MustCompile(`^[A-Za-z0-9_]+$`)
 
 func (e *Emulator) bqInsertDataset(c *call) (any, error) {
-	p, err := e.bqProject(c)
+	p, err := e.bqProjectAllowed(c, "bigquery.datasets.create")
 	if err != nil {
 		return nil, err
-	}
-	const perm = "bigquery.datasets.create"
-	if !e.allowedLocked(c, p, nil, perm) {
-		return nil, bqProjectDenied(p.ID, perm)
 	}
 	var body datasetBody
 	if err := decodeBody(c, &body); err != nil {
@@ -599,13 +607,9 @@ func (e *Emulator) runQueryLocked(c *call, p *projectState, q queryInput) (*quer
 }
 
 func (e *Emulator) bqQuery(c *call) (any, error) {
-	p, err := e.bqProject(c)
+	p, err := e.bqProjectAllowed(c, "bigquery.jobs.create")
 	if err != nil {
 		return nil, err
-	}
-	const perm = "bigquery.jobs.create"
-	if !e.allowedLocked(c, p, nil, perm) {
-		return nil, bqProjectDenied(p.ID, perm)
 	}
 	var req queryInput
 	if err := decodeBody(c, &req); err != nil {

@@ -72,13 +72,9 @@ type jobBody struct {
 }
 
 func (e *Emulator) bqInsertJob(c *call) (any, error) {
-	p, err := e.bqProject(c)
+	p, err := e.bqProjectAllowed(c, "bigquery.jobs.create")
 	if err != nil {
 		return nil, err
-	}
-	const perm = "bigquery.jobs.create"
-	if !e.allowedLocked(c, p, nil, perm) {
-		return nil, bqProjectDenied(p.ID, perm)
 	}
 	var body jobBody
 	if err := decodeBody(c, &body); err != nil {
