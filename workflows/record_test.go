@@ -76,6 +76,27 @@ func TestRecordHistories(t *testing.T) {
 		rec.save(run, "onboard-bigquery-approved")
 	})
 
+	t.Run("onboard-rendered-release", func(t *testing.T) {
+		rec.skipIfRecorded(t, "onboard-rendered-release")
+		// The release rendered first, its KSA one the chart only uses (annotated
+		// by gkewi before Helm), the access checked, the release verified.
+		fake.setVerify(func(int) activities.VerifyResult { return allowed() })
+		setSource := func(source string) { fake.mu.Lock(); fake.ksaSource = source; fake.mu.Unlock() }
+		setSource(activities.KSAExisting)
+		t.Cleanup(func() { setSource(activities.KSAFromChart) })
+		req := validRequest()
+		req.Namespace = "carto-rendered"
+		req.KSA = "carto-backend"
+		run := rec.start(OnboardWorkflowName, OnboardWorkflowID(req), req)
+		rec.waitFor(run, StateAwaitingApproval)
+		require.NoError(t, c.SignalWorkflow(ctx, run.GetID(), run.GetRunID(), SignalSupportApproval, approve(alice)))
+		var res OnboardResult
+		require.NoError(t, run.Get(ctx, &res))
+		require.Equal(t, StateCompleted, res.State)
+		require.Equal(t, "carto", res.Revoke.Release)
+		rec.save(run, "onboard-rendered-release")
+	})
+
 	t.Run("onboard-rejected", func(t *testing.T) {
 		rec.skipIfRecorded(t, "onboard-rejected")
 		req := validRequest()
