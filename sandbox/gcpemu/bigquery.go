@@ -3,13 +3,16 @@ package gcpemu
 import (
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
+	"time"
 )
 
 // BigQuery API v2: datasets (whose IAM policy is their access list), table
@@ -159,6 +162,125 @@ func accessToPolicy(project string, entries []accessEntry) *policy {
 	return p
 }
 
+// accessPolicyVersion reads the accessPolicyVersion query parameter: the
+// IAM policy version a dataset's access list is read or written as (0, 1 or 3;
+// absent is 0).
+func accessPolicyVersion(c *call) (int, error) {
+	v := c.r.URL.Query().Get("accessPolicyVersion")
+	if v == "" {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		return 0, errInvalid("Invalid value for accessPolicyVersion: %q", v)
+	}
+	switch n {
+	case 0, 1, 3:
+		return n, nil
+	}
+	return 0, errInvalid("Invalid access policy version %d. Valid values are 0, 1 and 3. %s", n, policyVersionsHelp)
+}
+
+func hasConditionalAccess(entries []accessEntry) bool {
+	return slices.ContainsFunc(entries, func(a accessEntry) bool { return a.Condition != nil })
+}
+
+// withConditionalBindingRole is how BigQuery names a conditional entry's role
+// when the access list is read below version 3: the predefined role, a
+// "_with_conditionalbinding_" suffix and a hash of the hidden condition.
+func withConditionalBindingRole(role string, c *expr) string {
+	if r, ok := legacyToIAMRole[role]; ok {
+		role = r
+	}
+	sum := sha256.Sum256([]byte(condKey(c)))
+	return role + "_with_conditionalbinding_" + hex.EncodeToString(sum[:])[:10]
+}
+
+// shownIAMMember is an iamMember as BigQuery shows it: a deleted principal's
+// type in lower case (deleted:serviceaccount:EMAIL?uid=ID).
+func shownIAMMember(m string) string {
+	rest, ok := cutPrefixFold(m, "deleted:")
+	if !ok {
+		return m
+	}
+	kind, id, ok := strings.Cut(rest, ":")
+	if !ok {
+		return m
+	}
+	return "deleted:" + strings.ToLower(kind) + ":" + id
+}
+
+func isDeletedMember(m string) bool {
+	_, ok := cutPrefixFold(m, "deleted:")
+	return ok
+}
+
+func cutPrefixFold(s, prefix string) (string, bool) {
+	if len(s) < len(prefix) || !strings.EqualFold(s[:len(prefix)], prefix) {
+		return s, false
+	}
+	return s[len(prefix):], true
+}
+
+// accessView is a dataset's access list as a read at version sees it: below 3
+// a conditional entry loses its condition and its role is renamed.
+func accessView(entries []accessEntry, version int) []accessEntry {
+	out := make([]accessEntry, 0, len(entries))
+	for _, a := range entries {
+		a.IAMMember = shownIAMMember(a.IAMMember)
+		if a.Condition != nil && version < 3 {
+			a.Role = withConditionalBindingRole(a.Role, a.Condition)
+			a.Condition = nil
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
+// checkAccessVersion refuses an access write below version 3 that would add,
+// keep or drop conditional entries: BigQuery writes the list as an IAM policy
+// of that version.
+func checkAccessVersion(project, dataset string, version int, current, next []accessEntry) error {
+	if version >= 3 {
+		return nil
+	}
+	if hasConditionalAccess(current) {
+		return errInvalid("IAM setPolicy failed for Dataset %s:%s: Specified policy version (%d) cannot be less than the existing policy version (3). %s",
+			project, dataset, max(version, 1), policyVersionsHelp)
+	}
+	if hasConditionalAccess(next) {
+		return errInvalid("IAM setPolicy failed for Dataset %s:%s: Conditional role bindings need policy version 3; the policy was sent as version %d. %s",
+			project, dataset, max(version, 1), policyVersionsHelp)
+	}
+	return nil
+}
+
+// markDatasetMemberDeletedLocked turns every dataset access entry of a deleted
+// service account into the form BigQuery keeps for it
+// (iamMember "deleted:serviceaccount:EMAIL?uid=ID", role and condition kept):
+// it grants nothing, and a write resending it is refused. Deleting an account
+// calls it, as IAM rewrites policies.
+func (e *Emulator) markDatasetMemberDeletedLocked(email, uid string, now time.Time) {
+	member := "serviceAccount:" + email
+	deleted := "deleted:serviceaccount:" + email + "?uid=" + uid
+	for _, p := range e.st.Projects {
+		for _, d := range p.Datasets {
+			changed := false
+			for i, a := range d.Access {
+				if strings.EqualFold(a.UserByEmail, email) || strings.EqualFold(a.IAMMember, member) {
+					d.Access[i] = accessEntry{Role: a.Role, IAMMember: deleted, Condition: a.Condition}
+					changed = true
+				}
+			}
+			if changed {
+				d.AccessPolicy.write(accessToPolicy(p.ID, d.Access), now, e.cfg.PropagationDelay)
+				d.Etag = e.newEtag()
+				e.dirty = true
+			}
+		}
+	}
+}
+
 func bqDatasetDenied(project, dataset, perm string) *apiError {
 	return errDenied("Access Denied: Dataset %s:%s: Permission %s denied on dataset %s:%s (or it may not exist).",
 		project, dataset, perm, project, dataset)
@@ -212,14 +334,18 @@ func (e *Emulator) bqDataset(c *call, perm string) (*projectState, *dataset, err
 	return p, d, nil
 }
 
-func (e *Emulator) datasetJSON(d *dataset) map[string]any {
+// datasetJSON is a dataset with its whole access list (conditions shown).
+func (e *Emulator) datasetJSON(d *dataset) map[string]any { return e.datasetView(d, 3) }
+
+// datasetView is a dataset as a read with accessPolicyVersion version shows it.
+func (e *Emulator) datasetView(d *dataset, version int) map[string]any {
 	out := map[string]any{
 		"kind":             "bigquery#dataset",
 		"etag":             d.Etag,
 		"id":               d.Project + ":" + d.ID,
 		"selfLink":         fmt.Sprintf("https://bigquery.googleapis.com/bigquery/v2/projects/%s/datasets/%s", d.Project, d.ID),
 		"datasetReference": map[string]string{"datasetId": d.ID, "projectId": d.Project},
-		"access":           append([]accessEntry{}, d.Access...),
+		"access":           accessView(d.Access, version),
 		"creationTime":     fmt.Sprint(d.CreationTime),
 		"lastModifiedTime": fmt.Sprint(d.LastModifiedTime),
 		"location":         d.Location,
@@ -245,7 +371,11 @@ func (e *Emulator) bqGetDataset(c *call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return e.datasetJSON(d), nil
+	version, err := accessPolicyVersion(c)
+	if err != nil {
+		return nil, err
+	}
+	return e.datasetView(d, version), nil
 }
 
 func (e *Emulator) bqListDatasets(c *call) (any, error) {
@@ -307,6 +437,10 @@ func (e *Emulator) bqInsertDataset(c *call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	version, err := accessPolicyVersion(c)
+	if err != nil {
+		return nil, err
+	}
 	var body datasetBody
 	if err := decodeBody(c, &body); err != nil {
 		return nil, err
@@ -343,6 +477,9 @@ func (e *Emulator) bqInsertDataset(c *call) (any, error) {
 	if body.Access != nil && len(*body.Access) > 0 {
 		access = *body.Access
 	}
+	if err := checkAccessVersion(p.ID, id, version, nil, access); err != nil {
+		return nil, err
+	}
 	access, err = e.canonicalAccess(p.ID, id, access)
 	if err != nil {
 		return nil, err
@@ -353,7 +490,7 @@ func (e *Emulator) bqInsertDataset(c *call) (any, error) {
 	d.Etag = e.newEtag()
 	p.Datasets[id] = d
 	e.dirty = true
-	return e.datasetJSON(d), nil
+	return e.datasetView(d, version), nil
 }
 
 // canonicalAccess validates an access list and stores roles as BigQuery shows them.
@@ -384,7 +521,14 @@ func (e *Emulator) canonicalAccess(project, dataset string, in []accessEntry) ([
 				return nil, errInvalid("Invalid role: %s", a.Role)
 			}
 		}
+		if a.Condition != nil && strings.TrimSpace(a.Condition.Expression) == "" {
+			return nil, errInvalid("Condition expression must not be empty (role %s).", a.Role)
+		}
 		switch {
+		case isDeletedMember(a.IAMMember):
+			// BigQuery shows deleted principals but never takes them back.
+			return nil, errInvalid("IAM setPolicy failed for Dataset %s:%s: The member %s is of an unknown type. Please set a valid type prefix for the member.",
+				project, dataset, a.IAMMember)
 		case a.UserByEmail != "":
 			if !emailPattern.MatchString(a.UserByEmail) {
 				return nil, errInvalid("Invalid email address: %s", a.UserByEmail)
@@ -424,6 +568,10 @@ func (e *Emulator) bqWriteDataset(c *call, replace bool) (any, error) {
 	if m := c.r.Header.Get("If-Match"); m != "" && m != d.Etag {
 		return nil, newAPIError(http.StatusPreconditionFailed, "FAILED_PRECONDITION", "Precondition check failed.")
 	}
+	version, err := accessPolicyVersion(c)
+	if err != nil {
+		return nil, err
+	}
 	var body datasetBody
 	if err := decodeBody(c, &body); err != nil {
 		return nil, err
@@ -439,6 +587,9 @@ func (e *Emulator) bqWriteDataset(c *call, replace bool) (any, error) {
 	if replace || body.Access != nil {
 		if body.Access != nil {
 			access = *body.Access
+		}
+		if err := checkAccessVersion(p.ID, d.ID, version, d.Access, access); err != nil {
+			return nil, err
 		}
 		if access, err = e.canonicalAccess(p.ID, d.ID, access); err != nil {
 			return nil, err
@@ -463,7 +614,7 @@ func (e *Emulator) bqWriteDataset(c *call, replace bool) (any, error) {
 	d.LastModifiedTime = c.now.UnixMilli()
 	d.Etag = e.newEtag()
 	e.dirty = true
-	return e.datasetJSON(d), nil
+	return e.datasetView(d, version), nil
 }
 
 func deref(s *string) string {

@@ -175,3 +175,148 @@ func TestServiceEnableOperation(t *testing.T) {
 	ge := apiErr(t, err, http.StatusForbidden)
 	assert.Equal(t, "Not found or permission denied for service(s): nonsense.googleapis.com.", ge.Message)
 }
+
+// accessOf is the first entry of an access list that match accepts.
+func accessOf(entries []*bigquery.DatasetAccess, match func(*bigquery.DatasetAccess) bool) *bigquery.DatasetAccess {
+	for _, a := range entries {
+		if match(a) {
+			return a
+		}
+	}
+	return nil
+}
+
+func TestDatasetConditionalAccessNeedsVersion3(t *testing.T) {
+	e := newEnv(t)
+	bq := e.bq(e.opTok)
+	cond := &bigquery.Expr{Title: "until 2027", Expression: `request.time < timestamp("2027-01-01T00:00:00Z")`}
+	isAna := func(a *bigquery.DatasetAccess) bool { return a.UserByEmail == "ana@example.com" }
+
+	// Creating or adding a conditional entry below version 3 is refused.
+	_, err := bq.Datasets.Insert(testProject, &bigquery.Dataset{
+		DatasetReference: &bigquery.DatasetReference{DatasetId: "cond"},
+		Access:           []*bigquery.DatasetAccess{{Role: "OWNER", SpecialGroup: "projectOwners"}, {Role: "READER", UserByEmail: "ana@example.com", Condition: cond}},
+	}).Do()
+	ge := apiErr(t, err, http.StatusBadRequest)
+	assert.Contains(t, ge.Message, "IAM setPolicy failed for Dataset proj-a:cond: Conditional role bindings need policy version 3")
+	ds, err := bq.Datasets.Get(testProject, "analytics").AccessPolicyVersion(3).Do()
+	require.NoError(t, err)
+	withCond := append(ds.Access, &bigquery.DatasetAccess{Role: "roles/bigquery.dataViewer", UserByEmail: "ana@example.com", Condition: cond})
+	_, err = bq.Datasets.Patch(testProject, "analytics", &bigquery.Dataset{Access: withCond}).Do()
+	apiErr(t, err, http.StatusBadRequest)
+
+	patched, err := bq.Datasets.Patch(testProject, "analytics", &bigquery.Dataset{Access: withCond}).AccessPolicyVersion(3).Do()
+	require.NoError(t, err)
+	got := accessOf(patched.Access, isAna)
+	require.NotNil(t, got, "%+v", patched.Access)
+	assert.Equal(t, "READER", got.Role)
+	assert.Equal(t, cond, got.Condition)
+
+	// A version 1 read hides the condition and renames the role.
+	v1, err := bq.Datasets.Get(testProject, "analytics").Do()
+	require.NoError(t, err)
+	got = accessOf(v1.Access, isAna)
+	require.NotNil(t, got)
+	assert.Nil(t, got.Condition)
+	assert.Regexp(t, `^roles/bigquery\.dataViewer_with_conditionalbinding_[0-9a-f]{10}$`, got.Role)
+	v3, err := bq.Datasets.Get(testProject, "analytics").AccessPolicyVersion(3).Do()
+	require.NoError(t, err)
+	assert.Equal(t, cond, accessOf(v3.Access, isAna).Condition)
+
+	// Writing the access list of a dataset holding conditions below version 3
+	// is refused, whatever it sends; other fields may still change.
+	v1.Access = append(v1.Access, &bigquery.DatasetAccess{Role: "READER", UserByEmail: "bo@example.com"})
+	_, err = bq.Datasets.Patch(testProject, "analytics", &bigquery.Dataset{Access: v1.Access}).Do()
+	ge = apiErr(t, err, http.StatusBadRequest)
+	assert.Equal(t, "IAM setPolicy failed for Dataset proj-a:analytics: Specified policy version (1) cannot be less than the existing policy version (3). "+
+		"For more information, please refer to https://cloud.google.com/iam/docs/policies#versions.", ge.Message)
+	_, err = bq.Datasets.Patch(testProject, "analytics", &bigquery.Dataset{Access: v3.Access}).AccessPolicyVersion(1).Do()
+	apiErr(t, err, http.StatusBadRequest)
+	_, err = bq.Datasets.Update(testProject, "analytics", &bigquery.Dataset{Access: v3.Access}).Do()
+	apiErr(t, err, http.StatusBadRequest)
+	_, err = bq.Datasets.Patch(testProject, "analytics", &bigquery.Dataset{Description: "events"}).Do()
+	require.NoError(t, err)
+	after, err := bq.Datasets.Get(testProject, "analytics").AccessPolicyVersion(3).Do()
+	require.NoError(t, err)
+	assert.Equal(t, v3.Access, after.Access, "refused writes changed nothing")
+
+	// Version 3 writes keep the condition.
+	v3.Access = append(v3.Access, &bigquery.DatasetAccess{Role: "READER", UserByEmail: "bo@example.com"})
+	patched, err = bq.Datasets.Patch(testProject, "analytics", &bigquery.Dataset{Access: v3.Access}).AccessPolicyVersion(3).Do()
+	require.NoError(t, err)
+	assert.Equal(t, cond, accessOf(patched.Access, isAna).Condition)
+
+	_, err = bq.Datasets.Get(testProject, "analytics").AccessPolicyVersion(2).Do()
+	apiErr(t, err, http.StatusBadRequest)
+}
+
+func TestDatasetAccessDeletedMember(t *testing.T) {
+	e := newEnv(t)
+	bq := e.bq(e.opTok)
+	sa := e.createSA("gone-reader")
+	ds, err := bq.Datasets.Get(testProject, "analytics").Do()
+	require.NoError(t, err)
+	ds.Access = append(ds.Access, &bigquery.DatasetAccess{Role: "WRITER", UserByEmail: sa.Email})
+	_, err = bq.Datasets.Patch(testProject, "analytics", &bigquery.Dataset{Access: ds.Access}).Do()
+	require.NoError(t, err)
+
+	_, err = e.iam(e.opTok).Projects.ServiceAccounts.Delete("projects/-/serviceAccounts/" + sa.Email).Do()
+	require.NoError(t, err)
+	ds, err = bq.Datasets.Get(testProject, "analytics").AccessPolicyVersion(3).Do()
+	require.NoError(t, err)
+	deleted := "deleted:serviceaccount:" + sa.Email + "?uid=" + sa.UniqueId
+	got := accessOf(ds.Access, func(a *bigquery.DatasetAccess) bool { return a.IamMember == deleted })
+	require.NotNil(t, got, "%+v", ds.Access)
+	assert.Equal(t, "WRITER", got.Role)
+	assert.Nil(t, accessOf(ds.Access, func(a *bigquery.DatasetAccess) bool { return a.UserByEmail == sa.Email }))
+
+	// Resending the list as read is refused, in any casing of the prefix.
+	ds.Access = append(ds.Access, &bigquery.DatasetAccess{Role: "READER", UserByEmail: "bo@example.com"})
+	_, err = bq.Datasets.Patch(testProject, "analytics", &bigquery.Dataset{Access: ds.Access}).AccessPolicyVersion(3).Do()
+	ge := apiErr(t, err, http.StatusBadRequest)
+	assert.Equal(t, "IAM setPolicy failed for Dataset proj-a:analytics: The member "+deleted+
+		" is of an unknown type. Please set a valid type prefix for the member.", ge.Message)
+	assert.Equal(t, "invalid", ge.Errors[0].Reason)
+	got.IamMember = "deleted:serviceAccount:" + sa.Email + "?uid=" + sa.UniqueId
+	_, err = bq.Datasets.Patch(testProject, "analytics", &bigquery.Dataset{Access: ds.Access}).Do()
+	apiErr(t, err, http.StatusBadRequest)
+	_, err = bq.Datasets.Insert(testProject, &bigquery.Dataset{
+		DatasetReference: &bigquery.DatasetReference{DatasetId: "copy"}, Access: ds.Access,
+	}).Do()
+	apiErr(t, err, http.StatusBadRequest)
+
+	// Without it the write goes through.
+	var kept []*bigquery.DatasetAccess
+	for _, a := range ds.Access {
+		if a != got {
+			kept = append(kept, a)
+		}
+	}
+	patched, err := bq.Datasets.Patch(testProject, "analytics", &bigquery.Dataset{Access: kept}).AccessPolicyVersion(3).Do()
+	require.NoError(t, err)
+	assert.Len(t, patched.Access, len(kept))
+}
+
+func TestMarkDatasetMemberDeletedKeepsCondition(t *testing.T) {
+	e := newEnv(t)
+	bq := e.bq(e.opTok)
+	sa := e.createSA("conditional")
+	cond := &bigquery.Expr{Title: "until 2027", Expression: `request.time < timestamp("2027-01-01T00:00:00Z")`}
+	ds, err := bq.Datasets.Get(testProject, "analytics").AccessPolicyVersion(3).Do()
+	require.NoError(t, err)
+	ds.Access = append(ds.Access, &bigquery.DatasetAccess{Role: "READER", IamMember: "serviceAccount:" + sa.Email, Condition: cond})
+	_, err = bq.Datasets.Patch(testProject, "analytics", &bigquery.Dataset{Access: ds.Access}).AccessPolicyVersion(3).Do()
+	require.NoError(t, err)
+
+	e.emu.mu.Lock()
+	e.emu.markDatasetMemberDeletedLocked(sa.Email, sa.UniqueId, e.clock.Now())
+	e.emu.mu.Unlock()
+
+	after, err := bq.Datasets.Get(testProject, "analytics").AccessPolicyVersion(3).Do()
+	require.NoError(t, err)
+	got := accessOf(after.Access, func(a *bigquery.DatasetAccess) bool { return isDeletedMember(a.IamMember) })
+	require.NotNil(t, got, "%+v", after.Access)
+	assert.Equal(t, "deleted:serviceaccount:"+sa.Email+"?uid="+sa.UniqueId, got.IamMember)
+	assert.Equal(t, cond, got.Condition)
+	assert.NotEqual(t, ds.Etag, after.Etag)
+}
