@@ -78,6 +78,12 @@ type Config struct {
 	PropagationDelay time.Duration `json:"-"`
 	// TokenLifetime of tokens issued without an explicit lifetime; default 1h.
 	TokenLifetime time.Duration `json:"-"`
+	// IAMConsistency models IAM's eventual consistency for service accounts
+	// (consistency.go); its zero value turns the model off.
+	IAMConsistency IAMConsistency `json:"iamConsistency,omitempty"`
+	// ServiceAccountQuota is the number of service accounts a project may hold;
+	// default 100, IAM's default quota.
+	ServiceAccountQuota int `json:"serviceAccountQuota,omitempty"`
 	// StateFile, when set, is loaded at start and saved after every change.
 	StateFile string `json:"stateFile,omitempty"`
 	// Faults are the initial fault-injection rules.
@@ -155,6 +161,7 @@ type Emulator struct {
 	clusters map[string]*clusterRuntime // keyed by clusterKey
 	faults   *faultInjector
 	log      *requestLog
+	accounts *consistencyModel
 	dirty    bool
 
 	stop     chan struct{}
@@ -173,6 +180,9 @@ func New(cfg Config) (*Emulator, error) {
 	}
 	if cfg.RequestLogSize <= 0 {
 		cfg.RequestLogSize = 1000
+	}
+	if cfg.ServiceAccountQuota <= 0 {
+		cfg.ServiceAccountQuota = defaultServiceAccountQuota
 	}
 	if cfg.Rand == nil {
 		seed := cfg.Seed
@@ -193,6 +203,7 @@ func New(cfg Config) (*Emulator, error) {
 		stopped:  make(chan struct{}),
 	}
 	e.faults = newFaultInjector(cfg.Rand, cfg.Faults)
+	e.accounts = newConsistencyModel(cfg.IAMConsistency, cfg.Seed)
 	st, err := loadState(cfg.StateFile)
 	if err != nil {
 		return nil, err
@@ -216,6 +227,9 @@ func New(cfg Config) (*Emulator, error) {
 }
 
 func validateConfig(cfg Config) error {
+	if err := cfg.IAMConsistency.validate(); err != nil {
+		return err
+	}
 	seen := map[string]bool{}
 	for _, p := range cfg.Projects {
 		if p.ID == "" || p.Number <= 0 {

@@ -6,6 +6,8 @@ import (
 	"html"
 	"io"
 	"net/http"
+	"strconv"
+	"time"
 )
 
 // errorFlavor is the shape of an error body: Google's JSON errors come in the
@@ -31,6 +33,8 @@ type apiError struct {
 	OAuthError string
 	// Header is extra response headers (e.g. Retry-After).
 	Header map[string]string
+	// RetryDelay, when set, adds a google.rpc.RetryInfo detail (quota errors).
+	RetryDelay time.Duration
 }
 
 func (e *apiError) Error() string { return fmt.Sprintf("%d %s: %s", e.HTTP, e.Status, e.Message) }
@@ -170,6 +174,10 @@ func writeError(w http.ResponseWriter, flavor errorFlavor, e *apiError) {
 		if e.Reason != "" && e.Domain != "" {
 			body.Details = []any{errorInfo{Type: "type.googleapis.com/google.rpc.ErrorInfo",
 				Reason: e.Reason, Domain: e.Domain, Metadata: e.Metadata}}
+		}
+		if e.RetryDelay > 0 {
+			body.Details = append(body.Details, map[string]string{"@type": "type.googleapis.com/google.rpc.RetryInfo",
+				"retryDelay": strconv.FormatFloat(e.RetryDelay.Seconds(), 'f', -1, 64) + "s"})
 		}
 		writeJSON(w, e.HTTP, map[string]any{"error": body})
 	}

@@ -96,7 +96,13 @@ func (e *Emulator) iamCreateServiceAccount(c *call) (any, error) {
 		return nil, errAlreadyExists("Service account %s already exists within project projects/%s.", req.AccountID, p.ID).
 			withInfo("RESOURCE_ALREADY_EXISTS", "iam.googleapis.com", map[string]string{"resource": "projects/" + p.ID + "/serviceAccounts/" + email})
 	}
+	if len(p.ServiceAccounts) >= e.cfg.ServiceAccountQuota {
+		quota := newAPIError(http.StatusTooManyRequests, "RESOURCE_EXHAUSTED", "Maximum number of service accounts on project reached.")
+		quota.RetryDelay = serviceAccountQuotaRetry
+		return nil, quota
+	}
 	sa := e.createServiceAccountLocked(p, req.AccountID, display, description, c.now)
+	e.accounts.created(sa.Resource, c.now)
 	return sa.Resource, nil
 }
 
@@ -134,14 +140,23 @@ func (e *Emulator) findServiceAccountLocked(key string) *serviceAccount {
 }
 
 // saTarget resolves the account a request names and the project it lives in.
-// The path's project may be "-"; the account's own project is what counts.
+// The path's project may be "-"; the account's own project is what counts. A
+// new account named by email may be missed (consistency.go); by unique id it
+// never is.
 func (e *Emulator) saTarget(c *call) (*projectState, *serviceAccount) {
 	key := c.param("account")
 	sa := e.findServiceAccountLocked(key)
 	if sa != nil {
-		return e.st.Projects[sa.Resource.ProjectID], sa
+		p := e.st.Projects[sa.Resource.ProjectID]
+		if strings.Contains(key, "@") && e.accounts.misses(sa.Resource, c.now) {
+			return p, nil
+		}
+		return p, sa
 	}
 	if _, project, ok := splitServiceAccountEmail(key); ok {
+		return e.st.Projects[project], nil
+	}
+	if project, ok := e.accounts.gone[key]; ok {
 		return e.st.Projects[project], nil
 	}
 	if proj := c.param("project"); proj != "-" {
@@ -167,6 +182,11 @@ func (e *Emulator) saAuthorize(c *call, perm string) (*projectState, *serviceAcc
 		return nil, nil, iamDenied(perm)
 	}
 	if sa == nil {
+		if e.accounts.wasDeleted(c.param("account")) {
+			// IAM answers a deleted account's email with a denial, even to
+			// callers allowed to see the project's accounts.
+			return nil, nil, iamDenied(perm)
+		}
 		return nil, nil, errNotFound("Unknown service account")
 	}
 	return p, sa, nil
@@ -242,6 +262,7 @@ func (e *Emulator) iamDeleteServiceAccount(c *call) (any, error) {
 		return nil, err
 	}
 	delete(p.ServiceAccounts, sa.Resource.Email)
+	e.accounts.removed(sa.Resource)
 	e.markMemberDeletedLocked(sa.Resource, c.now)
 	return struct{}{}, nil
 }

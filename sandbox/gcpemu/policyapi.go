@@ -85,6 +85,12 @@ func (e *Emulator) writePolicy(c *call, h *policyHistory, req policyWrite, permP
 			return nil, errInvalid("Invalid field mask path: %q.", field)
 		}
 	}
+	known := map[string]bool{}
+	for _, b := range cur.Bindings {
+		for _, m := range b.Members {
+			known[m] = true
+		}
+	}
 	for _, b := range next.Bindings {
 		if b.Role == "" {
 			return nil, errInvalid("Role must be set in a binding.")
@@ -111,6 +117,11 @@ func (e *Emulator) writePolicy(c *call, h *policyHistory, req policyWrite, permP
 			if err := e.validateMemberLocked(m); err != nil {
 				return nil, err
 			}
+			if !known[m] {
+				if err := e.staleMemberLocked(m, c.now); err != nil {
+					return nil, err
+				}
+			}
 			if check != nil {
 				if err := check(b.Role, m); err != nil {
 					return nil, err
@@ -119,6 +130,9 @@ func (e *Emulator) writePolicy(c *call, h *policyHistory, req policyWrite, permP
 		}
 	}
 	next.normalize()
+	if err := checkPolicySize(next); err != nil {
+		return nil, err
+	}
 	next.Etag = e.newEtag()
 	h.write(next, c.now, e.cfg.PropagationDelay)
 	e.dirty = true
