@@ -62,6 +62,7 @@ Usage:
   gkewi list    [--query QUERY] [--limit N] [-o table|json]
   gkewi id      -f request.yaml
   gkewi rbac    -f request.yaml [--user system:serviceaccount:NS:NAME]
+  gkewi plan    (-f request.yaml | --revoke -f revoke.yaml [--remove-annotation]) [--kubeconfig F] [--context C]
 
 Every command that talks to Temporal takes --address and --namespace; without
 them the connection comes from TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE,
@@ -97,6 +98,7 @@ func (a *App) Run(ctx context.Context, args []string) int {
 		"list":    a.list,
 		"id":      a.id,
 		"rbac":    a.rbac,
+		"plan":    a.plan,
 	}
 	name := args[0]
 	switch name {
