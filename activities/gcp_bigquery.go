@@ -12,6 +12,11 @@ const (
 	roleBigQueryDataEditor = "roles/bigquery.dataEditor"
 	roleBigQueryJobUser    = "roles/bigquery.jobUser"
 	defaultDatasetLocation = "US"
+	// datasetAccessPolicyVersion is the IAM policy version dataset access lists
+	// are read and written as. Below 3 BigQuery hides the conditions of
+	// conditional entries (renaming their roles ROLE_with_conditionalbinding_HASH)
+	// and refuses to write a list that holds them.
+	datasetAccessPolicyVersion = 3
 )
 
 // legacyDatasetRoles maps the basic role names BigQuery returns in dataset access
@@ -105,14 +110,48 @@ func removeDatasetAccess(entries []*bigquery.DatasetAccess, role, member string)
 	return kept, len(kept) != len(entries)
 }
 
+// isDeletedMember reports a deleted principal as IAM keeps it in policies
+// ("deleted:serviceAccount:x@p.iam.gserviceaccount.com?uid=N"; BigQuery shows
+// the type in lower case).
+func isDeletedMember(member string) bool {
+	return len(member) >= len("deleted:") && strings.EqualFold(member[:len("deleted:")], "deleted:")
+}
+
+// dropDeletedMembers returns entries without those of deleted principals, and
+// the members dropped. BigQuery lists such entries but refuses a write that
+// sends them back ("The member deleted:... is of an unknown type"); they grant
+// nothing.
+func dropDeletedMembers(entries []*bigquery.DatasetAccess) ([]*bigquery.DatasetAccess, []string) {
+	kept := make([]*bigquery.DatasetAccess, 0, len(entries))
+	var dropped []string
+	for _, e := range entries {
+		if e != nil && isDeletedMember(e.IamMember) {
+			dropped = append(dropped, e.IamMember)
+			continue
+		}
+		kept = append(kept, e)
+	}
+	return kept, dropped
+}
+
+// datasetAccessChange is what a change of a dataset's access list did.
+type datasetAccessChange struct {
+	changed bool
+	dropped []string // deleted principals removed so the write is accepted
+}
+
 // modifyDatasetAccess applies mutate to a dataset's access entries with
 // read-modify-write; the write carries the read's etag (If-Match), so a concurrent
-// change makes it fail with 412 and the cycle run again.
+// change makes it fail with 412 and the cycle run again. Both read and write are
+// at access policy version 3, so conditional entries go back unchanged; deleted
+// principals are dropped from a write.
 func (g *GCP) modifyDatasetAccess(ctx context.Context, ref datasetRef,
-	mutate func([]*bigquery.DatasetAccess) ([]*bigquery.DatasetAccess, bool)) (bool, error) {
+	mutate func([]*bigquery.DatasetAccess) ([]*bigquery.DatasetAccess, bool)) (datasetAccessChange, error) {
 	resource := "bigquery/projects/" + ref.project + "/datasets/" + ref.dataset
-	return g.readModifyWrite(ctx, resource, func(ctx context.Context) (bool, error) {
-		ds, err := g.bigQuery.Datasets.Get(ref.project, ref.dataset).Context(ctx).Do()
+	var dropped []string
+	changed, err := g.readModifyWrite(ctx, resource, func(ctx context.Context) (bool, error) {
+		dropped = nil
+		ds, err := g.bigQuery.Datasets.Get(ref.project, ref.dataset).AccessPolicyVersion(datasetAccessPolicyVersion).Context(ctx).Do()
 		if err != nil {
 			return false, ClassifyGoogleError(err, "read dataset "+ref.String(), "bigquery.datasets.get")
 		}
@@ -120,10 +159,11 @@ func (g *GCP) modifyDatasetAccess(ctx context.Context, ref datasetRef,
 		if !changed {
 			return false, nil
 		}
+		access, dropped = dropDeletedMembers(access)
 		call := g.bigQuery.Datasets.Patch(ref.project, ref.dataset, &bigquery.Dataset{
 			Access:          access,
 			ForceSendFields: []string{"Access"},
-		})
+		}).AccessPolicyVersion(datasetAccessPolicyVersion)
 		if ds.Etag != "" {
 			call.Header().Set("If-Match", ds.Etag)
 		}
@@ -132,11 +172,25 @@ func (g *GCP) modifyDatasetAccess(ctx context.Context, ref datasetRef,
 		}
 		return true, nil
 	})
+	if err != nil || !changed {
+		return datasetAccessChange{}, err
+	}
+	if len(dropped) > 0 {
+		logInfo(ctx, "dropped deleted principals from dataset access", "dataset", ref.String(), "members", dropped)
+	}
+	return datasetAccessChange{changed: true, dropped: dropped}, nil
+}
+
+// droppedWarning tells the operator which deleted principals left a dataset's
+// access list with a change.
+func droppedWarning(ref datasetRef, dropped []string) string {
+	return fmt.Sprintf("removed %d deleted principal(s) from the access list of dataset %s, as BigQuery accepts no write that keeps them: %s "+
+		"(they granted nothing; an undeleted account must be granted again)", len(dropped), ref, strings.Join(dropped, ", "))
 }
 
 // ensureDataset creates the dataset unless it exists, reporting whether it did.
 func (g *GCP) ensureDataset(ctx context.Context, ref datasetRef, location string) (bool, error) {
-	_, err := g.bigQuery.Datasets.Get(ref.project, ref.dataset).Context(ctx).Do()
+	_, err := g.bigQuery.Datasets.Get(ref.project, ref.dataset).AccessPolicyVersion(datasetAccessPolicyVersion).Context(ctx).Do()
 	if err == nil {
 		return false, nil
 	}
@@ -146,7 +200,7 @@ func (g *GCP) ensureDataset(ctx context.Context, ref datasetRef, location string
 	_, err = g.bigQuery.Datasets.Insert(ref.project, &bigquery.Dataset{
 		DatasetReference: &bigquery.DatasetReference{ProjectId: ref.project, DatasetId: ref.dataset},
 		Location:         location,
-	}).Context(ctx).Do()
+	}).AccessPolicyVersion(datasetAccessPolicyVersion).Context(ctx).Do()
 	if err == nil {
 		return true, nil
 	}
@@ -199,27 +253,28 @@ func bigQueryGrants(in BigQueryAccessInput) ([]bigQueryGrant, datasetRef, error)
 	return grants, temp, nil
 }
 
-// applyBigQueryGrant adds or removes one grant, reporting whether it changed
-// anything. Removing from a dataset that no longer exists changes nothing.
-func (g *GCP) applyBigQueryGrant(ctx context.Context, gr bigQueryGrant, member string, add bool) (bool, error) {
+// applyBigQueryGrant adds or removes one grant, reporting what it changed.
+// Removing from a dataset that no longer exists changes nothing.
+func (g *GCP) applyBigQueryGrant(ctx context.Context, gr bigQueryGrant, member string, add bool) (datasetAccessChange, error) {
 	if gr.dataset == nil {
-		return g.modifyPolicy(ctx, g.projectPolicy(gr.project), func(p *Policy) bool {
+		changed, err := g.modifyPolicy(ctx, g.projectPolicy(gr.project), func(p *Policy) bool {
 			if add {
 				return p.AddMember(gr.role, member)
 			}
 			return p.RemoveMember(gr.role, member)
 		})
+		return datasetAccessChange{changed: changed}, err
 	}
-	changed, err := g.modifyDatasetAccess(ctx, *gr.dataset, func(e []*bigquery.DatasetAccess) ([]*bigquery.DatasetAccess, bool) {
+	ch, err := g.modifyDatasetAccess(ctx, *gr.dataset, func(e []*bigquery.DatasetAccess) ([]*bigquery.DatasetAccess, bool) {
 		if add {
 			return addDatasetAccess(e, gr.role, member)
 		}
 		return removeDatasetAccess(e, gr.role, member)
 	})
 	if !add && IsNotFound(err) {
-		return false, nil
+		return datasetAccessChange{}, nil
 	}
-	return changed, err
+	return ch, err
 }
 
 // GrantBigQueryAccess grants the connection's roles and ensures the temp dataset.
@@ -235,7 +290,7 @@ func (g *GCP) GrantBigQueryAccess(ctx context.Context, in BigQueryAccessInput) (
 	if location == "" {
 		location = defaultDatasetLocation
 	}
-	var done []string
+	var done, warnings []string
 	created, err := g.ensureDataset(ctx, temp, location)
 	if err != nil {
 		return StepResult{}, err
@@ -245,20 +300,26 @@ func (g *GCP) GrantBigQueryAccess(ctx context.Context, in BigQueryAccessInput) (
 	}
 	for _, gr := range grants {
 		heartbeat(ctx, gr.String())
-		changed, err := g.whilePropagating(ctx, IsMemberMissing, func(ctx context.Context) (bool, error) {
-			return g.applyBigQueryGrant(ctx, gr, in.Member, true)
+		var ch datasetAccessChange
+		_, err := g.whilePropagating(ctx, IsMemberMissing, func(ctx context.Context) (bool, error) {
+			var err error
+			ch, err = g.applyBigQueryGrant(ctx, gr, in.Member, true)
+			return ch.changed, err
 		})
 		if err != nil {
 			return StepResult{}, err
 		}
-		if changed {
+		if ch.changed {
 			done = append(done, "granted "+gr.String())
+		}
+		if len(ch.dropped) > 0 {
+			warnings = append(warnings, droppedWarning(*gr.dataset, ch.dropped))
 		}
 	}
 	if len(done) == 0 {
 		return StepResult{Detail: "BigQuery access of " + in.Member + " already in place"}, nil
 	}
-	return StepResult{Changed: true, Detail: strings.Join(done, "; ")}, nil
+	return StepResult{Changed: true, Detail: strings.Join(done, "; "), Warnings: warnings}, nil
 }
 
 // RevokeBigQueryAccess removes the connection's roles (the temp dataset stays).
@@ -267,19 +328,22 @@ func (g *GCP) RevokeBigQueryAccess(ctx context.Context, in BigQueryAccessInput) 
 	if err != nil {
 		return StepResult{}, err
 	}
-	var done []string
+	var done, warnings []string
 	for _, gr := range grants {
 		heartbeat(ctx, gr.String())
-		changed, err := g.applyBigQueryGrant(ctx, gr, in.Member, false)
+		ch, err := g.applyBigQueryGrant(ctx, gr, in.Member, false)
 		if err != nil {
 			return StepResult{}, err
 		}
-		if changed {
+		if ch.changed {
 			done = append(done, "revoked "+gr.String())
+		}
+		if len(ch.dropped) > 0 {
+			warnings = append(warnings, droppedWarning(*gr.dataset, ch.dropped))
 		}
 	}
 	if len(done) == 0 {
 		return StepResult{Detail: fmt.Sprintf("%s had no BigQuery access to revoke", in.Member)}, nil
 	}
-	return StepResult{Changed: true, Detail: strings.Join(done, "; ")}, nil
+	return StepResult{Changed: true, Detail: strings.Join(done, "; "), Warnings: warnings}, nil
 }
