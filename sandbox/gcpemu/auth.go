@@ -195,9 +195,17 @@ var serviceTitles = map[string]string{
 }
 
 // requireServiceLocked fails like Google when the API is disabled in the project.
+// A service enabled moments ago answers the same until Config.ServiceEnableLag
+// has passed, although services.get already says ENABLED.
 func (e *Emulator) requireServiceLocked(p *projectState, service string) error {
-	if p == nil || p.Services[service] == "ENABLED" {
+	if p == nil {
 		return nil
+	}
+	if p.Services[service] == "ENABLED" {
+		at, ok := p.ServiceEnabledAt[service]
+		if !ok || !e.now().Before(at.Add(e.cfg.ServiceEnableLag)) {
+			return nil
+		}
 	}
 	title := serviceTitles[service]
 	if title == "" {

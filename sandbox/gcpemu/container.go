@@ -129,8 +129,21 @@ func (e *Emulator) gkeListClusters(c *call) (any, error) {
 	return map[string]any{"clusters": clusters}, nil
 }
 
+// gkeNodePools resolves the cluster of a node pool request; GKE refuses every
+// node pool call on an Autopilot cluster.
+func (e *Emulator) gkeNodePools(c *call, perm string) (*projectState, *cluster, error) {
+	p, cl, err := e.gkeCluster(c, perm)
+	if err != nil {
+		return nil, nil, err
+	}
+	if cl.Autopilot {
+		return nil, nil, errInvalid("Autopilot node pools cannot be accessed or modified.")
+	}
+	return p, cl, nil
+}
+
 func (e *Emulator) gkeListNodePools(c *call) (any, error) {
-	p, cl, err := e.gkeCluster(c, "container.clusters.get")
+	p, cl, err := e.gkeNodePools(c, "container.clusters.get")
 	if err != nil {
 		return nil, err
 	}
@@ -151,7 +164,7 @@ func (cl *cluster) pool(name string) *nodePool {
 }
 
 func (e *Emulator) gkeGetNodePool(c *call) (any, error) {
-	p, cl, err := e.gkeCluster(c, "container.clusters.get")
+	p, cl, err := e.gkeNodePools(c, "container.clusters.get")
 	if err != nil {
 		return nil, err
 	}
@@ -162,7 +175,8 @@ func (e *Emulator) gkeGetNodePool(c *call) (any, error) {
 	return e.nodePoolJSON(p, cl, np), nil
 }
 
-// busyError is GKE's answer to a second operation on a cluster.
+// busyError is GKE's answer to a second operation on a cluster, as it is sent
+// today: the running operation is named only in the message (no ErrorInfo).
 func (e *Emulator) busyError(cl *cluster) error {
 	if cl.Busy == "" {
 		return nil
@@ -171,8 +185,7 @@ func (e *Emulator) busyError(cl *cluster) error {
 		cl.Busy = ""
 		return nil
 	}
-	return errFailedPrecondition("Operation %s is currently upgrading cluster %s. Please wait and try again once it is done.",
-		cl.Busy, cl.Name).withInfo("CLUSTER_ALREADY_HAS_OPERATION", "container.googleapis.com", map[string]string{"operation": cl.Busy})
+	return errFailedPrecondition("Cluster is running incompatible operation %s.", cl.Busy)
 }
 
 func (e *Emulator) gkeUpdateCluster(c *call) (any, error) {
@@ -210,13 +223,15 @@ func (e *Emulator) gkeUpdateCluster(c *call) (any, error) {
 		return nil, err
 	}
 	op := e.startContainerOp(c, p, cl, "UPDATE_CLUSTER", "")
-	op.WorkloadPool = pool
+	if op.ErrorMessage == "" {
+		op.WorkloadPool = pool
+	}
 	e.advanceLocked()
 	return e.gkeOperationJSON(p, op), nil
 }
 
 func (e *Emulator) gkeUpdateNodePool(c *call) (any, error) {
-	p, cl, err := e.gkeCluster(c, "container.clusters.update")
+	p, cl, err := e.gkeNodePools(c, "container.clusters.update")
 	if err != nil {
 		return nil, err
 	}
@@ -256,7 +271,9 @@ func (e *Emulator) gkeUpdateNodePool(c *call) (any, error) {
 			cl.Name, np.Name)
 	}
 	op := e.startContainerOp(c, p, cl, "UPGRADE_NODES", np.Name)
-	op.MetadataMode = mode
+	if op.ErrorMessage == "" {
+		op.MetadataMode = mode
+	}
 	e.advanceLocked()
 	return e.gkeOperationJSON(p, op), nil
 }
@@ -265,7 +282,7 @@ func (e *Emulator) startContainerOp(c *call, p *projectState, cl *cluster, opTyp
 	start := c.now
 	op := &operation{
 		Kind:          opContainer,
-		Name:          fmt.Sprintf("operation-%d-%s", start.UnixMilli(), uuidLike(e.nextSeq())[:8]),
+		Name:          fmt.Sprintf("operation-%d-%s", start.UnixMilli(), uuidLike(e.nextSeq())),
 		Project:       p.ID,
 		Location:      cl.Location,
 		Cluster:       cl.Name,
@@ -273,6 +290,10 @@ func (e *Emulator) startContainerOp(c *call, p *projectState, cl *cluster, opTyp
 		OperationType: opType,
 		Start:         start,
 		End:           start.Add(e.cfg.OperationDuration),
+		// A fault rule can make the operation fail (quota, stockout): it
+		// ends DONE with the error and changes nothing.
+		ErrorMessage: c.operationError,
+		ErrorCode:    c.operationErrorCode,
 	}
 	e.st.Operations[op.Name] = op
 	cl.Busy = op.Name
@@ -366,24 +387,29 @@ func (e *Emulator) gkeOperationJSON(p *projectState, op *operation) map[string]a
 	case now.Sub(op.Start) < min(time.Second, op.End.Sub(op.Start)/10):
 		status = "PENDING"
 	}
-	target := fmt.Sprintf("%s/projects/%d/locations/%s/clusters/%s", gkeAPIBase, p.Number, op.Location, op.Cluster)
+	// As GKE writes them: zonal clusters' links use the older /zones/ form,
+	// and an operation has "zone" but no "location".
+	where := "locations"
+	if isZone(op.Location) {
+		where = "zones"
+	}
+	target := fmt.Sprintf("%s/projects/%d/%s/%s/clusters/%s", gkeAPIBase, p.Number, where, op.Location, op.Cluster)
 	if op.NodePool != "" {
 		target += "/nodePools/" + op.NodePool
 	}
 	out := map[string]any{
 		"name":          op.Name,
 		"zone":          op.Location,
-		"location":      op.Location,
 		"operationType": op.OperationType,
 		"status":        status,
-		"selfLink":      fmt.Sprintf("%s/projects/%d/locations/%s/operations/%s", gkeAPIBase, p.Number, op.Location, op.Name),
+		"selfLink":      fmt.Sprintf("%s/projects/%d/%s/%s/operations/%s", gkeAPIBase, p.Number, where, op.Location, op.Name),
 		"targetLink":    target,
 		"startTime":     op.Start.UTC().Format(time.RFC3339Nano),
 	}
 	if op.Done {
 		out["endTime"] = op.End.UTC().Format(time.RFC3339Nano)
 		if op.ErrorMessage != "" {
-			out["error"] = map[string]any{"code": 13, "message": op.ErrorMessage}
+			out["error"] = map[string]any{"code": op.errorCode(), "message": op.ErrorMessage}
 			out["statusMessage"] = op.ErrorMessage
 		}
 	} else if total := op.End.Sub(op.Start); total > 0 {
@@ -435,13 +461,23 @@ func (e *Emulator) clusterJSON(p *projectState, cl *cluster) map[string]any {
 		"loggingService":        "logging.googleapis.com/kubernetes",
 		"monitoringService":     "monitoring.googleapis.com/kubernetes",
 		"releaseChannel":        map[string]any{"channel": "REGULAR"},
+		"autopilot":             map[string]any{},
 		"nodePools":             pools,
 		"etag":                  fmt.Sprintf("%x", e.st.Seq),
 	}
 	if cl.WorkloadPool != "" {
 		out["workloadIdentityConfig"] = map[string]any{"workloadPool": cl.WorkloadPool}
 	}
+	if cl.Autopilot {
+		out["autopilot"] = map[string]any{"enabled": true}
+	}
 	return out
+}
+
+// isZone tells a zone (europe-west1-b) from a region (europe-west1).
+func isZone(location string) bool {
+	i := strings.LastIndexByte(location, '-')
+	return i > 0 && len(location)-i == 2 && location[i+1] >= 'a' && location[i+1] <= 'z'
 }
 
 func (e *Emulator) nodePoolJSON(p *projectState, cl *cluster, np *nodePool) map[string]any {

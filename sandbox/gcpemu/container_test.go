@@ -1,6 +1,7 @@
 package gcpemu
 
 import (
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -76,8 +77,8 @@ func TestClusterOperationLifecycleAndBusyCluster(t *testing.T) {
 	}).Do()
 	ge := apiErr(t, err, http.StatusBadRequest)
 	assert.Equal(t, "FAILED_PRECONDITION", status(t, ge))
-	assert.Equal(t, "Operation "+op.Name+" is currently upgrading cluster c1. Please wait and try again once it is done.", ge.Message)
-	assert.Contains(t, ge.Body, "CLUSTER_ALREADY_HAS_OPERATION")
+	assert.Equal(t, "Cluster is running incompatible operation "+op.Name+".", ge.Message)
+	assert.NotContains(t, ge.Body, "ErrorInfo", "GKE names the running operation only in the message")
 
 	e.clock.Advance(3 * time.Minute)
 	got, err = gke.Projects.Locations.Operations.Get(opName).Do()
@@ -160,4 +161,100 @@ func TestClusterUpdateNeedsPermission(t *testing.T) {
 	}).Do()
 	ge := apiErr(t, err, http.StatusForbidden)
 	assert.Equal(t, `Required "container.clusters.update" permission(s) for "projects/proj-a/locations/us-central1/clusters/c1".`, ge.Message)
+}
+
+// Operations as GKE writes them (Config Connector's recorded traffic):
+// operation-<ms>-<uuid> names, "zone" but no "location", and links in the
+// older /zones/ form for a zonal cluster.
+func TestOperationShape(t *testing.T) {
+	e := newEnv(t, withConfig(func(c *Config) {
+		c.Projects[0].Clusters = append(c.Projects[0].Clusters, ClusterConfig{Location: "us-central1-a", Name: "zonal", NodePools: []string{"p"}})
+	}))
+	gke := e.gke(e.opTok)
+	for _, loc := range []string{testLocation, "us-central1-a"} {
+		name := clusterName()
+		where := "locations"
+		if loc != testLocation {
+			name, where = "projects/"+testProject+"/locations/us-central1-a/clusters/zonal", "zones"
+		}
+		op, err := gke.Projects.Locations.Clusters.Update(name, &container.UpdateClusterRequest{
+			Update: &container.ClusterUpdate{DesiredWorkloadIdentityConfig: &container.WorkloadIdentityConfig{WorkloadPool: testPool}},
+		}).Do()
+		require.NoError(t, err)
+		assert.Regexp(t, `^operation-\d{13}-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`, op.Name)
+		assert.Equal(t, loc, op.Zone)
+		assert.Empty(t, op.Location)
+		assert.Equal(t, fmt.Sprintf("https://container.googleapis.com/v1/projects/%d/%s/%s/operations/%s", testNumber, where, loc, op.Name), op.SelfLink)
+		assert.True(t, strings.HasPrefix(op.TargetLink, fmt.Sprintf("https://container.googleapis.com/v1/projects/%d/%s/%s/clusters/", testNumber, where, loc)), op.TargetLink)
+	}
+}
+
+func TestAutopilotCluster(t *testing.T) {
+	e := newEnv(t, withConfig(func(c *Config) {
+		c.Projects[0].Clusters = append(c.Projects[0].Clusters, ClusterConfig{Location: testLocation, Name: "auto", NodePools: []string{"pool-1"}, Autopilot: true})
+	}))
+	gke := e.gke(e.opTok)
+	name := "projects/" + testProject + "/locations/" + testLocation + "/clusters/auto"
+	cl, err := gke.Projects.Locations.Clusters.Get(name).Do()
+	require.NoError(t, err)
+	require.NotNil(t, cl.Autopilot)
+	assert.True(t, cl.Autopilot.Enabled)
+	require.NotNil(t, cl.WorkloadIdentityConfig, "Workload Identity is always on in Autopilot")
+	assert.Equal(t, testPool, cl.WorkloadIdentityConfig.WorkloadPool)
+
+	standard, err := gke.Projects.Locations.Clusters.Get(clusterName()).Do()
+	require.NoError(t, err)
+	require.NotNil(t, standard.Autopilot, "a Standard cluster shows an empty autopilot block")
+	assert.False(t, standard.Autopilot.Enabled)
+
+	const refusal = "Autopilot node pools cannot be accessed or modified."
+	_, err = gke.Projects.Locations.Clusters.NodePools.List(name).Do()
+	assert.Equal(t, refusal, apiErr(t, err, http.StatusBadRequest).Message)
+	_, err = gke.Projects.Locations.Clusters.NodePools.Get(name + "/nodePools/pool-1").Do()
+	assert.Equal(t, refusal, apiErr(t, err, http.StatusBadRequest).Message)
+	_, err = gke.Projects.Locations.Clusters.NodePools.Update(name+"/nodePools/pool-1", &container.UpdateNodePoolRequest{
+		WorkloadMetadataConfig: &container.WorkloadMetadataConfig{Mode: "GKE_METADATA"},
+	}).Do()
+	ge := apiErr(t, err, http.StatusBadRequest)
+	assert.Equal(t, "INVALID_ARGUMENT", status(t, ge))
+	assert.Equal(t, refusal, ge.Message)
+}
+
+// A fault rule can make the operations of a method fail: the call succeeds,
+// the operation ends DONE with the error, and nothing changes.
+func TestFailingOperation(t *testing.T) {
+	e := newEnv(t, withOperationDuration(time.Minute), withConfig(func(c *Config) {
+		c.Projects[0].Clusters[0].WorkloadPool = testPool
+		c.Faults = []FaultRule{{
+			Method: "container.projects.locations.clusters.nodePools.update", Sequence: []int{1, 0},
+			Status: "RESOURCE_EXHAUSTED", OperationError: "Insufficient regional quota to satisfy request: resource \"CPUS\".",
+		}}
+	}))
+	gke := e.gke(e.opTok)
+	pool := clusterName() + "/nodePools/default-pool"
+	update := func() *container.Operation {
+		_, err := gke.Projects.Locations.Clusters.NodePools.Update(pool, &container.UpdateNodePoolRequest{
+			WorkloadMetadataConfig: &container.WorkloadMetadataConfig{Mode: "GCE_METADATA"},
+		}).Do()
+		require.NoError(t, err)
+		e.clock.Advance(time.Minute)
+		ops, err := gke.Projects.Locations.Operations.List("projects/" + testProject + "/locations/" + testLocation).Do()
+		require.NoError(t, err)
+		return ops.Operations[len(ops.Operations)-1]
+	}
+	op := update()
+	assert.Equal(t, "DONE", op.Status)
+	require.NotNil(t, op.Error)
+	assert.Equal(t, int64(8), op.Error.Code)
+	assert.Equal(t, "Insufficient regional quota to satisfy request: resource \"CPUS\".", op.Error.Message)
+	assert.Equal(t, op.Error.Message, op.StatusMessage)
+	np, err := gke.Projects.Locations.Clusters.NodePools.Get(pool).Do()
+	require.NoError(t, err)
+	assert.Equal(t, "GKE_METADATA", np.Config.WorkloadMetadataConfig.Mode, "a failed operation changes nothing")
+
+	op = update()
+	assert.Nil(t, op.Error, "the rule's sequence lets the second call through")
+	np, err = gke.Projects.Locations.Clusters.NodePools.Get(pool).Do()
+	require.NoError(t, err)
+	assert.Equal(t, "GCE_METADATA", np.Config.WorkloadMetadataConfig.Mode)
 }

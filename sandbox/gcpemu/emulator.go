@@ -84,6 +84,10 @@ type Config struct {
 	// ServiceAccountQuota is the number of service accounts a project may hold;
 	// default 100, IAM's default quota.
 	ServiceAccountQuota int `json:"serviceAccountQuota,omitempty"`
+	// ServiceEnableLag is how long a service enabled through Service Usage keeps
+	// answering 403 SERVICE_DISABLED after its operation is done, as Google's
+	// APIs do for a few minutes; 0 means enabled services answer at once.
+	ServiceEnableLag time.Duration `json:"-"`
 	// StateFile, when set, is loaded at start and saved after every change.
 	StateFile string `json:"stateFile,omitempty"`
 	// Faults are the initial fault-injection rules.
@@ -144,6 +148,10 @@ type ClusterConfig struct {
 	Nodes NodeLabeler `json:"-"`
 	// MasterVersion defaults to "1.33.5-gke.100".
 	MasterVersion string `json:"masterVersion,omitempty"`
+	// Autopilot makes an Autopilot cluster: Workload Identity is always on (the
+	// workload pool is PROJECT.svc.id.goog from the start) and GKE manages the
+	// node pools, which the API refuses to show or change.
+	Autopilot bool `json:"autopilot,omitempty"`
 	// TokenIssuer is the issuer of the KSA tokens of this cluster's workloads;
 	// default the cluster's own GKE issuer URL, as on GKE. The sandbox sets it
 	// when one local control plane plays several clusters: their tokens all
@@ -361,6 +369,10 @@ type call struct {
 	status int
 	// issued is the token an anonymous call (STS) handed out, for the log.
 	issued *token
+	// operationError and operationErrorCode make the operation the call
+	// starts fail (fault injection).
+	operationError     string
+	operationErrorCode int
 }
 
 func (c *call) param(name string) string { return c.params[name] }
@@ -371,7 +383,8 @@ func (e *Emulator) serveAPI(w http.ResponseWriter, r *http.Request, svc string, 
 		writeError(w, rt.flavor, errInvalid("Request body could not be read: %v", err))
 		return
 	}
-	if delay, ferr := e.faults.decide(rt.id); delay > 0 || ferr != nil {
+	delay, ferr, opFail := e.faults.decide(rt.id)
+	if delay > 0 || ferr != nil {
 		if delay > 0 {
 			select {
 			case <-time.After(delay):
@@ -389,6 +402,9 @@ func (e *Emulator) serveAPI(w http.ResponseWriter, r *http.Request, svc string, 
 
 	e.mu.Lock()
 	c := &call{r: r, body: body, now: e.now(), params: rt.params}
+	if opFail != nil {
+		c.operationError, c.operationErrorCode = opFail.message, opFail.code
+	}
 	e.advanceLocked()
 	var (
 		resp   any

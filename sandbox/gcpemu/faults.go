@@ -7,6 +7,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	rpccode "google.golang.org/genproto/googleapis/rpc/code"
 )
 
 // FaultRule injects failures or latency into calls of one method (or several).
@@ -25,6 +27,12 @@ type FaultRule struct {
 	Status string `json:"status,omitempty"`
 	// Message overrides the error message.
 	Message string `json:"message,omitempty"`
+	// OperationError, for calls that start a GKE operation, lets the call
+	// succeed and makes its operation end DONE with this error message (and
+	// Status's code, default INTERNAL) without applying its change, as a node
+	// pool update that runs out of quota or capacity does. Sequence (non-zero
+	// entries) or ErrorRate choose the calls; with neither, every matching call.
+	OperationError string `json:"operationError,omitempty"`
 	// LatencyMin and LatencyMax delay matching calls by a uniform random time.
 	LatencyMin Duration `json:"latencyMin,omitempty"`
 	LatencyMax Duration `json:"latencyMax,omitempty"`
@@ -92,13 +100,21 @@ func (f *faultInjector) get() []FaultRule {
 	return append([]FaultRule(nil), f.rules...)
 }
 
-// decide returns the latency to add and the error to return, if any.
-func (f *faultInjector) decide(method string) (time.Duration, *apiError) {
+// operationFault is how an operation started by a call is to fail.
+type operationFault struct {
+	message string
+	code    int
+}
+
+// decide returns the latency to add, the error to return and how the call's
+// operation is to fail, if at all.
+func (f *faultInjector) decide(method string) (time.Duration, *apiError, *operationFault) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	var (
-		delay time.Duration
-		fail  *apiError
+		delay  time.Duration
+		fail   *apiError
+		opFail *operationFault
 	)
 	for i, r := range f.rules {
 		if !r.matches(method) {
@@ -116,6 +132,14 @@ func (f *faultInjector) decide(method string) (time.Duration, *apiError) {
 		if fail != nil {
 			continue
 		}
+		if r.OperationError != "" {
+			if opFail == nil && (len(r.Sequence) == 0 && r.ErrorRate == 0 ||
+				n < len(r.Sequence) && r.Sequence[n] != 0 ||
+				n >= len(r.Sequence) && r.ErrorRate > 0 && f.rnd.Float64() < r.ErrorRate) {
+				opFail = &operationFault{message: r.OperationError, code: rpcCode(r.Status)}
+			}
+			continue
+		}
 		code := 0
 		if n < len(r.Sequence) {
 			code = r.Sequence[n]
@@ -129,7 +153,16 @@ func (f *faultInjector) decide(method string) (time.Duration, *apiError) {
 			fail = injectedError(code, r)
 		}
 	}
-	return delay, fail
+	return delay, fail, opFail
+}
+
+// rpcCode is the google.rpc.Code of a canonical status name; INTERNAL when
+// the name is empty or unknown.
+func rpcCode(status string) int {
+	if c, ok := rpccode.Code_value[status]; ok && c != 0 {
+		return int(c)
+	}
+	return int(rpccode.Code_INTERNAL)
 }
 
 func injectedError(code int, r FaultRule) *apiError {

@@ -44,7 +44,7 @@ func (e *Emulator) serveMetadata(w http.ResponseWriter, r *http.Request) {
 	if strings.HasSuffix(path, "/token") {
 		id = "metadata.token"
 	}
-	if delay, ferr := e.faults.decide(id); delay > 0 || ferr != nil {
+	if delay, ferr, _ := e.faults.decide(id); delay > 0 || ferr != nil {
 		if delay > 0 {
 			select {
 			case <-time.After(delay):

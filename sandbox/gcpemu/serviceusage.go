@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	rpccode "google.golang.org/genproto/googleapis/rpc/code"
 )
 
 // Service Usage API v1: services get/list/enable/disable/batchEnable and their
@@ -367,6 +369,15 @@ type operation struct {
 	WorkloadPool  *string `json:"workloadPool,omitempty"`
 	MetadataMode  string  `json:"metadataMode,omitempty"`
 	ErrorMessage  string  `json:"errorMessage,omitempty"`
+	// ErrorCode is the google.rpc.Code of ErrorMessage; 0 reads as INTERNAL.
+	ErrorCode int `json:"errorCode,omitempty"`
+}
+
+func (op *operation) errorCode() int {
+	if op.ErrorCode == 0 {
+		return int(rpccode.Code_INTERNAL)
+	}
+	return op.ErrorCode
 }
 
 func (op *operation) action() string {
@@ -413,6 +424,12 @@ func (e *Emulator) completeOpLocked(op *operation) {
 			state = "DISABLED"
 		}
 		for _, s := range op.services() {
+			if p.Services[s] != state && state == "ENABLED" {
+				if p.ServiceEnabledAt == nil {
+					p.ServiceEnabledAt = map[string]time.Time{}
+				}
+				p.ServiceEnabledAt[s] = op.End
+			}
 			p.Services[s] = state
 		}
 	case opContainer:

@@ -193,3 +193,33 @@ func TestServicesBatchEnable(t *testing.T) {
 	_, err = su.Services.BatchEnable("projects/"+testProject, &serviceusage.BatchEnableServicesRequest{}).Do()
 	apiErr(t, err, http.StatusBadRequest)
 }
+
+// A service enabled moments ago says ENABLED but its API keeps answering
+// SERVICE_DISABLED for ServiceEnableLag, as Google's do for a few minutes.
+func TestServiceJustEnabled(t *testing.T) {
+	e := newEnv(t, withOperationDuration(2*time.Second), withConfig(func(c *Config) { c.ServiceEnableLag = time.Minute }))
+	su := e.su(e.opTok)
+	name := "projects/" + testProject + "/services/iam.googleapis.com"
+	create := func(id string) error {
+		_, err := e.iam(e.opTok).Projects.ServiceAccounts.Create("projects/"+testProject, &iam.CreateServiceAccountRequest{AccountId: id}).Do()
+		return err
+	}
+	require.NoError(t, create("before-disable"), "a service enabled from the start answers at once")
+
+	_, err := su.Services.Disable(name, &serviceusage.DisableServiceRequest{}).Do()
+	require.NoError(t, err)
+	e.clock.Advance(2 * time.Second)
+	_, err = su.Services.Enable(name, &serviceusage.EnableServiceRequest{}).Do()
+	require.NoError(t, err)
+	e.clock.Advance(2 * time.Second)
+	svc, err := su.Services.Get(name).Do()
+	require.NoError(t, err)
+	assert.Equal(t, "ENABLED", svc.State)
+
+	ge := apiErr(t, create("just-enabled"), http.StatusForbidden)
+	assert.Contains(t, ge.Body, "SERVICE_DISABLED")
+	assert.Contains(t, ge.Message, "If you enabled this API recently, wait a few minutes for the action to propagate to our systems and retry.")
+
+	e.clock.Advance(time.Minute)
+	require.NoError(t, create("a-minute-later"))
+}

@@ -23,14 +23,17 @@ type state struct {
 }
 
 type projectState struct {
-	ID              string                     `json:"id"`
-	Number          int64                      `json:"number"`
-	CreateTime      time.Time                  `json:"createTime"`
-	Services        map[string]string          `json:"services"` // name -> ENABLED | DISABLED
-	Policy          *policyHistory             `json:"policy"`
-	ServiceAccounts map[string]*serviceAccount `json:"serviceAccounts"` // by email
-	Clusters        map[string]*cluster        `json:"clusters"`        // by "location/name"
-	Datasets        map[string]*dataset        `json:"datasets"`        // by dataset id
+	ID         string            `json:"id"`
+	Number     int64             `json:"number"`
+	CreateTime time.Time         `json:"createTime"`
+	Services   map[string]string `json:"services"` // name -> ENABLED | DISABLED
+	// ServiceEnabledAt is when an enable operation finished, per service; the
+	// service answers SERVICE_DISABLED until Config.ServiceEnableLag after it.
+	ServiceEnabledAt map[string]time.Time       `json:"serviceEnabledAt,omitempty"`
+	Policy           *policyHistory             `json:"policy"`
+	ServiceAccounts  map[string]*serviceAccount `json:"serviceAccounts"` // by email
+	Clusters         map[string]*cluster        `json:"clusters"`        // by "location/name"
+	Datasets         map[string]*dataset        `json:"datasets"`        // by dataset id
 }
 
 type serviceAccount struct {
@@ -56,6 +59,7 @@ type cluster struct {
 	Location      string      `json:"location"`
 	Name          string      `json:"name"`
 	WorkloadPool  string      `json:"workloadPool,omitempty"`
+	Autopilot     bool        `json:"autopilot,omitempty"`
 	MasterVersion string      `json:"masterVersion"`
 	CreateTime    time.Time   `json:"createTime"`
 	NodePools     []*nodePool `json:"nodePools"`
@@ -198,13 +202,16 @@ func (e *Emulator) newProjectLocked(pc ProjectConfig, now time.Time) *projectSta
 
 func (e *Emulator) newClusterLocked(project string, cc ClusterConfig, now time.Time) *cluster {
 	c := &cluster{Project: project, Location: cc.Location, Name: cc.Name, WorkloadPool: cc.WorkloadPool,
-		MasterVersion: cc.MasterVersion, CreateTime: now}
+		Autopilot: cc.Autopilot, MasterVersion: cc.MasterVersion, CreateTime: now}
 	if c.MasterVersion == "" {
 		c.MasterVersion = defaultMasterVersion
 	}
+	if c.Autopilot {
+		c.WorkloadPool = project + ".svc.id.goog"
+	}
 	for _, np := range cc.NodePools {
 		pool := &nodePool{Name: np, Version: c.MasterVersion, NodeCount: 3, Etag: e.newEtag()}
-		if cc.WorkloadPool != "" {
+		if c.WorkloadPool != "" {
 			pool.MetadataMode = "GKE_METADATA"
 		}
 		c.NodePools = append(c.NodePools, pool)
