@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -63,6 +64,36 @@ func (g *GCP) EnableService(ctx context.Context, in EnableServiceInput) (StepRes
 			fmt.Sprintf("%s: operation %s failed: %s", action, op.Name, op.Error.Message), ErrTypeOperationFailed)
 	}
 	return StepResult{Changed: true, Detail: in.Service + " enabled"}, nil
+}
+
+// EnsureWorkloadPool sets the cluster's workload pool to PROJECT.svc.id.goog,
+// except on an Autopilot cluster, where Workload Identity is always on and the
+// cluster is left alone.
+func (g *GCP) EnsureWorkloadPool(ctx context.Context, in ClusterRef) (WorkloadPoolResult, error) {
+	if err := in.validate(); err != nil {
+		return WorkloadPoolResult{}, err
+	}
+	c, err := g.container.Projects.Locations.Clusters.Get(in.resourceName()).Context(ctx).Do()
+	if err != nil {
+		return WorkloadPoolResult{}, ClassifyGoogleError(err, "read cluster "+in.String(), "container.clusters.get")
+	}
+	if c.Autopilot != nil && c.Autopilot.Enabled {
+		pool := ""
+		if c.WorkloadIdentityConfig != nil {
+			pool = c.WorkloadIdentityConfig.WorkloadPool
+		}
+		if pool != in.WorkloadPool() {
+			// Autopilot sets the pool itself; any other pool is not one gkewi can fix.
+			return WorkloadPoolResult{}, temporal.NewNonRetryableApplicationError(fmt.Sprintf(
+				"Autopilot cluster %s has workload pool %q, not %s; GKE manages it on Autopilot clusters", in, pool, in.WorkloadPool()),
+				ErrTypeFailedPrecondition, nil)
+		}
+		return WorkloadPoolResult{Autopilot: true, StepResult: StepResult{
+			Detail: "Autopilot cluster: Workload Identity is always on (workload pool " + pool + "); GKE manages the node pools, all on the GKE metadata server",
+		}}, nil
+	}
+	res, err := g.SetWorkloadPool(ctx, in)
+	return WorkloadPoolResult{StepResult: res}, err
 }
 
 // SetWorkloadPool sets the cluster's workload pool to PROJECT.svc.id.goog.
@@ -267,7 +298,11 @@ func (g *GCP) changeClusterWithin(ctx context.Context, ch clusterChange) (StepRe
 
 		op, err := ch.start(ctx)
 		if err == nil {
-			if _, err := g.waitOperation(ctx, operationProgress{Operation: containerOperationName(ch.cluster, op), Ours: true}, ch.action); err != nil {
+			name := containerOperationName(ch.cluster, op)
+			if done, err := g.waitOperation(ctx, operationProgress{Operation: name, Ours: true}, ch.action); err != nil {
+				if isOperationFailure(err) {
+					return StepResult{}, g.repeatedFailure(ctx, ch, done, err)
+				}
 				return StepResult{}, err
 			}
 			changed, startedHere = true, true
@@ -293,6 +328,48 @@ func (g *GCP) changeClusterWithin(ctx context.Context, ch clusterChange) (StepRe
 			return StepResult{}, err
 		}
 	}
+}
+
+// maxIdenticalOperationFailures is how many operations of one change may fail
+// the same way in a row before gkewi stops issuing it again: a quota or a
+// capacity shortage in the zone is not cleared by retrying.
+const maxIdenticalOperationFailures = 3
+
+// repeatedFailure turns the failure of our operation failed into a final error
+// when the same change has failed the same way maxIdenticalOperationFailures
+// times in a row, as the cluster's operations show; otherwise err stands
+// (retryable). The count is read from GKE, so it holds across attempts and
+// worker restarts.
+func (g *GCP) repeatedFailure(ctx context.Context, ch clusterChange, failed *container.Operation, err error) error {
+	if failed == nil || failed.Error == nil {
+		return err
+	}
+	parent := fmt.Sprintf("projects/%s/locations/%s", ch.cluster.Project, ch.cluster.Location)
+	resp, lerr := g.container.Projects.Locations.Operations.List(parent).Context(ctx).Do()
+	if lerr != nil {
+		return err
+	}
+	var same []*container.Operation
+	for _, op := range resp.Operations {
+		if op.Status == "DONE" && op.TargetLink == failed.TargetLink && op.OperationType == failed.OperationType {
+			same = append(same, op)
+		}
+	}
+	// Newest first; RFC 3339 times in UTC sort as strings.
+	slices.SortFunc(same, func(a, b *container.Operation) int { return strings.Compare(b.StartTime, a.StartTime) })
+	n := 0
+	for _, op := range same {
+		if op.Error == nil || op.Error.Message != failed.Error.Message {
+			break
+		}
+		n++
+	}
+	if n < maxIdenticalOperationFailures {
+		return err
+	}
+	return temporal.NewNonRetryableApplicationError(fmt.Sprintf(
+		"%s: the last %d operations failed the same way (latest %s): %s; gkewi does not issue it again: fix the cause (quota, capacity in the location) and run the onboarding again",
+		ch.action, n, failed.Name, failed.Error.Message), ErrTypeOperationFailed, err)
 }
 
 func busyError(action string, cause error) error {

@@ -25,6 +25,15 @@ type StepResult struct {
 	Warnings []string `json:"warnings,omitempty"`
 }
 
+// WorkloadPoolResult is the outcome of the workload pool step.
+type WorkloadPoolResult struct {
+	StepResult
+	// Autopilot is true for an Autopilot cluster: GKE keeps Workload Identity
+	// on and manages the node pools, which its API refuses to show or change, so
+	// nothing was changed and the node pool steps do not apply.
+	Autopilot bool `json:"autopilot,omitempty"`
+}
+
 // EnableServiceInput names a Google API to enable in a project.
 type EnableServiceInput struct {
 	Project string `json:"project"`
@@ -81,6 +90,11 @@ type VerifyInput struct {
 	GSAEmail  string     `json:"gsaEmail"`
 	// BigQueryProject is where the final BigQuery call is made.
 	BigQueryProject string `json:"bigQueryProject"`
+	// ServiceEnabledAt is when the onboarding enabled the IAM Credentials API
+	// itself (zero when it was on already). Google's APIs answer
+	// SERVICE_DISABLED for a few minutes after enabling; within
+	// serviceEnableSettle of this time that answer is "not yet", not a failure.
+	ServiceEnabledAt time.Time `json:"serviceEnabledAt,omitzero"`
 }
 
 // VerifyResult records how far the token chain got. It never carries a token.

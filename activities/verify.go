@@ -127,6 +127,12 @@ func (v *Verifier) VerifyAccess(ctx context.Context, in VerifyInput) (VerifyResu
 	// 3. The GSA access token, which IAM grants only to a principal holding
 	// iam.serviceAccounts.getAccessToken on the GSA (roles/iam.workloadIdentityUser).
 	gsaToken, gsaExpiry, err := v.generateAccessToken(ctx, in.GSAEmail, federated)
+	if err != nil && in.justEnabled(err, time.Now()) {
+		// The walk is done again, with backoff, like a binding still propagating.
+		return deny(StageGenerateAccessToken, fmt.Sprintf(
+			"the IAM Credentials API, enabled by this onboarding at %s, is not active yet (Google answers SERVICE_DISABLED for a few minutes after enabling): %s",
+			in.ServiceEnabledAt.UTC().Format(time.RFC3339), googleErrorMessage(err)))
+	}
 	if err != nil {
 		if detail, denied := verifyDenial(err); denied || IsNotFound(err) {
 			if detail == "" {
@@ -157,6 +163,18 @@ func (v *Verifier) VerifyAccess(ctx context.Context, in VerifyInput) (VerifyResu
 	pass(StageBigQueryCall, fmt.Sprintf("BigQuery answered a dry-run query of %s in project %s (location %s)", in.GSAEmail, in.BigQueryProject, location))
 	res.Allowed = true
 	return res, nil
+}
+
+// serviceEnableSettle bounds how long after enabling an API a SERVICE_DISABLED
+// answer is taken for "not active yet"; after it the API is really off.
+const serviceEnableSettle = 15 * time.Minute
+
+// justEnabled reports a SERVICE_DISABLED answer within serviceEnableSettle of
+// the onboarding enabling the API itself.
+func (in VerifyInput) justEnabled(err error, now time.Time) bool {
+	e, ok := ParseGoogleAPIError(err)
+	return ok && e.HTTPCode == http.StatusForbidden && isServiceDisabled(e) &&
+		!in.ServiceEnabledAt.IsZero() && now.Before(in.ServiceEnabledAt.Add(serviceEnableSettle))
 }
 
 func (in VerifyInput) validate() error {

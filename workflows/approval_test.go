@@ -17,7 +17,7 @@ func busy() error {
 }
 
 func TestApprovalSignalledBeforeTheWaitCounts(t *testing.T) {
-	fake := newFakeCloud().failNext("SetWorkloadPool", busy(), busy(), busy())
+	fake := newFakeCloud().failNext("EnsureWorkloadPool", busy(), busy(), busy())
 	req := validRequest()
 	env := newOnboardEnv(t, fake, req)
 	// The cluster is busy for a few minutes; support approves meanwhile.
@@ -211,7 +211,7 @@ func sendUpdate(env *testsuite.TestWorkflowEnvironment, id string, d ApprovalDec
 }
 
 func TestSupportDecisionUpdate(t *testing.T) {
-	fake := newFakeCloud().failNext("SetWorkloadPool", busy())
+	fake := newFakeCloud().failNext("EnsureWorkloadPool", busy())
 	req := validRequest()
 	env := newOnboardEnv(t, fake, req)
 	var early, unlisted, empty, accepted, again updateResult

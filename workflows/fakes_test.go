@@ -55,6 +55,8 @@ type fakeCloud struct {
 	// ksaSource is what RenderRelease says makes the KSA; the KSA it answers is
 	// the request's or renderedKSA.
 	ksaSource string
+	// autopilot makes the cluster an Autopilot cluster.
+	autopilot bool
 }
 
 // renderedKSA is the KSA the fake chart's workloads run as: named after the
@@ -186,6 +188,17 @@ func (f *fakeCloud) EnableService(_ context.Context, in activities.EnableService
 
 func (f *fakeCloud) SetWorkloadPool(_ context.Context, in activities.ClusterRef) (activities.StepResult, error) {
 	return f.step("SetWorkloadPool", in, "workload pool "+in.WorkloadPool())
+}
+
+func (f *fakeCloud) EnsureWorkloadPool(_ context.Context, in activities.ClusterRef) (activities.WorkloadPoolResult, error) {
+	if f.autopilot {
+		if err := f.record("EnsureWorkloadPool", in); err != nil {
+			return activities.WorkloadPoolResult{}, err
+		}
+		return activities.WorkloadPoolResult{Autopilot: true, StepResult: activities.StepResult{Detail: "Autopilot cluster"}}, nil
+	}
+	res, err := f.step("EnsureWorkloadPool", in, "workload pool "+in.WorkloadPool())
+	return activities.WorkloadPoolResult{StepResult: res}, err
 }
 
 func (f *fakeCloud) ListNodePools(_ context.Context, in activities.ClusterRef) ([]string, error) {
@@ -431,6 +444,7 @@ func (f *fakeCloud) mockAll(env *testsuite.TestWorkflowEnvironment) {
 		{gcp.CheckIdentitySameness, f.CheckIdentitySameness},
 		{gcp.EnableService, f.EnableService},
 		{gcp.SetWorkloadPool, f.SetWorkloadPool},
+		{gcp.EnsureWorkloadPool, f.EnsureWorkloadPool},
 		{gcp.ListNodePools, f.ListNodePools},
 		{gcp.SetNodePoolMetadata, f.SetNodePoolMetadata},
 		{gcp.EnsureServiceAccount, f.EnsureServiceAccount},
@@ -461,6 +475,7 @@ func (f *fakeCloud) registerAll(w worker.ActivityRegistry) {
 		"CheckIdentitySameness":          f.CheckIdentitySameness,
 		"EnableService":                  f.EnableService,
 		"SetWorkloadPool":                f.SetWorkloadPool,
+		"EnsureWorkloadPool":             f.EnsureWorkloadPool,
 		"ListNodePools":                  f.ListNodePools,
 		"SetNodePoolMetadata":            f.SetNodePoolMetadata,
 		"EnsureServiceAccount":           f.EnsureServiceAccount,

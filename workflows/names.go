@@ -60,4 +60,8 @@ const (
 	// annotate, verifies what the deployed release runs as, and is identified by
 	// the release: gkewi-onboard/P/L/C/NS/RELEASE instead of .../KSA.
 	changeRenderedRelease = "rendered-release"
+	// changeAutopilot: the workload pool step reads the cluster first and, on an
+	// Autopilot cluster (Workload Identity always on, node pools managed by GKE),
+	// changes nothing and skips the node pool steps.
+	changeAutopilot = "autopilot"
 )

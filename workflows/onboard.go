@@ -2,6 +2,7 @@ package workflows
 
 import (
 	"fmt"
+	"time"
 
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/workflow"
@@ -74,6 +75,12 @@ type onboarding struct {
 	release  activities.RenderResult
 	// revocationSchedule is the schedule that revokes a time-bound grant.
 	revocationSchedule string
+	// autopilot: the cluster is an Autopilot cluster (changeAutopilot), whose
+	// node pools GKE manages.
+	autopilot bool
+	// serviceEnabledAt is when this run enabled the IAM Credentials API; zero
+	// when it was already on.
+	serviceEnabledAt time.Time
 }
 
 // Onboard grants the KSA of a Helm release on a GKE cluster the identity of a
@@ -216,10 +223,14 @@ func (o *onboarding) prepare(ctx workflow.Context) error {
 		return err
 	}
 	enable := activities.EnableServiceInput{Project: r.Project, Service: iamCredentialsService}
-	if _, err := t.runStep(ctx, stepEnableService, enableServiceOptions(), gcp.EnableService, enable); err != nil {
+	enabled, err := t.runStep(ctx, stepEnableService, enableServiceOptions(), gcp.EnableService, enable)
+	if err != nil {
 		return err
 	}
-	if _, err := t.runStep(ctx, stepWorkloadPool, clusterOptions(), gcp.SetWorkloadPool, o.cluster); err != nil {
+	if enabled.Changed {
+		o.serviceEnabledAt = t.step(stepEnableService).EndedAt
+	}
+	if err := o.workloadPool(ctx); err != nil {
 		return err
 	}
 	if err := o.nodePools(ctx); err != nil {
@@ -263,12 +274,39 @@ func (r OnboardRequest) HelmInput(gsa string) activities.HelmInput {
 	return in
 }
 
+// workloadPool turns Workload Identity on in the cluster; on an Autopilot
+// cluster it is always on, and the node pool steps are skipped.
+func (o *onboarding) workloadPool(ctx workflow.Context) error {
+	var gcp *activities.GCP
+	t := o.t
+	if workflow.GetVersion(ctx, changeAutopilot, workflow.DefaultVersion, 1) == workflow.DefaultVersion {
+		_, err := t.runStep(ctx, stepWorkloadPool, clusterOptions(), gcp.SetWorkloadPool, o.cluster)
+		return err
+	}
+	var res activities.WorkloadPoolResult
+	if err := t.run(ctx, stepWorkloadPool, clusterOptions(), gcp.EnsureWorkloadPool, o.cluster, &res); err != nil {
+		return err
+	}
+	t.step(stepWorkloadPool).Changed = res.Changed
+	t.done(ctx, stepWorkloadPool, res.Detail, res.Warnings)
+	o.autopilot = res.Autopilot
+	return nil
+}
+
 // nodePools switches every node pool to the GKE metadata server, one at a time:
 // GKE runs one operation per cluster.
 func (o *onboarding) nodePools(ctx workflow.Context) error {
 	var gcp *activities.GCP
 	t := o.t
 	pools := o.req.NodePools
+	if o.autopilot {
+		const why = "Autopilot cluster: GKE manages the node pools, all on the GKE metadata server"
+		t.skip(ctx, stepListNodePools, why)
+		for _, p := range pools {
+			t.skip(ctx, stepNodePoolPrefix+p, why)
+		}
+		return nil
+	}
 	if len(pools) == 0 {
 		if err := t.run(ctx, stepListNodePools, readOptions(), gcp.ListNodePools, o.cluster, &pools); err != nil {
 			return err
@@ -384,7 +422,9 @@ func (o *onboarding) grant(ctx workflow.Context) error {
 }
 
 func (o *onboarding) verifyInput() activities.VerifyInput {
-	return verifyInput(o.cluster, o.req.Namespace, o.req.KSA, o.sa.Email, o.req.BigQuery)
+	in := verifyInput(o.cluster, o.req.Namespace, o.req.KSA, o.sa.Email, o.req.BigQuery)
+	in.ServiceEnabledAt = o.serviceEnabledAt
+	return in
 }
 
 // verifyInput ends the chain with a BigQuery call only for a grant with a BigQuery

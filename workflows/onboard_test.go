@@ -34,7 +34,7 @@ func TestOnboardHappyPathWithBigQuery(t *testing.T) {
 
 	// The chart creates and annotates the KSA: no annotation step of gkewi's own.
 	assert.Equal(t, []string{
-		"RenderRelease", "Preflight", "CheckAccess", "CheckIdentitySameness", "EnableService", "SetWorkloadPool",
+		"RenderRelease", "Preflight", "CheckAccess", "CheckIdentitySameness", "EnableService", "EnsureWorkloadPool",
 		"ListNodePools", "SetNodePoolMetadata", "SetNodePoolMetadata",
 		"EnsureServiceAccount", "AddServiceAccountIAMMember", "NotifySupport",
 		"AddServiceAccountIAMMember", "GrantBigQueryAccess",
@@ -59,7 +59,7 @@ func TestOnboardHappyPathWithBigQuery(t *testing.T) {
 		Access: []activities.AccessRule{{Namespace: "carto", Resource: "configmaps", Verbs: []string{"create"}}}}}, fake.inputs("CheckAccess"))
 	assert.Equal(t, []any{activities.PreflightInput{Cluster: cluster, Namespace: "carto", KSA: "carto-common-backend", Release: "carto"}}, fake.inputs("Preflight"))
 	assert.Equal(t, []any{activities.EnableServiceInput{Project: "my-project", Service: "iamcredentials.googleapis.com"}}, fake.inputs("EnableService"))
-	assert.Equal(t, []any{cluster}, fake.inputs("SetWorkloadPool"))
+	assert.Equal(t, []any{cluster}, fake.inputs("EnsureWorkloadPool"))
 	assert.Equal(t, []any{
 		activities.NodePoolInput{Cluster: cluster, NodePool: "default-pool"},
 		activities.NodePoolInput{Cluster: cluster, NodePool: "gpu-pool"},
@@ -80,6 +80,8 @@ func TestOnboardHappyPathWithBigQuery(t *testing.T) {
 		fake.inputs("VerifyRelease"))
 	assert.Equal(t, []any{activities.VerifyInput{
 		Cluster: cluster, Namespace: "carto", KSA: "carto-common-backend", GSAEmail: wantGSA, BigQueryProject: "my-billing-project",
+		// This run enabled the IAM Credentials API: SERVICE_DISABLED right after is "not yet".
+		ServiceEnabledAt: testStart,
 	}}, fake.inputs("VerifyAccess"))
 
 	notes := fake.inputs("NotifySupport")

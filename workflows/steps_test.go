@@ -65,7 +65,7 @@ func TestNonRetryableErrorFailsTheWorkflow(t *testing.T) {
 
 func TestErrorTypeNeedingAFixIsNotRetried(t *testing.T) {
 	// Retryable as sent, but of a type that retrying cannot fix.
-	fake := newFakeCloud().failNext("SetWorkloadPool",
+	fake := newFakeCloud().failNext("EnsureWorkloadPool",
 		temporal.NewApplicationError("update cluster: permission denied", activities.ErrTypePermissionDenied))
 	req := validRequest()
 	env := newOnboardEnv(t, fake, req)
@@ -74,7 +74,7 @@ func TestErrorTypeNeedingAFixIsNotRetried(t *testing.T) {
 
 	appErr := workflowAppError(t, env)
 	assert.Equal(t, "step workload-pool failed after 1 attempt(s): update cluster: permission denied", appErr.Message())
-	assert.Equal(t, 1, fake.count("SetWorkloadPool"))
+	assert.Equal(t, 1, fake.count("EnsureWorkloadPool"))
 }
 
 func TestRetriesStopAtMaximumAttempts(t *testing.T) {
@@ -95,7 +95,7 @@ func TestRetriesStopAtMaximumAttempts(t *testing.T) {
 }
 
 func TestClusterBusyIsWaitedOut(t *testing.T) {
-	fake := newFakeCloud().failNext("SetWorkloadPool", busy(), busy(), busy())
+	fake := newFakeCloud().failNext("EnsureWorkloadPool", busy(), busy(), busy())
 	req := validRequest()
 	env := newOnboardEnv(t, fake, req)
 	var during Status
@@ -105,7 +105,7 @@ func TestClusterBusyIsWaitedOut(t *testing.T) {
 	env.ExecuteWorkflow(Onboard, req)
 
 	require.NoError(t, env.GetWorkflowError())
-	assert.Equal(t, 4, fake.count("SetWorkloadPool"))
+	assert.Equal(t, 4, fake.count("EnsureWorkloadPool"))
 	assert.Equal(t, 2, fake.count("SetNodePoolMetadata"))
 
 	st := mustStep(t, during, "workload-pool")
@@ -124,7 +124,7 @@ func TestClusterBusyIsWaitedOut(t *testing.T) {
 // after the step's backoff (30s for cluster steps); other timeouts back off.
 func TestStepLostWithItsWorkerIsRunAgainAtOnce(t *testing.T) {
 	fake := newFakeCloud().
-		failNext("SetWorkloadPool", temporal.NewTimeoutError(enumspb.TIMEOUT_TYPE_HEARTBEAT, nil)).
+		failNext("EnsureWorkloadPool", temporal.NewTimeoutError(enumspb.TIMEOUT_TYPE_HEARTBEAT, nil)).
 		failNext("SetNodePoolMetadata", temporal.NewTimeoutError(enumspb.TIMEOUT_TYPE_START_TO_CLOSE, nil))
 	req := validRequest()
 	req.NodePools = []string{"pool-a"}
@@ -364,4 +364,63 @@ func TestExpiryAtPassedDuringTheWaitGrantsNothing(t *testing.T) {
 	assert.Equal(t, ErrTypeExpiredBeforeGrant, appErr.Type())
 	assert.Equal(t, "expiry.at 2026-06-02T08:00:00Z passed before the grant; nothing was granted; deleted service account "+wantGSA+", created by this run", appErr.Message())
 	assert.Equal(t, 1, fake.count("AddServiceAccountIAMMember"))
+}
+
+// On an Autopilot cluster the workload pool is already set and GKE manages the
+// node pools: nothing is changed there, and the status says why.
+func TestAutopilotClusterSkipsTheNodePools(t *testing.T) {
+	for _, named := range []bool{false, true} {
+		t.Run(map[bool]string{false: "listed", true: "named in the request"}[named], func(t *testing.T) {
+			fake := newFakeCloud()
+			fake.autopilot = true
+			req := validRequest()
+			if named {
+				req.NodePools = []string{"pool-1"}
+			}
+			env := newOnboardEnv(t, fake, req)
+			signalAt(env, time.Hour, approve(alice))
+
+			env.ExecuteWorkflow(Onboard, req)
+
+			require.NoError(t, env.GetWorkflowError())
+			assert.Equal(t, 1, fake.count("EnsureWorkloadPool"))
+			assert.Zero(t, fake.count("ListNodePools"), "Autopilot answers node pool calls with 400")
+			assert.Zero(t, fake.count("SetNodePoolMetadata"))
+			s := queryStatus(t, env)
+			assert.Equal(t, StateCompleted, s.State)
+			wp := mustStep(t, s, stepWorkloadPool)
+			assert.Equal(t, StepDone, wp.State)
+			assert.False(t, wp.Changed)
+			list := mustStep(t, s, stepListNodePools)
+			assert.Equal(t, StepSkipped, list.State)
+			assert.Contains(t, list.Detail, "Autopilot cluster")
+			if named {
+				assert.Equal(t, StepSkipped, mustStep(t, s, stepNodePoolPrefix+"pool-1").State)
+			}
+			for _, st := range s.Steps {
+				assert.NotEqual(t, StepPending, st.State, "step %s left pending", st.Name)
+			}
+		})
+	}
+}
+
+// Verification is told when this run enabled the IAM Credentials API, and
+// only then: a SERVICE_DISABLED answer is "not yet" only right after enabling.
+func TestVerificationKnowsWhenTheRunEnabledTheAPI(t *testing.T) {
+	for _, changed := range []bool{true, false} {
+		fake := newFakeCloud()
+		fake.changed = changed
+		req := validRequest()
+		env := newOnboardEnv(t, fake, req)
+		signalAt(env, time.Hour, approve(alice))
+		env.ExecuteWorkflow(Onboard, req)
+		require.NoError(t, env.GetWorkflowError())
+		in := fake.inputs("VerifyAccess")
+		require.Len(t, in, 1)
+		if changed {
+			assert.Equal(t, testStart, in[0].(activities.VerifyInput).ServiceEnabledAt)
+		} else {
+			assert.True(t, in[0].(activities.VerifyInput).ServiceEnabledAt.IsZero())
+		}
+	}
 }
