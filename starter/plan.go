@@ -49,35 +49,40 @@ func (a *App) plan(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	// The request is checked before any client is made: a mistake in it is a
+	// usage error whatever the credentials.
+	var (
+		onboardReq workflows.OnboardRequest
+		revokeReq  workflows.RevokeRequest
+	)
+	if revoke {
+		if revokeReq, err = a.loadRevokeRequest(file); err != nil {
+			return err
+		}
+		if removeAnnotation {
+			revokeReq.RemoveAnnotation = true
+		}
+		revokeReq = revokeReq.WithDefaults()
+		if err := revokeReq.Validate(); err != nil {
+			return invalidRequest(file, "revoke", err)
+		}
+	} else if onboardReq, err = a.loadOnboardRequest(file); err != nil {
+		return err
+	}
 	gcp, err := activities.NewGCP(ctx, activities.GCPConfig{Endpoints: eps, Options: []option.ClientOption{option.WithUserAgent("gkewi-plan")}})
 	if err != nil {
 		return err
 	}
 	k := kubeAccess{kubeconfig: kubeconfig, context: kubeContext}
 	if revoke {
-		req, err := a.loadRevokeRequest(file)
-		if err != nil {
-			return err
-		}
-		if removeAnnotation {
-			req.RemoveAnnotation = true
-		}
-		req = req.WithDefaults()
-		if err := req.Validate(); err != nil {
-			return invalidRequest(file, "revoke", err)
-		}
-		st, err := readRevokeState(ctx, gcp, k, req)
+		st, err := readRevokeState(ctx, gcp, k, revokeReq)
 		if err != nil {
 			return err
 		}
 		writePlan(a.Stdout, revokeHeader(st), revokeSteps(st), "Nothing to revoke: the grant is already gone.")
 		return nil
 	}
-	req, err := a.loadOnboardRequest(file)
-	if err != nil {
-		return err
-	}
-	st, err := readOnboardState(ctx, gcp, k, cacheDir, req)
+	st, err := readOnboardState(ctx, gcp, k, cacheDir, onboardReq)
 	if err != nil {
 		return err
 	}

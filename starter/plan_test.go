@@ -208,3 +208,23 @@ func TestShellWordQuotesOnlyWhatNeedsIt(t *testing.T) {
 	assert.Equal(t, `'it'\''s'`, shellWord("it's"))
 	assert.Equal(t, "''", shellWord(""))
 }
+
+func TestPlanUsageErrors(t *testing.T) {
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"plan"}, "-f request.yaml is required"},
+		{[]string{"plan", "-f", "testdata/onboard.yaml", "--remove-annotation"}, "--remove-annotation goes with --revoke"},
+		{[]string{"plan", "-f", "testdata/onboard-invalid.yaml"}, "is not a valid onboarding request"},
+		{[]string{"plan", "-f", "testdata/onboard.yaml", "--gcp-endpoint", "iam"}, `--gcp-endpoint "iam": want API=URL`},
+		{[]string{"plan", "--revoke", "-f", "testdata/onboard.yaml"}, "unknown field"},
+	}
+	for _, tc := range cases {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			r := run(t, nil, "", tc.args...)
+			assert.Equal(t, ExitUsage, r.code, "%s", r.stderr)
+			assert.Contains(t, r.stderr, tc.want)
+		})
+	}
+}
