@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"regexp"
 	"strings"
+	"time"
 
 	"go.temporal.io/sdk/temporal"
 	"google.golang.org/api/googleapi"
@@ -31,6 +32,9 @@ const (
 	ErrTypePropagating          = "Propagating"
 	ErrTypeWorkloadPoolMissing  = "WorkloadPoolMissing"
 	ErrTypeWorkloadPoolNotReady = "WorkloadPoolNotReady"
+	// ErrTypeQuotaExceeded is a quota or limit reached: retrying will not help
+	// before someone raises the quota or frees some of it.
+	ErrTypeQuotaExceeded = "QuotaExceeded"
 )
 
 // GoogleAPIError is the useful part of an error returned by a Google REST API.
@@ -47,6 +51,8 @@ type GoogleAPIError struct {
 	Message string
 	// Metadata is the ErrorInfo metadata (e.g. "permission", "service", "consumer").
 	Metadata map[string]string
+	// RetryDelay is the google.rpc.RetryInfo delay, when the body carries one.
+	RetryDelay time.Duration
 }
 
 // errorBody is the JSON error envelope of Google REST APIs.
@@ -59,9 +65,10 @@ type errorBody struct {
 			Reason string `json:"reason"`
 		} `json:"errors"`
 		Details []struct {
-			Type     string            `json:"@type"`
-			Reason   string            `json:"reason"`
-			Metadata map[string]string `json:"metadata"`
+			Type       string            `json:"@type"`
+			Reason     string            `json:"reason"`
+			Metadata   map[string]string `json:"metadata"`
+			RetryDelay string            `json:"retryDelay"`
 		} `json:"details"`
 	} `json:"error"`
 }
@@ -80,10 +87,15 @@ func ParseGoogleAPIError(err error) (GoogleAPIError, bool) {
 			out.Message = body.Error.Message
 		}
 		for _, d := range body.Error.Details {
-			if strings.HasSuffix(d.Type, "google.rpc.ErrorInfo") {
+			switch {
+			case strings.HasSuffix(d.Type, "google.rpc.ErrorInfo") && out.Reason == "":
 				out.Reason = d.Reason
 				out.Metadata = d.Metadata
-				break
+			case strings.HasSuffix(d.Type, "google.rpc.RetryInfo"):
+				// A Duration in JSON: "86401s", "0.5s".
+				if delay, err := time.ParseDuration(d.RetryDelay); err == nil {
+					out.RetryDelay = delay
+				}
 			}
 		}
 		if out.Reason == "" && len(body.Error.Errors) > 0 {
@@ -278,6 +290,56 @@ func isServiceDisabled(e GoogleAPIError) bool {
 		strings.Contains(e.Message, "it is disabled")
 }
 
+// quotaRetryThreshold separates a quota from a rate limit: a rate limit asks for
+// a retry within seconds or minutes; a quota of resources asks for about a day
+// (IAM's service account quota sends 86401s).
+const quotaRetryThreshold = time.Hour
+
+// quotaTexts are messages of quotas that no retry frees.
+var quotaTexts = []string{
+	"maximum number of service accounts",
+	"maximum number of keys on account",
+}
+
+// isQuotaExhausted reports a 429 that is a quota reached, not a passing rate limit.
+func isQuotaExhausted(e GoogleAPIError) bool {
+	if e.HTTPCode != http.StatusTooManyRequests {
+		return false
+	}
+	if e.RetryDelay >= quotaRetryThreshold {
+		return true
+	}
+	msg := strings.ToLower(e.Message)
+	for _, q := range quotaTexts {
+		if strings.Contains(msg, q) {
+			return true
+		}
+	}
+	return false
+}
+
+func quotaMessage(action string, e GoogleAPIError) string {
+	what := "a quota"
+	if strings.Contains(strings.ToLower(e.Message), "service accounts") {
+		what = "the project's service account quota (100 by default)"
+	}
+	wait := ""
+	if e.RetryDelay > 0 {
+		wait = fmt.Sprintf(" (Google's retry delay: %s)", e.RetryDelay)
+	}
+	return fmt.Sprintf("%s: %s is reached%s; retrying will not help: delete unused resources, "+
+		"or request an increase on the IAM quotas page (https://console.cloud.google.com/iam-admin/quotas, "+
+		"see https://cloud.google.com/iam/quotas), then retry: %s", action, what, wait, e.Message)
+}
+
+var policyTooLargeRE = regexp.MustCompile(`(?i)number of members in the policy \([\d,]+\) is larger than the maximum`)
+
+// IsPolicyTooLarge reports IAM's refusal of a policy with more than 1,500 principals.
+func IsPolicyTooLarge(err error) bool {
+	e, ok := ParseGoogleAPIError(err)
+	return ok && e.HTTPCode == http.StatusBadRequest && policyTooLargeRE.MatchString(e.Message)
+}
+
 func isRateLimited(e GoogleAPIError) bool {
 	switch e.Reason {
 	case "rateLimitExceeded", "userRateLimitExceeded", "RATE_LIMIT_EXCEEDED", "quotaExceeded":
@@ -314,6 +376,11 @@ func ClassifyGoogleError(err error, action, permission string) error {
 		return temporal.NewNonRetryableApplicationError(msg, errType, err)
 	}
 	switch {
+	case isQuotaExhausted(e):
+		return fatal(ErrTypeQuotaExceeded, quotaMessage(action, e))
+	case IsPolicyTooLarge(err):
+		return fatal(ErrTypeQuotaExceeded, fmt.Sprintf("%s: the IAM policy would hold more principals than IAM allows (1,500, a limit that cannot be raised); "+
+			"remove principals that are no longer needed (deleted: members first) or grant a Google group instead: %s", action, e.Message))
 	case e.HTTPCode == http.StatusTooManyRequests || e.HTTPCode >= 500:
 		return retryable(ErrTypeUnavailable, fmt.Sprintf("%s: Google API unavailable (HTTP %d), will retry: %s", action, e.HTTPCode, e.Message))
 	case IsConcurrentChange(err):

@@ -66,6 +66,10 @@ func defaultEmuConfig() gcpemu.Config {
 		Operator:          emuOperator,
 		OperatorRoles:     operatorRoles,
 		OperationDuration: 150 * time.Millisecond,
+		// IAM's eventual consistency, on as in Google Cloud: a new account
+		// may look missing by email for this long.
+		IAMConsistency: gcpemu.IAMConsistency{NewAccountWindow: gcpemu.Duration(200 * time.Millisecond)},
+		Seed:           11,
 	}
 }
 
@@ -370,7 +374,9 @@ func TestGCPEnsureServiceAccount(t *testing.T) {
 	assert.NotEmpty(t, sa.UniqueID)
 	assert.True(t, sa.Created)
 
-	// A retry of the same workflow recognizes its account and makes no change.
+	// A retry of the same workflow recognizes its account and makes no change
+	// (within IAM's window it may meet 409 instead: TestGCPEnsureServiceAccountNewAccountWindow).
+	e.emu.SettleServiceAccounts()
 	e.emu.ResetRequestLog()
 	val, err = e.run(e.gcp.EnsureServiceAccount, in)
 	require.NoError(t, err)
@@ -421,30 +427,38 @@ func TestGCPDeleteServiceAccountOnlyOurs(t *testing.T) {
 	var sa ServiceAccount
 	require.NoError(t, val.Get(&sa))
 
-	res := e.runStep(e.gcp.DeleteServiceAccount, ServiceAccount{Email: sa.Email, UniqueID: "999"})
+	// Deleted by hand and created again under the same email: the new account
+	// is not ours.
+	_, err = e.iamClient().Projects.ServiceAccounts.Delete(serviceAccountResource(sa.UniqueID)).Do()
+	require.NoError(t, err)
+	newer := e.createServiceAccount("to-delete")
+	require.NotEqual(t, sa.UniqueID, newer.UniqueID)
+	res := e.runStep(e.gcp.DeleteServiceAccount, sa)
 	assert.False(t, res.Changed)
-	require.Len(t, res.Warnings, 1)
-	assert.Contains(t, res.Warnings[0], "newer account")
-	_, err = e.iamClient().Projects.ServiceAccounts.Get(serviceAccountResource(sa.Email)).Do()
-	require.NoError(t, err, "a different unique id is not deleted")
+	assert.Contains(t, res.Detail, "already deleted")
+	_, err = e.iamClient().Projects.ServiceAccounts.Get(serviceAccountResource(newer.UniqueID)).Do()
+	require.NoError(t, err, "the newer account with the same email is not deleted")
 
-	res = e.runStep(e.gcp.DeleteServiceAccount, sa)
+	res = e.runStep(e.gcp.DeleteServiceAccount, newer)
 	assert.True(t, res.Changed)
-	_, err = e.iamClient().Projects.ServiceAccounts.Get(serviceAccountResource(sa.Email)).Do()
+	_, err = e.iamClient().Projects.ServiceAccounts.Get(serviceAccountResource(newer.UniqueID)).Do()
 	assert.True(t, IsNotFound(err), "deleted: %v", err)
 
 	e.emu.ResetRequestLog()
-	res = e.runStep(e.gcp.DeleteServiceAccount, sa)
+	res = e.runStep(e.gcp.DeleteServiceAccount, newer)
 	assert.False(t, res.Changed)
-	assert.Empty(t, e.mutatingCalls())
+	assert.Equal(t, 404, e.emu.RecentRequests()[0].Status, "the delete by unique id says it is gone")
 }
 
+// createServiceAccount creates an account as a fixture: IAM has caught up with
+// it (and every other new account) when it returns.
 func (e *gcpEmu) createServiceAccount(id string) ServiceAccount {
 	e.t.Helper()
 	val, err := e.run(e.gcp.EnsureServiceAccount, EnsureServiceAccountInput{Project: emuProject, AccountID: id})
 	require.NoError(e.t, err)
 	var sa ServiceAccount
 	require.NoError(e.t, val.Get(&sa))
+	e.emu.SettleServiceAccounts()
 	return sa
 }
 

@@ -2,7 +2,9 @@ package activities
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net/http"
 	"regexp"
 	"strings"
 	"time"
@@ -77,14 +79,14 @@ func (g *GCP) EnsureServiceAccount(ctx context.Context, in EnsureServiceAccountI
 		return ServiceAccount{}, ClassifyGoogleError(err, "create service account "+email, "iam.serviceAccounts.create")
 	}
 	// Created meanwhile: by another writer, or by an earlier attempt whose
-	// response was lost.
-	sa, err = g.iam.Projects.ServiceAccounts.Get(name).Context(ctx).Do()
-	if IsNotFound(err) || apiCode(err) == 403 {
-		return ServiceAccount{}, temporal.NewApplicationErrorWithCause(
-			"service account "+email+" exists but is not visible yet; will retry", ErrTypePropagating, err)
-	}
+	// response was lost (the look-up above may also have missed an account
+	// created moments ago). IAM may not show it by email for a while yet.
+	_, err = g.whilePropagating(ctx, newAccountPropagating, func(ctx context.Context) (bool, error) {
+		sa, err = g.iam.Projects.ServiceAccounts.Get(name).Context(ctx).Do()
+		return false, ClassifyGoogleError(err, "read service account "+email+", which exists", "iam.serviceAccounts.get")
+	})
 	if err != nil {
-		return ServiceAccount{}, ClassifyGoogleError(err, "read service account "+email, "iam.serviceAccounts.get")
+		return ServiceAccount{}, err
 	}
 	return checkOwnAccount(ctx, sa, in.Project, email)
 }
@@ -125,35 +127,68 @@ func disabledAccountError(email string) error {
 		ErrTypeFailedPrecondition, nil)
 }
 
-// DeleteServiceAccount deletes a GSA, only if its unique id still matches: an
-// account created later under the same email is not ours.
+// DeleteServiceAccount deletes a GSA by its unique id: an account created later
+// under the same email is not ours and cannot be hit. It does not look the
+// account up by email first: by email IAM answers 404 for a while after a
+// create, and 403 for a deleted account, so neither proves the account gone.
+// The unique id is IAM's key: a 404 for it does.
 func (g *GCP) DeleteServiceAccount(ctx context.Context, in ServiceAccount) (StepResult, error) {
 	if in.Email == "" || in.UniqueID == "" {
 		return StepResult{}, invalidArgument("deleting a service account needs its email and unique id (got %q, %q)", in.Email, in.UniqueID)
 	}
-	sa, err := g.iam.Projects.ServiceAccounts.Get(serviceAccountResource(in.Email)).Context(ctx).Do()
+	gone := StepResult{Detail: fmt.Sprintf("service account %s (unique id %s) already deleted", in.Email, in.UniqueID)}
+	_, err := g.iam.Projects.ServiceAccounts.Delete(serviceAccountResource(in.UniqueID)).Context(ctx).Do()
 	if IsNotFound(err) {
-		return StepResult{Detail: "service account " + in.Email + " already deleted"}, nil
+		return gone, nil
 	}
-	if err != nil {
-		return StepResult{}, ClassifyGoogleError(err, "read service account "+in.Email, "iam.serviceAccounts.get")
-	}
-	if sa.UniqueId != in.UniqueID {
-		return StepResult{
-			Detail: "service account " + in.Email + " left alone",
-			Warnings: []string{fmt.Sprintf("service account %s now has unique id %s, not %s: it is a newer account with the same email and was not deleted",
-				in.Email, sa.UniqueId, in.UniqueID)},
-		}, nil
-	}
-	// Deleting by unique id cannot hit a newer account with the same email.
-	_, err = g.iam.Projects.ServiceAccounts.Delete(serviceAccountResource(in.UniqueID)).Context(ctx).Do()
-	if IsNotFound(err) {
-		return StepResult{Detail: "service account " + in.Email + " already deleted"}, nil
+	if apiCode(err) == http.StatusForbidden {
+		// "denied on resource (or it may not exist)": gone only if the checks
+		// by unique id say so; else the denial stands.
+		if isGone, gerr := g.serviceAccountGone(ctx, in.Email, in.UniqueID); gerr == nil && isGone {
+			return gone, nil
+		}
 	}
 	if err != nil {
 		return StepResult{}, ClassifyGoogleError(err, "delete service account "+in.Email, "iam.serviceAccounts.delete")
 	}
 	return StepResult{Changed: true, Detail: "service account " + in.Email + " deleted"}, nil
+}
+
+// serviceAccountGone tells whether an account IAM answered 404 or 403 for, by
+// email, is really gone. By email neither answer proves it: IAM misses accounts
+// created moments ago (404) and denies calls naming a deleted account even to
+// callers allowed to see it (403 "or it may not exist"). The unique id is IAM's
+// key, so a GET by unique id answering 404 does. Without a unique id the
+// account is looked for in its project's list: an email the list does not hold
+// is gone, else its listed unique id decides. It answers false when it cannot
+// tell (an email outside a project's iam.gserviceaccount.com domain).
+func (g *GCP) serviceAccountGone(ctx context.Context, email, uniqueID string) (bool, error) {
+	if uniqueID == "" {
+		_, domain, _ := strings.Cut(email, "@")
+		project, ok := strings.CutSuffix(domain, ".iam.gserviceaccount.com")
+		if !ok || project == "" {
+			return false, nil
+		}
+		err := g.iam.Projects.ServiceAccounts.List("projects/"+project).Context(ctx).Pages(ctx, func(r *iam.ListServiceAccountsResponse) error {
+			for _, a := range r.Accounts {
+				if strings.EqualFold(a.Email, email) {
+					uniqueID = a.UniqueId
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return false, ClassifyGoogleError(err, "list service accounts of project "+project, "iam.serviceAccounts.list")
+		}
+		if uniqueID == "" {
+			return true, nil
+		}
+	}
+	_, err := g.iam.Projects.ServiceAccounts.Get(serviceAccountResource(uniqueID)).Context(ctx).Do()
+	if IsNotFound(err) {
+		return true, nil
+	}
+	return false, ClassifyGoogleError(err, "read service account "+email+" by unique id "+uniqueID, "iam.serviceAccounts.get")
 }
 
 // AddServiceAccountIAMMember adds one member to one role on a GSA's IAM policy.
@@ -174,14 +209,27 @@ func (g *GCP) AddServiceAccountIAMMember(ctx context.Context, in ServiceAccountI
 	return memberResult(changed, true, in.Role, in.Member, "service account "+in.ServiceAccountEmail), nil
 }
 
-// RemoveServiceAccountIAMMember removes one member from one role on a GSA's IAM policy.
+// RemoveServiceAccountIAMMember removes one member from one role on a GSA's IAM
+// policy. An account that is gone has nothing to remove; IAM's 404 or 403 for
+// it counts as gone only once serviceAccountGone confirms it, and a 404 for an
+// account that exists (a new one IAM does not show everywhere yet) is retried.
 func (g *GCP) RemoveServiceAccountIAMMember(ctx context.Context, in ServiceAccountIAMInput) (StepResult, error) {
 	if err := in.validate(); err != nil {
 		return StepResult{}, err
 	}
-	changed, err := g.modifyPolicy(ctx, g.serviceAccountPolicy(in.ServiceAccountEmail),
-		func(p *Policy) bool { return p.RemoveMember(in.Role, in.Member) })
-	if IsNotFound(err) {
+	pa := g.serviceAccountPolicy(in.ServiceAccountEmail)
+	gone := false
+	changed, err := g.whilePropagating(ctx, IsNotFound, func(ctx context.Context) (bool, error) {
+		changed, err := g.modifyPolicy(ctx, pa, func(p *Policy) bool { return p.RemoveMember(in.Role, in.Member) })
+		if code := apiCode(err); code == http.StatusNotFound || code == http.StatusForbidden {
+			if isGone, gerr := g.serviceAccountGone(ctx, in.ServiceAccountEmail, ""); gerr == nil && isGone {
+				gone = true
+				return false, nil
+			}
+		}
+		return changed, err
+	})
+	if gone {
 		return StepResult{Detail: "service account " + in.ServiceAccountEmail + " no longer exists; nothing to remove"}, nil
 	}
 	if err != nil {
@@ -222,19 +270,45 @@ func memberResult(changed, added bool, role, member, on string) StepResult {
 
 // whilePropagating runs fn again, for up to the propagation timeout, while it
 // fails the way IAM fails for a service account created moments ago, as
-// isPropagating decides. After that the error stands as classified.
+// isPropagating decides. The waits start short (IAM often catches up within a
+// second) and double up to the poll interval. After the timeout the error is
+// retryable (see stillPropagating), so the step is tried again later.
 func (g *GCP) whilePropagating(ctx context.Context, isPropagating func(error) bool, fn func(ctx context.Context) (bool, error)) (bool, error) {
 	deadline := time.Now().Add(g.propagationTimeout)
+	wait := min(propagationFirstWait, g.pollInterval)
 	for {
 		changed, err := fn(ctx)
-		if err == nil || !isPropagating(err) || time.Now().After(deadline) {
+		if err == nil || !isPropagating(err) {
 			return changed, err
 		}
+		if time.Now().After(deadline) {
+			return false, stillPropagating(err, g.propagationTimeout)
+		}
 		heartbeat(ctx)
-		if serr := sleepCtx(ctx, g.pollInterval); serr != nil {
+		if serr := sleepCtx(ctx, wait); serr != nil {
 			return false, err
 		}
+		wait = min(2*wait, g.pollInterval)
 	}
+}
+
+// propagationFirstWait is the first wait for IAM to catch up with a new account.
+const propagationFirstWait = 250 * time.Millisecond
+
+// stillPropagating is the error of a new account IAM still does not know after
+// the wait: IAM can take minutes, so it is retryable. A 403 stands as
+// classified: by then it is most likely a missing permission.
+func stillPropagating(err error, waited time.Duration) error {
+	if apiCode(err) == http.StatusForbidden {
+		return err
+	}
+	msg := err.Error()
+	var appErr *temporal.ApplicationError
+	if errors.As(err, &appErr) {
+		msg = appErr.Message()
+	}
+	return temporal.NewApplicationErrorWithCause(
+		fmt.Sprintf("IAM does not know the service account everywhere yet after %s; will retry: %s", waited, msg), ErrTypePropagating, err)
 }
 
 // newAccountPropagating matches what IAM answers about a service account it does

@@ -172,3 +172,11 @@ func withThousands(n int) string {
 	}
 	return s
 }
+
+// SettleServiceAccounts ends every new account's window, as if IAM had caught
+// up everywhere: tests that set accounts up as fixtures call it.
+func (e *Emulator) SettleServiceAccounts() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	clear(e.accounts.fresh)
+}
