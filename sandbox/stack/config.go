@@ -29,6 +29,9 @@ type Config struct {
 	PropagationDelay gcpemu.Duration `json:"propagationDelay"`
 	// TokenLifetime of the access tokens the emulator issues; default 1h.
 	TokenLifetime gcpemu.Duration `json:"tokenLifetime,omitempty"`
+	// IAMConsistency models IAM's eventual consistency for new and deleted
+	// service accounts (gcpemu.IAMConsistency); off when absent.
+	IAMConsistency gcpemu.IAMConsistency `json:"iamConsistency,omitempty"`
 	// NodesPerPool is the number of fake nodes per node pool; default 1.
 	NodesPerPool int `json:"nodesPerPool,omitempty"`
 	// Faults are fault-injection rules active from the start.
@@ -102,6 +105,7 @@ func (c Config) emulatorConfig(kube func(c gcpemu.ClusterConfig, primary bool) g
 		OperationDuration: time.Duration(c.OperationDuration),
 		PropagationDelay:  time.Duration(c.PropagationDelay),
 		TokenLifetime:     time.Duration(c.TokenLifetime),
+		IAMConsistency:    c.IAMConsistency,
 		Faults:            c.Faults,
 		Logf:              logf,
 		RequestLogSize:    20000,

@@ -15,16 +15,17 @@ import (
 // fileConfig is the config file: gcpemu.Config with durations as strings and
 // each cluster's API server named by a kubeconfig.
 type fileConfig struct {
-	Operator          string              `json:"operator"`
-	OperatorRoles     []string            `json:"operatorRoles"`
-	OperationDuration gcpemu.Duration     `json:"operationDuration"`
-	PropagationDelay  gcpemu.Duration     `json:"propagationDelay"`
-	TokenLifetime     gcpemu.Duration     `json:"tokenLifetime"`
-	StateFile         string              `json:"stateFile"`
-	Seed              uint64              `json:"seed"`
-	Faults            []gcpemu.FaultRule  `json:"faults"`
-	Projects          []fileProjectConfig `json:"projects"`
-	RequestLogSize    int                 `json:"requestLogSize"`
+	Operator          string                `json:"operator"`
+	OperatorRoles     []string              `json:"operatorRoles"`
+	OperationDuration gcpemu.Duration       `json:"operationDuration"`
+	PropagationDelay  gcpemu.Duration       `json:"propagationDelay"`
+	TokenLifetime     gcpemu.Duration       `json:"tokenLifetime"`
+	IAMConsistency    gcpemu.IAMConsistency `json:"iamConsistency"`
+	StateFile         string                `json:"stateFile"`
+	Seed              uint64                `json:"seed"`
+	Faults            []gcpemu.FaultRule    `json:"faults"`
+	Projects          []fileProjectConfig   `json:"projects"`
+	RequestLogSize    int                   `json:"requestLogSize"`
 	dir               string
 }
 
@@ -76,6 +77,7 @@ func (fc *fileConfig) toConfig() (gcpemu.Config, error) {
 		OperationDuration: time.Duration(fc.OperationDuration),
 		PropagationDelay:  time.Duration(fc.PropagationDelay),
 		TokenLifetime:     time.Duration(fc.TokenLifetime),
+		IAMConsistency:    fc.IAMConsistency,
 		StateFile:         fc.resolve(fc.StateFile),
 		Seed:              fc.Seed,
 		Faults:            fc.Faults,
