@@ -26,7 +26,11 @@ const (
 // resetWorkloadIdentity turns Workload Identity off on the cluster, as on a
 // cluster nobody onboarded yet, so the test sees the cluster-wide steps run. It
 // acts as the project owner through the GKE API.
-func resetWorkloadIdentity(t *testing.T) {
+func resetWorkloadIdentity(t *testing.T) { setWorkloadIdentity(t, false) }
+
+// setWorkloadIdentity turns Workload Identity on or off on the primary cluster:
+// its workload pool and its node pools' metadata mode (and so its nodes' label).
+func setWorkloadIdentity(t *testing.T, on bool) {
 	t.Helper()
 	ctx := context.Background()
 	tok := sandbox.Emulator().MintAccessToken("user:owner@example.com")
@@ -46,21 +50,38 @@ func resetWorkloadIdentity(t *testing.T) {
 			require.NoError(t, err)
 		}
 	}
-	for _, pool := range c.NodePools {
-		op, err := svc.Projects.Locations.Clusters.NodePools.Update(name+"/nodePools/"+pool, &container.UpdateNodePoolRequest{
-			WorkloadMetadataConfig: &container.WorkloadMetadataConfig{Mode: "GCE_METADATA"},
+	setPool := func() {
+		pool := ""
+		if on {
+			pool = c.Project + ".svc.id.goog"
+		}
+		op, err := svc.Projects.Locations.Clusters.Update(name, &container.UpdateClusterRequest{
+			Update: &container.ClusterUpdate{DesiredWorkloadIdentityConfig: &container.WorkloadIdentityConfig{WorkloadPool: pool}},
 		}).Do()
 		require.NoError(t, err)
 		wait(op)
 	}
-	op, err := svc.Projects.Locations.Clusters.Update(name, &container.UpdateClusterRequest{
-		Update: &container.ClusterUpdate{DesiredWorkloadIdentityConfig: &container.WorkloadIdentityConfig{}},
-	}).Do()
-	require.NoError(t, err)
-	wait(op)
+	if on {
+		setPool() // node pools need the workload pool first
+	}
+	mode := "GCE_METADATA"
+	if on {
+		mode = "GKE_METADATA"
+	}
+	for _, pool := range c.NodePools {
+		op, err := svc.Projects.Locations.Clusters.NodePools.Update(name+"/nodePools/"+pool, &container.UpdateNodePoolRequest{
+			WorkloadMetadataConfig: &container.WorkloadMetadataConfig{Mode: mode},
+		}).Do()
+		require.NoError(t, err)
+		wait(op)
+	}
+	if !on {
+		setPool()
+	}
 	cl, err := svc.Projects.Locations.Clusters.Get(name).Do()
 	require.NoError(t, err)
-	require.True(t, cl.WorkloadIdentityConfig == nil || cl.WorkloadIdentityConfig.WorkloadPool == "", "Workload Identity is off")
+	isOn := cl.WorkloadIdentityConfig != nil && cl.WorkloadIdentityConfig.WorkloadPool != ""
+	require.Equal(t, on, isOn, "Workload Identity on")
 }
 
 func TestTwoOnboardingsOnOneClusterAtOnce(t *testing.T) {

@@ -96,6 +96,10 @@ func setUp() error {
 	}
 	cfg.OperationDuration = gcpemu.Duration(e2eOperationDuration)
 	cfg.PropagationDelay = 0
+	// An Autopilot cluster beside the primary one, played by the same control plane.
+	cfg.Projects[0].Clusters = append(cfg.Projects[0].Clusters, gcpemu.ClusterConfig{
+		Location: cfg.Projects[0].Clusters[0].Location, Name: autopilotCluster, NodePools: []string{"pool-1"}, Autopilot: true,
+	})
 	opts := stack.Options{
 		RepoDir: repo, Dir: filepath.Join(tmp, "sandbox"), Config: &cfg,
 		WorkerBinary: filepath.Join(binDir, "gkewi-worker"),

@@ -32,6 +32,9 @@ type Config struct {
 	// IAMConsistency models IAM's eventual consistency for new and deleted
 	// service accounts (gcpemu.IAMConsistency); off when absent.
 	IAMConsistency gcpemu.IAMConsistency `json:"iamConsistency,omitempty"`
+	// ServiceEnableLag is how long an API enabled through Service Usage keeps
+	// answering SERVICE_DISABLED, as Google's do for a few minutes.
+	ServiceEnableLag gcpemu.Duration `json:"serviceEnableLag,omitempty"`
 	// NodesPerPool is the number of fake nodes per node pool; default 1.
 	NodesPerPool int `json:"nodesPerPool,omitempty"`
 	// Faults are fault-injection rules active from the start.
@@ -106,6 +109,7 @@ func (c Config) emulatorConfig(kube func(c gcpemu.ClusterConfig, primary bool) g
 		PropagationDelay:  time.Duration(c.PropagationDelay),
 		TokenLifetime:     time.Duration(c.TokenLifetime),
 		IAMConsistency:    c.IAMConsistency,
+		ServiceEnableLag:  time.Duration(c.ServiceEnableLag),
 		Faults:            c.Faults,
 		Logf:              logf,
 		RequestLogSize:    20000,

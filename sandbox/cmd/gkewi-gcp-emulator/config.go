@@ -21,6 +21,7 @@ type fileConfig struct {
 	PropagationDelay  gcpemu.Duration       `json:"propagationDelay"`
 	TokenLifetime     gcpemu.Duration       `json:"tokenLifetime"`
 	IAMConsistency    gcpemu.IAMConsistency `json:"iamConsistency"`
+	ServiceEnableLag  gcpemu.Duration       `json:"serviceEnableLag"`
 	StateFile         string                `json:"stateFile"`
 	Seed              uint64                `json:"seed"`
 	Faults            []gcpemu.FaultRule    `json:"faults"`
@@ -44,6 +45,7 @@ type fileClusterConfig struct {
 	NodePools     []string `json:"nodePools"`
 	WorkloadPool  string   `json:"workloadPool"`
 	MasterVersion string   `json:"masterVersion"`
+	Autopilot     bool     `json:"autopilot"`
 	// Kubeconfig (relative to the config file) reaches the API server standing in
 	// for the cluster; KubeContext picks a context in it.
 	Kubeconfig  string `json:"kubeconfig"`
@@ -78,6 +80,7 @@ func (fc *fileConfig) toConfig() (gcpemu.Config, error) {
 		PropagationDelay:  time.Duration(fc.PropagationDelay),
 		TokenLifetime:     time.Duration(fc.TokenLifetime),
 		IAMConsistency:    fc.IAMConsistency,
+		ServiceEnableLag:  time.Duration(fc.ServiceEnableLag),
 		StateFile:         fc.resolve(fc.StateFile),
 		Seed:              fc.Seed,
 		Faults:            fc.Faults,
@@ -88,7 +91,7 @@ func (fc *fileConfig) toConfig() (gcpemu.Config, error) {
 			Datasets: p.Datasets, Bindings: p.Bindings}
 		for _, c := range p.Clusters {
 			cc := gcpemu.ClusterConfig{Location: c.Location, Name: c.Name, NodePools: c.NodePools,
-				WorkloadPool: c.WorkloadPool, MasterVersion: c.MasterVersion}
+				WorkloadPool: c.WorkloadPool, MasterVersion: c.MasterVersion, Autopilot: c.Autopilot}
 			if c.Kubeconfig != "" {
 				rules := &clientcmd.ClientConfigLoadingRules{ExplicitPath: fc.resolve(c.Kubeconfig)}
 				overrides := &clientcmd.ConfigOverrides{CurrentContext: c.KubeContext}
