@@ -29,6 +29,9 @@ func (g *GCP) ServiceState(ctx context.Context, project, service string) (string
 type ClusterIdentity struct {
 	// WorkloadPool is workloadIdentityConfig.workloadPool, "" when off.
 	WorkloadPool string
+	// Autopilot: GKE manages the node pools (all on the GKE metadata server)
+	// and the workload pool.
+	Autopilot bool
 	// NodePools are the cluster's node pools with their workload metadata mode,
 	// in the order GKE lists them.
 	NodePools []NodePoolMode
@@ -52,7 +55,7 @@ func (g *GCP) ReadClusterIdentity(ctx context.Context, in ClusterRef) (ClusterId
 	if err != nil {
 		return ClusterIdentity{}, ClassifyGoogleError(err, "read cluster "+in.String(), "container.clusters.get")
 	}
-	var out ClusterIdentity
+	out := ClusterIdentity{Autopilot: c.Autopilot != nil && c.Autopilot.Enabled}
 	if c.WorkloadIdentityConfig != nil {
 		out.WorkloadPool = c.WorkloadIdentityConfig.WorkloadPool
 	}

@@ -180,9 +180,11 @@ func readOnboardState(ctx context.Context, gcp *activities.GCP, k kubeAccess, ca
 	if err != nil {
 		return onboardState{}, err
 	}
-	st.workloadPool = ci.WorkloadPool
+	st.workloadPool, st.autopilot = ci.WorkloadPool, ci.Autopilot
 	st.nodePools = ci.NodePools
-	if len(req.NodePools) > 0 {
+	if ci.Autopilot {
+		st.nodePools = nil
+	} else if len(req.NodePools) > 0 {
 		st.nodePools = nil
 		for _, name := range req.NodePools {
 			np := activities.NodePoolMode{Name: name}

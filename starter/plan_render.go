@@ -32,6 +32,8 @@ type onboardState struct {
 
 	iamCredentials string // the API's state: ENABLED, DISABLED
 	workloadPool   string
+	// autopilot: GKE manages the node pools and the workload pool.
+	autopilot bool
 	// nodePools are the pools Onboard switches: the request's, else all.
 	nodePools []activities.NodePoolMode
 	sa        activities.ServiceAccountState
@@ -122,6 +124,9 @@ func onboardSteps(st onboardState) ([]planStep, error) {
 			commands: []string{command("gcloud", "services", "enable", iamCredentialsService, "--project", r.Project)}})
 	}
 	pool := r.Project + ".svc.id.goog"
+	if st.autopilot && st.workloadPool != pool {
+		return nil, fmt.Errorf("Autopilot cluster %s has workload pool %s, not %s: GKE manages it on Autopilot clusters, and Onboard refuses it", r.Cluster, orNone(st.workloadPool), pool)
+	}
 	if st.workloadPool != pool {
 		add(planStep{name: "workload-pool",
 			why: fmt.Sprintf("cluster %s has workload pool %s", r.Cluster, orNone(st.workloadPool)),

@@ -159,6 +159,20 @@ func TestPlanOfACompleteGrantIsEmpty(t *testing.T) {
 	assert.Equal(t, "helm", steps[0].name)
 }
 
+func TestPlanOnAutopilotLeavesTheNodePoolsToGKE(t *testing.T) {
+	st := partlyOnboarded()
+	st.autopilot, st.nodePools = true, nil
+	steps, err := onboardSteps(st)
+	require.NoError(t, err)
+	for _, s := range steps {
+		assert.NotContains(t, s.name, "node-pool/")
+	}
+
+	st.workloadPool = "other.svc.id.goog"
+	_, err = onboardSteps(st)
+	assert.ErrorContains(t, err, "GKE manages it on Autopilot clusters")
+}
+
 func TestPlanRefusesWhatOnboardRefuses(t *testing.T) {
 	st := partlyOnboarded()
 	st.sa.Disabled = true
