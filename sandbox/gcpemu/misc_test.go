@@ -271,3 +271,18 @@ func TestJWKSFromAPIServer(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, strings.TrimPrefix(apiserver.URL, "http://"), cl.Endpoint)
 }
+
+func TestEvalCondition(t *testing.T) {
+	now := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+	for expr, want := range map[string]bool{
+		`request.time < timestamp("2026-12-01T00:00:00Z")`:                                                        true,
+		`request.time < timestamp("2026-11-30T00:00:00Z")`:                                                        false,
+		`(request.time < timestamp("2026-12-01T00:00:00Z"))`:                                                      true,
+		`request.time >= timestamp('2026-11-01T00:00:00Z') && (request.time < timestamp("2026-12-01T00:00:00Z"))`: true,
+		`((request.time > timestamp("2026-11-01T00:00:00Z")))`:                                                    true,
+		`request.time < timestamp("2026-12-01T00:00:00Z") && resource.name.startsWith("x")`:                       false,
+		`(request.time < timestamp("2026-12-01T00:00:00Z")`:                                                       false,
+	} {
+		assert.Equal(t, want, evalCondition(expr, now), expr)
+	}
+}

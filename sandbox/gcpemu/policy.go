@@ -214,7 +214,7 @@ var timeCondition = regexp.MustCompile(`^\s*request\.time\s*(<|<=|>|>=)\s*timest
 func evalCondition(expression string, now time.Time) bool {
 	var clauses []string
 	for _, part := range strings.Split(expression, "&&") {
-		clauses = append(clauses, strings.TrimSpace(strings.Trim(strings.TrimSpace(part), "()")))
+		clauses = append(clauses, unwrapParens(part))
 	}
 	for _, cl := range clauses {
 		m := timeCondition.FindStringSubmatch(cl)
@@ -241,6 +241,32 @@ func evalCondition(expression string, now time.Time) bool {
 		}
 	}
 	return true
+}
+
+// unwrapParens drops the parentheses around a whole clause, "(a < b)" -> "a < b",
+// and leaves those of calls in it: timestamp("...") keeps its own.
+func unwrapParens(clause string) string {
+	c := strings.TrimSpace(clause)
+	for len(c) >= 2 && c[0] == '(' && c[len(c)-1] == ')' && balanced(c[1:len(c)-1]) {
+		c = strings.TrimSpace(c[1 : len(c)-1])
+	}
+	return c
+}
+
+// balanced reports whether s's parentheses pair up in order.
+func balanced(s string) bool {
+	depth := 0
+	for _, r := range s {
+		switch r {
+		case '(':
+			depth++
+		case ')':
+			if depth--; depth < 0 {
+				return false
+			}
+		}
+	}
+	return depth == 0
 }
 
 // withCondSuffix is how IAM names a conditional binding's role in a version 1 view.
