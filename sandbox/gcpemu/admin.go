@@ -70,7 +70,8 @@ func (e *Emulator) ResetRequestLog() {
 }
 
 // serveAdmin answers /_emulator/: GET state, GET requests, GET/POST faults,
-// POST tokens (mint a token for a principal), POST reset-log.
+// POST tokens (mint a token for a principal), POST id-tokens (an ID token of a
+// person, oidc.go), POST reset-log.
 func (e *Emulator) serveAdmin(w http.ResponseWriter, r *http.Request) {
 	switch r.URL.Path {
 	case "/_emulator/state":
@@ -130,6 +131,12 @@ func (e *Emulator) serveAdmin(w http.ResponseWriter, r *http.Request) {
 		expiry := e.st.Tokens[tok].Expiry
 		e.mu.Unlock()
 		writeJSON(w, http.StatusOK, map[string]any{"accessToken": tok, "expireTime": expiry.UTC().Format(time.RFC3339)})
+		return
+	case "/_emulator/id-tokens":
+		if r.Method != http.MethodPost {
+			break
+		}
+		e.serveAdminIDToken(w, r)
 		return
 	case "/_emulator/reset-log":
 		if r.Method != http.MethodPost {

@@ -6,7 +6,8 @@
 //
 // One http.Handler serves every API under its own path prefix (see Endpoints)
 // and at Google's own paths from the root (see RootURL), the GCE metadata
-// server at the root, and an admin API under /_emulator/.
+// server and an OpenID Connect issuer of Google-style ID tokens (oidc.go) at
+// the root, and an admin API under /_emulator/.
 package gcpemu
 
 import (
@@ -68,6 +69,10 @@ type Config struct {
 	// Operator is the email of the identity the worker runs as; the metadata server
 	// hands out tokens for it.
 	Operator string `json:"operator"`
+	// IDTokenIssuer is the iss of the ID tokens the emulator signs and of its
+	// OpenID discovery document (oidc.go); empty means the base URL a request
+	// came in on ("http://" + Host).
+	IDTokenIssuer string `json:"idTokenIssuer,omitempty"`
 	// OperatorRoles are granted to Operator in every configured project's policy.
 	OperatorRoles []string `json:"operatorRoles"`
 	// OperationDuration is how long long-running operations stay RUNNING; 0 means
@@ -171,6 +176,7 @@ type Emulator struct {
 	log      *requestLog
 	accounts *consistencyModel
 	dirty    bool
+	oidc     *oidcKey // signs ID tokens
 
 	stop     chan struct{}
 	stopped  chan struct{}
@@ -202,6 +208,7 @@ func New(cfg Config) (*Emulator, error) {
 	if err := validateConfig(cfg); err != nil {
 		return nil, err
 	}
+	var err error
 	e := &Emulator{
 		cfg:      cfg,
 		now:      cfg.Now,
@@ -211,6 +218,9 @@ func New(cfg Config) (*Emulator, error) {
 		stopped:  make(chan struct{}),
 	}
 	e.faults = newFaultInjector(cfg.Rand, cfg.Faults)
+	if e.oidc, err = newOIDCKey(); err != nil {
+		return nil, err
+	}
 	e.accounts = newConsistencyModel(cfg.IAMConsistency, cfg.Seed)
 	st, err := loadState(cfg.StateFile)
 	if err != nil {
@@ -311,6 +321,9 @@ func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	case path == "/" || strings.HasPrefix(path, "/computeMetadata/"):
 		e.serveMetadata(w, r)
+		return
+	case path == oidcDiscoveryPath || path == oidcCertsPath:
+		e.serveOIDC(w, r)
 		return
 	}
 	svc, rt := routeRequest(r.Method, r.Host, path)

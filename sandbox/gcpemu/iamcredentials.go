@@ -8,7 +8,8 @@ import (
 )
 
 // IAM Service Account Credentials API v1: short-lived access tokens of a
-// service account for callers holding iam.serviceAccounts.getAccessToken on it.
+// service account for callers holding iam.serviceAccounts.getAccessToken on it,
+// and its ID tokens (generateIdToken, oidc.go).
 
 func routeIAMCredentials(method, rest string) route {
 	segs := strings.Split(rest, "/")
@@ -18,6 +19,8 @@ func routeIAMCredentials(method, rest string) route {
 		rt.params["project"], rt.params["account"] = segs[2], account
 		if verb == "generateAccessToken" {
 			rt.id, rt.handler = "iamcredentials.projects.serviceAccounts.generateAccessToken", (*Emulator).credsGenerateAccessToken
+		} else if verb == "generateIdToken" {
+			rt.id, rt.handler = "iamcredentials.projects.serviceAccounts.generateIdToken", (*Emulator).credsGenerateIDToken
 		}
 	}
 	return rt

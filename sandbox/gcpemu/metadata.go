@@ -43,6 +43,8 @@ func (e *Emulator) serveMetadata(w http.ResponseWriter, r *http.Request) {
 	id := "metadata." + strings.ReplaceAll(strings.Trim(path, "/"), "/", ".")
 	if strings.HasSuffix(path, "/token") {
 		id = "metadata.token"
+	} else if strings.HasSuffix(path, "/identity") {
+		id = "metadata.identity"
 	}
 	if delay, ferr, _ := e.faults.decide(id); delay > 0 || ferr != nil {
 		if delay > 0 {
@@ -135,6 +137,8 @@ func (e *Emulator) metadataValueLocked(path string, r *http.Request) (string, st
 			tok, expiresIn := e.operatorTokenLocked()
 			return fmt.Sprintf(`{"access_token":%q,"expires_in":%d,"token_type":"Bearer"}`, tok, expiresIn),
 				"application/json", http.StatusOK
+		case "identity":
+			return e.metadataIdentityLocked(r)
 		}
 		return notFound()
 	}

@@ -403,14 +403,18 @@ func (s *Sandbox) startEmulator() error {
 		}
 		return c
 	}, logger.Printf)
-	if s.emu, err = gcpemu.New(cfg); err != nil {
-		return err
-	}
 	ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(s.opts.Ports.Emulator))
 	if err != nil {
 		return fmt.Errorf("the Google Cloud emulator: %w", err)
 	}
 	s.emuURL = "http://" + ln.Addr().String()
+	// The emulator's ID tokens name it as their issuer, so a verifier finds
+	// its discovery document and keys there.
+	cfg.IDTokenIssuer = s.emuURL
+	if s.emu, err = gcpemu.New(cfg); err != nil {
+		_ = ln.Close()
+		return err
+	}
 	s.emuServer = &http.Server{Handler: s.emu, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = s.emuServer.Serve(ln) }()
 	s.progress("Google Cloud emulator on %s (operator %s)", s.emuURL, s.cfg.Operator)
