@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/api/iamcredentials/v1"
+	"google.golang.org/api/idtoken"
 )
 
 const idAudience = "gkewi-approvals"
@@ -238,6 +239,19 @@ func TestMetadataIdentityToken(t *testing.T) {
 	assert.Nil(t, cs.EmailVerified)
 	assert.Equal(t, c.Sub, cs.Sub)
 	assert.Equal(t, 3, e.emu.RequestCounts()["metadata.identity"])
+
+	// Google's client library finds the endpoint through GCE_METADATA_HOST.
+	t.Setenv("GCE_METADATA_HOST", strings.TrimPrefix(e.srv.URL, "http://"))
+	t.Setenv("GOOGLE_APPLICATION_CREDENTIALS", "")
+	t.Setenv("HOME", t.TempDir())
+	t.Setenv("CLOUDSDK_CONFIG", t.TempDir())
+	ts, err := idtoken.NewTokenSource(e.ctx, idAudience)
+	require.NoError(t, err)
+	lib, err := ts.Token()
+	require.NoError(t, err)
+	cl, err := e.verify(idAudience, lib.AccessToken)
+	require.NoError(t, err)
+	assert.Equal(t, testOperator, cl.Email)
 }
 
 func TestGenerateIDTokenNeedsPermission(t *testing.T) {
