@@ -126,6 +126,9 @@ type GCPConfig struct {
 	// PropagationTimeout is how long a just-created service account may stay
 	// invisible to IAM policy calls before its absence counts as real; default 2m.
 	PropagationTimeout time.Duration
+	// OnPolicyWrite, when set, is told the number of changes each successful
+	// setIamPolicy carried (more than one when concurrent changes coalesced).
+	OnPolicyWrite func(changes int)
 }
 
 // GCP holds the Google Cloud steps, with one client per API.
@@ -141,6 +144,7 @@ type GCP struct {
 	propagationTimeout time.Duration
 	locks              *resourceLocks
 	policies           *policyBatcher
+	onPolicyWrite      func(changes int)
 }
 
 // NewGCP builds the clients of the GCP activities.
@@ -150,6 +154,7 @@ func NewGCP(ctx context.Context, cfg GCPConfig) (*GCP, error) {
 		conflictRetry:      cfg.ConflictRetry.withDefaults(),
 		propagationTimeout: cfg.PropagationTimeout,
 		locks:              newResourceLocks(),
+		onPolicyWrite:      cfg.OnPolicyWrite,
 	}
 	if g.pollInterval <= 0 {
 		g.pollInterval = 2 * time.Second

@@ -439,12 +439,25 @@ func (b *policyBatcher) apply(ctx context.Context, pa policyAccess, batch []*pol
 			writeFailed = true
 			return err
 		}
+		if b.g.onPolicyWrite != nil {
+			b.g.onPolicyWrite(countTrue(changed))
+		}
 		return nil
 	})
 	if err != nil {
 		clear(changed)
 	}
 	return changed, writeFailed, err
+}
+
+func countTrue(bs []bool) int {
+	n := 0
+	for _, b := range bs {
+		if b {
+			n++
+		}
+	}
+	return n
 }
 
 // live counts the changes whose callers still wait.

@@ -9,6 +9,8 @@ import (
 	tallyprom "github.com/uber-go/tally/v4/prometheus"
 	"go.temporal.io/sdk/client"
 	sdktally "go.temporal.io/sdk/contrib/tally"
+
+	"github.com/gkewi/gkewi/workflows"
 )
 
 // sdkReportInterval is how often tally hands the SDK's metrics to the
@@ -42,15 +44,6 @@ func (m *Metrics) TemporalHandler(onError func(error)) (client.MetricsHandler, i
 	return &routingHandler{next: sdktally.NewMetricsHandler(scope), m: m}, closer
 }
 
-// Metric names workflows emit through workflow.GetMetricsHandler. The handler
-// adds the run's tags (workflow_type, namespace, task_queue) to the caller's.
-const (
-	// WorkflowStateCounter is incremented with tag "state" as a run enters a state.
-	WorkflowStateCounter = "gkewi_grant_state_transitions"
-	// WorkflowApprovalTimer records the wait for support with tag "decision".
-	WorkflowApprovalTimer = "gkewi_approval_wait"
-)
-
 // routingHandler sends gkewi's workflow metrics to gkewi's collectors and every
 // other metric to next.
 type routingHandler struct {
@@ -69,7 +62,7 @@ func (h *routingHandler) WithTags(tags map[string]string) client.MetricsHandler 
 }
 
 func (h *routingHandler) Counter(name string) client.MetricsCounter {
-	if name == WorkflowStateCounter {
+	if name == workflows.MetricStateTransitions {
 		c := h.m.grantTransitions.WithLabelValues(h.tag("workflow_type"), h.tag("state"))
 		return counterFunc(func(n int64) { c.Add(float64(n)) })
 	}
@@ -79,7 +72,7 @@ func (h *routingHandler) Counter(name string) client.MetricsCounter {
 func (h *routingHandler) Gauge(name string) client.MetricsGauge { return h.next.Gauge(name) }
 
 func (h *routingHandler) Timer(name string) client.MetricsTimer {
-	if name == WorkflowApprovalTimer {
+	if name == workflows.MetricApprovalWait {
 		o := h.m.approvalWait.WithLabelValues(h.tag("decision"))
 		return timerFunc(func(d time.Duration) { o.Observe(d.Seconds()) })
 	}

@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"net/http"
+	"net/url"
 	"regexp"
 	"strconv"
 	"strings"
@@ -9,37 +10,58 @@ import (
 )
 
 // Transport counts and times the Google API calls made through next, by API,
-// method and status code. api names the client ("iam", "container", ...); the
-// method comes from the REST path, in Google's discovery form:
-// POST .../v1/projects/p/serviceAccounts/x:setIamPolicy is
+// method and status code. The API is the one whose endpoint (from endpoints,
+// API name to base URL) the request's URL starts with, else the first label of
+// a *.googleapis.com host; the method comes from the REST path, in Google's
+// discovery form: POST .../v1/projects/p/serviceAccounts/x:setIamPolicy is
 // iam.projects.serviceAccounts.setIamPolicy.
-func (m *Metrics) Transport(api string, next http.RoundTripper) http.RoundTripper {
+func (m *Metrics) Transport(endpoints map[string]string, next http.RoundTripper) http.RoundTripper {
 	if next == nil {
 		next = http.DefaultTransport
 	}
-	return &transport{m: m, api: api, next: next}
+	return &transport{m: m, endpoints: endpoints, next: next}
 }
 
 type transport struct {
-	m    *Metrics
-	api  string
-	next http.RoundTripper
+	m         *Metrics
+	endpoints map[string]string
+	next      http.RoundTripper
 }
 
 func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
-	method := t.api + "." + MethodName(req.Method, req.URL.Path)
+	api := t.api(req.URL)
+	method := api + "." + MethodName(req.Method, req.URL.Path)
 	begin := time.Now()
 	resp, err := t.next.RoundTrip(req)
-	t.m.apiDuration.WithLabelValues(t.api, method).Observe(time.Since(begin).Seconds())
+	t.m.apiDuration.WithLabelValues(api, method).Observe(time.Since(begin).Seconds())
 	code := "transport"
 	if err == nil {
 		code = strconv.Itoa(resp.StatusCode)
 	}
-	t.m.apiRequests.WithLabelValues(t.api, method, code).Inc()
+	t.m.apiRequests.WithLabelValues(api, method, code).Inc()
 	if err != nil || resp.StatusCode >= 400 {
-		t.m.apiErrors.WithLabelValues(t.api, method, code).Inc()
+		t.m.apiErrors.WithLabelValues(api, method, code).Inc()
 	}
 	return resp, err
+}
+
+// api names the API a URL belongs to; the longest matching endpoint wins.
+func (t *transport) api(u *url.URL) string {
+	s := u.String()
+	best, bestLen := "", 0
+	for api, ep := range t.endpoints {
+		ep = strings.TrimSuffix(ep, "/")
+		if ep != "" && len(ep) > bestLen && (s == ep || strings.HasPrefix(s, ep+"/")) {
+			best, bestLen = api, len(ep)
+		}
+	}
+	if best != "" {
+		return best
+	}
+	if host := u.Hostname(); strings.HasSuffix(host, ".googleapis.com") {
+		return strings.SplitN(host, ".", 2)[0]
+	}
+	return "other"
 }
 
 // apiVersion matches the version segment of a Google REST path: v1, v2, v1beta1.

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/api/option"
 
 	"github.com/gkewi/gkewi/activities"
+	"github.com/gkewi/gkewi/metrics"
 	"github.com/gkewi/gkewi/worker/config"
 )
 
@@ -88,12 +89,22 @@ func (f fileTokenSource) Token() (*oauth2.Token, error) {
 }
 
 // NewGCPActivities builds the Google API clients. Building them makes no call.
-func NewGCPActivities(cfg config.Config, opts GCPClientOptions) (*activities.GCP, error) {
-	g, err := activities.NewGCP(context.Background(), activities.GCPConfig{
+// With metrics on, the clients share one HTTP client that counts their calls.
+func NewGCPActivities(cfg config.Config, opts GCPClientOptions, m *metrics.Metrics) (*activities.GCP, error) {
+	gcfg := activities.GCPConfig{
 		Endpoints:             activities.GCPEndpointsFromMap(cfg.GCPEndpoints),
 		Options:               opts,
 		OperationPollInterval: cfg.OperationPollInterval.D(),
-	})
+	}
+	if cfg.MetricsEnabled() {
+		hc, err := instrumentedGoogleClient(cfg, m, opts)
+		if err != nil {
+			return nil, err
+		}
+		gcfg.Options = []option.ClientOption{hc}
+		gcfg.OnPolicyWrite = m.ObservePolicyWrite
+	}
+	g, err := activities.NewGCP(context.Background(), gcfg)
 	if err != nil {
 		return nil, fmt.Errorf("google clients (set GOOGLE_APPLICATION_CREDENTIALS or run with Workload Identity): %w", err)
 	}

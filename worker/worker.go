@@ -23,6 +23,7 @@ import (
 	"go.uber.org/fx/fxevent"
 
 	"github.com/gkewi/gkewi/activities"
+	"github.com/gkewi/gkewi/metrics"
 	"github.com/gkewi/gkewi/worker/config"
 	"github.com/gkewi/gkewi/workflows"
 )
@@ -34,6 +35,7 @@ const stopMargin = 15 * time.Second
 func Module(cfg config.Config, out io.Writer) fx.Option {
 	return fx.Options(
 		fx.Supply(cfg),
+		observability(cfg),
 		fx.Provide(
 			func() (*slog.Logger, error) { return NewLogger(cfg, out) },
 			NewTemporalClientOptions,
@@ -125,6 +127,8 @@ type WorkerParams struct {
 	Config     config.Config
 	Activities Activities
 	Logger     *slog.Logger
+	Metrics    *metrics.Metrics
+	Health     *metrics.Health
 }
 
 // NewWorker registers the workflows and activities on the task queue. The worker
@@ -138,8 +142,7 @@ func NewWorker(p WorkerParams) worker.Worker {
 		MaxConcurrentActivityTaskPollers:       cfg.Concurrency.MaxConcurrentActivityTaskPollers,
 		MaxConcurrentWorkflowTaskPollers:       cfg.Concurrency.MaxConcurrentWorkflowTaskPollers,
 		WorkerStopTimeout:                      cfg.StopTimeout.D(),
-		// Every step has a short heartbeat timeout; this heartbeats for it.
-		Interceptors: []interceptor.WorkerInterceptor{activities.NewKeepAliveInterceptor()},
+		Interceptors:                           workerInterceptors(cfg, p.Metrics),
 		OnFatalError: func(err error) {
 			p.Logger.Error("worker stopped on a fatal error; shutting down", "error", err)
 			_ = p.Shutdowner.Shutdown(fx.ExitCode(1))
@@ -152,11 +155,14 @@ func NewWorker(p WorkerParams) worker.Worker {
 			if err := w.Start(); err != nil {
 				return fmt.Errorf("start worker on task queue %q: %w", cfg.TaskQueue, err)
 			}
+			p.Health.SetPolling(true)
 			p.Logger.Info("worker polling", "taskQueue", cfg.TaskQueue, "namespace", p.Options.Namespace,
 				"maxConcurrentActivities", cfg.Concurrency.MaxConcurrentActivityExecutionSize)
 			return nil
 		},
 		OnStop: func(context.Context) error {
+			// Not ready from now on, so no new traffic is sent our way.
+			p.Health.SetPolling(false)
 			p.Logger.Info("worker stopping; waiting for in-flight activities", "stopTimeout", cfg.StopTimeout.D().String())
 			w.Stop()
 			p.Logger.Info("worker stopped")
@@ -164,6 +170,17 @@ func NewWorker(p WorkerParams) worker.Worker {
 		},
 	})
 	return w
+}
+
+// workerInterceptors heartbeat every step (each has a short heartbeat timeout)
+// and, with metrics on, time and count the steps.
+func workerInterceptors(cfg config.Config, m *metrics.Metrics) []interceptor.WorkerInterceptor {
+	list := []interceptor.WorkerInterceptor{activities.NewKeepAliveInterceptor()}
+	if cfg.MetricsEnabled() {
+		// First, so a step's time includes the keep-alive's work around it.
+		list = append([]interceptor.WorkerInterceptor{m.ActivityInterceptor()}, list...)
+	}
+	return list
 }
 
 // warnMissingSearchAttributes names the gkewi search attributes the namespace

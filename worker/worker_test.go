@@ -66,6 +66,7 @@ users:
 		"--smtp-addr", "127.0.0.1:1", "--smtp-from", "gkewi@example.com",
 		"--temporal-ui-url", "http://127.0.0.1:1",
 		"--stop-timeout", "5s",
+		"--http-addr", "127.0.0.1:0",
 	}, func(string) (string, bool) { return "", false }, &out)
 	require.NoError(t, err, out.String())
 	return cfg

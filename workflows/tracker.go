@@ -64,8 +64,37 @@ func (t *tracker) setState(ctx workflow.Context, s State) {
 	if t.status.State != s {
 		t.status.State = s
 		upsertStateAttribute(ctx, s)
+		t.countState(ctx, s)
 	}
 	t.publish(ctx)
+}
+
+// Metrics runs emit through workflow.GetMetricsHandler: a counter tagged
+// "state" and a timer tagged "decision". The worker's handler turns them into
+// gkewi_grant_state_transitions_total and gkewi_approval_wait_seconds.
+const (
+	MetricStateTransitions = "gkewi_grant_state_transitions"
+	MetricApprovalWait     = "gkewi_approval_wait"
+)
+
+// countState reports the state entered and, once support decided, how long
+// they took. The SDK's workflow metrics handler drops both on replay, and they
+// add no command to the history.
+func (t *tracker) countState(ctx workflow.Context, s State) {
+	h := workflow.GetMetricsHandler(ctx)
+	h.WithTags(map[string]string{"state": string(s)}).Counter(MetricStateTransitions).Inc(1)
+	ap := t.status.Approval
+	if ap == nil || ap.RequestedAt.IsZero() {
+		return
+	}
+	switch s {
+	case StateApproved, StateRejected, StateTimedOut:
+		decided := ap.DecidedAt
+		if decided.IsZero() {
+			decided = workflow.Now(ctx)
+		}
+		h.WithTags(map[string]string{"decision": string(ap.Decision)}).Timer(MetricApprovalWait).Record(decided.Sub(ap.RequestedAt))
+	}
 }
 
 // begin marks a step running; a step run again (verification) keeps its start.

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/mail"
 	"net/url"
 	"os"
@@ -64,6 +65,11 @@ type Config struct {
 	SweepInterval Duration `json:"sweepInterval,omitempty"`
 	// StopTimeout is how long in-flight activities get to finish on shutdown.
 	StopTimeout Duration `json:"stopTimeout,omitempty"`
+	// HTTPAddr is where /healthz, /readyz and /metrics are served (host:port);
+	// empty serves nothing (and the chart's probes need it).
+	HTTPAddr string `json:"httpAddr,omitempty"`
+	// Metrics serves /metrics and collects the Temporal SDK's and gkewi's metrics.
+	Metrics *bool `json:"metrics,omitempty"`
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `json:"logLevel,omitempty"`
 	// LogFormat is text or json.
@@ -138,9 +144,16 @@ func Defaults() Config {
 		// Helm installs and operation waits can take a while; Kubernetes' grace
 		// period must exceed this.
 		StopTimeout: Duration(60 * time.Second),
+		HTTPAddr:    ":9090",
 		LogLevel:    "info",
 		LogFormat:   "text",
 	}
+}
+
+// MetricsEnabled says whether /metrics is served: unless turned off, it is
+// whenever the HTTP endpoint is.
+func (c Config) MetricsEnabled() bool {
+	return c.HTTPAddr != "" && (c.Metrics == nil || *c.Metrics)
 }
 
 // gcpAPIs are the keys GCPEndpoints accepts.
@@ -224,6 +237,19 @@ func settings() []setting {
 		num("workflow-pollers", "GKEWI_WORKFLOW_POLLERS", "MaxConcurrentWorkflowTaskPollers", func(c *Config) *int { return &c.Concurrency.MaxConcurrentWorkflowTaskPollers }),
 		dur("sweep-interval", "GKEWI_SWEEP_INTERVAL", "interval of the gkewi-sweep schedule, created at start if missing (0: do not create it)", func(c *Config) *Duration { return &c.SweepInterval }),
 		dur("stop-timeout", "GKEWI_STOP_TIMEOUT", "time in-flight activities get on shutdown", func(c *Config) *Duration { return &c.StopTimeout }),
+		str("http-addr", "GKEWI_HTTP_ADDR", "host:port of /healthz, /readyz and /metrics (empty: none)", func(c *Config) *string { return &c.HTTPAddr }),
+		{
+			flag: "metrics", env: "GKEWI_METRICS", isBool: true,
+			usage: "serve /metrics with the Temporal SDK's and gkewi's metrics (--metrics=false: probes only)",
+			set: func(c *Config, v string) error {
+				b, err := strconv.ParseBool(v)
+				if err != nil {
+					return fmt.Errorf("want true or false: %w", err)
+				}
+				c.Metrics = &b
+				return nil
+			},
+		},
 		str("log-level", "GKEWI_LOG_LEVEL", "debug, info, warn or error", func(c *Config) *string { return &c.LogLevel }),
 		str("log-format", "GKEWI_LOG_FORMAT", "text or json", func(c *Config) *string { return &c.LogFormat }),
 	}
@@ -383,6 +409,11 @@ func (c Config) Validate() error {
 	} {
 		if n < 0 {
 			bad("concurrency.%s must not be negative", name)
+		}
+	}
+	if c.HTTPAddr != "" {
+		if _, port, err := net.SplitHostPort(c.HTTPAddr); err != nil || port == "" {
+			bad("httpAddr (--http-addr, GKEWI_HTTP_ADDR) %q: want host:port, e.g. :9090", c.HTTPAddr)
 		}
 	}
 	if _, err := c.SlogLevel(); err != nil {
