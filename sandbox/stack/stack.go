@@ -55,11 +55,13 @@ type Ports struct {
 	SMTP       int
 	// KubeAPIServer is the local kube-apiserver's port.
 	KubeAPIServer int
+	// WorkerHTTP serves the worker's /metrics, /healthz and /readyz.
+	WorkerHTTP int
 }
 
 // DefaultPorts are the fixed ports of `gkewi-sandbox`, the ones the README names.
 func DefaultPorts() Ports {
-	return Ports{Temporal: 7233, TemporalUI: 8233, Emulator: 8085, SMTP: 2525, KubeAPIServer: 6443}
+	return Ports{Temporal: 7233, TemporalUI: 8233, Emulator: 8085, SMTP: 2525, KubeAPIServer: 6443, WorkerHTTP: 9090}
 }
 
 // Options configure a sandbox.
@@ -323,6 +325,7 @@ func (s *Sandbox) reservePorts() error {
 		{&p.Emulator, "the Google Cloud emulator (--emulator-port)"},
 		{&p.SMTP, "the SMTP sink (--smtp-port)"},
 		{&p.KubeAPIServer, "the Kubernetes API server (--kube-port)"},
+		{&p.WorkerHTTP, "the worker's metrics and probes (--worker-http-port)"},
 	}
 	if !s.opts.Headless {
 		reqs = append(reqs, portRequest{&p.TemporalUI, "the Temporal Web UI (--temporal-ui-port)"})

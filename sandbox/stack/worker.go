@@ -47,6 +47,7 @@ func (s *Sandbox) workerEnv() []string {
 		"GKEWI_HELM_TIMEOUT=3m",
 		"GKEWI_OPERATION_POLL_INTERVAL=250ms",
 		"GKEWI_STOP_TIMEOUT=5s",
+		"GKEWI_HTTP_ADDR=127.0.0.1:"+strconv.Itoa(s.opts.Ports.WorkerHTTP),
 	)
 	if ui := s.TemporalUIURL(); ui != "" {
 		env = append(env, "GKEWI_TEMPORAL_UI_URL="+ui)
@@ -137,6 +138,11 @@ func (s *Sandbox) WorkerPID() int {
 		return 0
 	}
 	return s.worker.pid()
+}
+
+// WorkerHTTPURL is the base URL of the worker's /metrics, /healthz and /readyz.
+func (s *Sandbox) WorkerHTTPURL() string {
+	return "http://127.0.0.1:" + strconv.Itoa(s.opts.Ports.WorkerHTTP)
 }
 
 // WorkerLogPath is the worker's log file (appended across restarts).

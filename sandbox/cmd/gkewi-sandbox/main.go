@@ -108,6 +108,7 @@ func (f *sandboxFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.ports.Emulator, "emulator-port", def.Emulator, "Google Cloud emulator port (also the worker's metadata server)")
 	fs.IntVar(&f.ports.SMTP, "smtp-port", def.SMTP, "SMTP sink port")
 	fs.IntVar(&f.ports.KubeAPIServer, "kube-port", def.KubeAPIServer, "Kubernetes API server port")
+	fs.IntVar(&f.ports.WorkerHTTP, "worker-http-port", def.WorkerHTTP, "port of the worker's /metrics, /healthz and /readyz")
 	fs.BoolVar(&f.headless, "headless", false, "run Temporal without its Web UI")
 	fs.BoolVar(&f.verbose, "v", false, "print the sandbox's start-up progress")
 }
