@@ -1,0 +1,144 @@
+package worker
+
+import (
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"helm.sh/helm/v4/pkg/action"
+	"helm.sh/helm/v4/pkg/chart/v2/loader"
+	release "helm.sh/helm/v4/pkg/release/v1"
+	releaseutil "helm.sh/helm/v4/pkg/release/v1/util"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	"sigs.k8s.io/yaml"
+)
+
+var workerChart = filepath.Join("..", "deploy", "charts", "gkewi-worker")
+
+func TestWorkerChartLints(t *testing.T) {
+	for name, vals := range map[string]map[string]any{
+		"defaults": nil,
+		"everything on": {
+			"metrics":             map[string]any{"serviceMonitor": map[string]any{"enabled": true}},
+			"podDisruptionBudget": map[string]any{"enabled": true},
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			lint := action.NewLint()
+			lint.Strict = true
+			res := lint.Run([]string{workerChart}, vals)
+			for _, m := range res.Messages {
+				t.Log(m.Error())
+			}
+			require.Empty(t, res.Errors)
+			assert.Equal(t, 1, res.TotalChartsLinted)
+		})
+	}
+}
+
+// renderWorkerChart renders the chart as `helm template` would, by kind.
+func renderWorkerChart(t *testing.T, vals map[string]any) map[string][]string {
+	t.Helper()
+	ch, err := loader.Load(workerChart)
+	require.NoError(t, err)
+	install := action.NewInstall(action.NewConfiguration(action.ConfigurationSetLogger(slog.DiscardHandler)))
+	install.DryRunStrategy = action.DryRunClient
+	install.ReleaseName = "gkewi-worker"
+	install.Namespace = "gkewi-system"
+	install.Replace = true
+	rel, err := install.Run(ch, vals)
+	require.NoError(t, err)
+	byKind := map[string][]string{}
+	for _, doc := range releaseutil.SplitManifests(rel.(*release.Release).Manifest) {
+		var head struct {
+			Kind string `json:"kind"`
+		}
+		require.NoError(t, yaml.Unmarshal([]byte(doc), &head))
+		byKind[head.Kind] = append(byKind[head.Kind], doc)
+	}
+	return byKind
+}
+
+func TestWorkerChartProbesAndMetricsPort(t *testing.T) {
+	docs := renderWorkerChart(t, nil)
+	require.Len(t, docs["Deployment"], 1)
+	var d appsv1.Deployment
+	require.NoError(t, yaml.UnmarshalStrict([]byte(docs["Deployment"][0]), &d))
+	c := d.Spec.Template.Spec.Containers[0]
+
+	require.Len(t, c.Ports, 1)
+	assert.Equal(t, corev1.ContainerPort{Name: "http", ContainerPort: 9090, Protocol: corev1.ProtocolTCP}, c.Ports[0])
+	env := map[string]string{}
+	for _, e := range c.Env {
+		env[e.Name] = e.Value
+	}
+	assert.Equal(t, ":9090", env["GKEWI_HTTP_ADDR"], "the worker listens where the probes look")
+	assert.Equal(t, "true", env["GKEWI_METRICS"])
+	for name, p := range map[string]*corev1.Probe{"liveness": c.LivenessProbe, "readiness": c.ReadinessProbe, "startup": c.StartupProbe} {
+		require.NotNil(t, p, name)
+		require.NotNil(t, p.HTTPGet, name)
+		assert.Equal(t, "http", p.HTTPGet.Port.String(), name)
+	}
+	assert.Equal(t, "/healthz", c.LivenessProbe.HTTPGet.Path)
+	assert.Equal(t, "/readyz", c.ReadinessProbe.HTTPGet.Path)
+	assert.False(t, c.Resources.Requests.Cpu().IsZero())
+	assert.False(t, c.Resources.Limits.Memory().IsZero())
+
+	require.Len(t, docs["Service"], 1)
+	var svc corev1.Service
+	require.NoError(t, yaml.UnmarshalStrict([]byte(docs["Service"][0]), &svc))
+	assert.Equal(t, "http", svc.Spec.Ports[0].TargetPort.String())
+	for k, v := range svc.Spec.Selector {
+		assert.Equal(t, v, d.Spec.Template.Labels[k], "the service selects the worker's pods")
+	}
+	assert.Empty(t, docs["ServiceMonitor"], "off by default: it needs the operator's CRDs")
+	assert.Empty(t, docs["PodDisruptionBudget"])
+}
+
+func TestWorkerChartServiceMonitorAndPDB(t *testing.T) {
+	docs := renderWorkerChart(t, map[string]any{
+		"metrics":             map[string]any{"port": 9464, "serviceMonitor": map[string]any{"enabled": true, "labels": map[string]any{"release": "prom"}}},
+		"podDisruptionBudget": map[string]any{"enabled": true},
+	})
+	require.Len(t, docs["ServiceMonitor"], 1)
+	var sm struct {
+		Metadata struct {
+			Labels map[string]string `json:"labels"`
+		} `json:"metadata"`
+		Spec struct {
+			Selector struct {
+				MatchLabels map[string]string `json:"matchLabels"`
+			} `json:"selector"`
+			Endpoints []struct {
+				Port, Path, Interval, ScrapeTimeout string
+			} `json:"endpoints"`
+		} `json:"spec"`
+	}
+	require.NoError(t, yaml.Unmarshal([]byte(docs["ServiceMonitor"][0]), &sm))
+	assert.Equal(t, "prom", sm.Metadata.Labels["release"])
+	require.Len(t, sm.Spec.Endpoints, 1)
+	assert.Equal(t, "http", sm.Spec.Endpoints[0].Port)
+	assert.Equal(t, "/metrics", sm.Spec.Endpoints[0].Path)
+	assert.Equal(t, "gkewi-worker", sm.Spec.Selector.MatchLabels["app.kubernetes.io/name"])
+	assert.Contains(t, docs["Deployment"][0], `value: ":9464"`)
+	assert.Contains(t, docs["Service"][0], "port: 9464")
+
+	require.Len(t, docs["PodDisruptionBudget"], 1)
+	var pdb policyv1.PodDisruptionBudget
+	require.NoError(t, yaml.UnmarshalStrict([]byte(docs["PodDisruptionBudget"][0]), &pdb))
+	require.NotNil(t, pdb.Spec.MaxUnavailable)
+	assert.Equal(t, 1, pdb.Spec.MaxUnavailable.IntValue())
+	assert.Equal(t, "gkewi-worker", pdb.Spec.Selector.MatchLabels["app.kubernetes.io/name"])
+
+	// Metrics off: probes stay, the monitor goes.
+	off := renderWorkerChart(t, map[string]any{"metrics": map[string]any{"enabled": false, "serviceMonitor": map[string]any{"enabled": true}}})
+	assert.Empty(t, off["ServiceMonitor"])
+	assert.True(t, strings.Contains(off["Deployment"][0], "path: /readyz"))
+	assert.Contains(t, off["Deployment"][0], `name: GKEWI_METRICS
+              value: "false"`)
+}
