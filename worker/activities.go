@@ -29,6 +29,8 @@ func activityProviders() fx.Option {
 		NewVerifier,
 		activities.NewSchedules,
 		activities.NewGrants,
+		NewAttestor,
+		activities.NewApprovals,
 	)
 }
 
@@ -45,6 +47,8 @@ type Activities struct {
 	// Schedules and Grants act on the Temporal service itself.
 	Schedules *activities.Schedules
 	Grants    *activities.Grants
+	// Approvals checks the proofs of approvers' identities.
+	Approvals *activities.Approvals
 }
 
 // Register registers every method of every struct.
@@ -56,6 +60,7 @@ func (a Activities) Register(r worker.ActivityRegistry) {
 	r.RegisterActivity(a.Verifier)
 	r.RegisterActivity(a.Schedules)
 	r.RegisterActivity(a.Grants)
+	r.RegisterActivity(a.Approvals)
 }
 
 // GCPClientOptions are added to every Google API client.

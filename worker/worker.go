@@ -48,6 +48,7 @@ func Module(cfg config.Config, out io.Writer) fx.Option {
 		fx.Invoke(func(worker.Worker) {}),
 		// After the worker's hook, so the sweep schedule appears once a worker polls.
 		fx.Invoke(registerSweepSchedule),
+		fx.Invoke(serveApprovals),
 		fx.WithLogger(func(l *slog.Logger) fxevent.Logger {
 			fl := &fxevent.SlogLogger{Logger: l.With("component", "fx")}
 			fl.UseLogLevel(slog.LevelDebug) // graph wiring is noise for operators

@@ -6,7 +6,10 @@ import (
 	"strings"
 
 	"go.temporal.io/sdk/converter"
+	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/workflow"
+
+	"github.com/gkewi/gkewi/activities"
 )
 
 // How a decision reached the workflow.
@@ -16,8 +19,15 @@ const (
 )
 
 // approvalGate takes in support decisions from the support-approval signal and
-// the support-decision update, counts only allowlisted approvers, and records
-// every other decision as ignored with the reason.
+// the support-decision update, counts only allowlisted approvers (who proved
+// who they are, when proof is required), and records every other decision as
+// ignored with the reason.
+//
+// A proof is the worker's attestation of the approver's ID token, made by its
+// approval endpoint, which sends the decision as the update. The update's
+// handler has the CheckDecisionProof activity check it before the decision
+// counts: whoever can send updates cannot forge one without the worker's
+// approval secret, which never enters the history.
 //
 // Signals are taken from their channel whenever the workflow waits (on an
 // activity, a retry timer or the approval itself), so a decision sent before the
@@ -25,6 +35,9 @@ const (
 type approvalGate struct {
 	approvers []string
 	record    *Approval
+	// checkProofs: proofs are checked (changeApprovalProof); requireProof: only
+	// decisions with a valid proof count (support.proof id-token).
+	checkProofs, requireProof bool
 	// awaiting is true while the workflow waits for the decision; the update is
 	// refused outside it.
 	awaiting bool
@@ -48,7 +61,20 @@ func newApprovalGate(ctx workflow.Context, approvers []string, record *Approval)
 func (g *approvalGate) registerUpdate(ctx workflow.Context) error {
 	return workflow.SetUpdateHandlerWithOptions(ctx, UpdateSupportDecision,
 		func(ctx workflow.Context, d ApprovalDecision) (State, error) {
-			g.consider(ctx, d, viaUpdate)
+			var evidence *ApprovalEvidence
+			if d.Proof != nil && g.checkProofs {
+				ev, refused, err := g.checkProof(ctx, d)
+				if err != nil {
+					return "", fmt.Errorf("the proof could not be checked, send the decision again: %w", err)
+				}
+				if refused != "" {
+					g.ignore(ignoredDecision(ctx, d, viaUpdate, "proof refused: "+refused))
+					g.wake.SendAsync(true)
+					return "", temporal.NewNonRetryableApplicationError("proof refused: "+refused, activities.ErrTypeProofRefused, nil)
+				}
+				evidence = ev
+			}
+			g.consider(ctx, d, viaUpdate, evidence)
 			g.wake.SendAsync(true)
 			if g.record.Decision == DecisionApproved {
 				return StateApproved, nil
@@ -57,7 +83,8 @@ func (g *approvalGate) registerUpdate(ctx workflow.Context) error {
 		},
 		workflow.UpdateHandlerOptions{
 			Validator: func(ctx workflow.Context, d ApprovalDecision) error {
-				if reason := g.whyNotCounted(d); reason != "" {
+				// A proof is checked by the handler; here it is only there.
+				if reason := g.whyNotCounted(d, d.Proof != nil && g.checkProofs); reason != "" {
 					return errors.New(reason)
 				}
 				if !g.awaiting {
@@ -73,8 +100,9 @@ func (g *approvalGate) decided() bool {
 	return g.record.Decision == DecisionApproved || g.record.Decision == DecisionRejected
 }
 
-// whyNotCounted says why d does not count, or "" when it does.
-func (g *approvalGate) whyNotCounted(d ApprovalDecision) string {
+// whyNotCounted says why d does not count, or "" when it does; proven says its
+// proof was found valid.
+func (g *approvalGate) whyNotCounted(d ApprovalDecision, proven bool) string {
 	approver := strings.TrimSpace(d.Approver)
 	switch {
 	case g.decided():
@@ -85,8 +113,39 @@ func (g *approvalGate) whyNotCounted(d ApprovalDecision) string {
 		return "approver is empty"
 	case !g.listed(approver):
 		return fmt.Sprintf("approver %q is not in support.approvers", approver)
+	case g.requireProof && !proven && d.Proof != nil:
+		return "a proof is checked only on the " + UpdateSupportDecision + " update, which the worker's approval endpoint sends (gkewi approve)"
+	case g.requireProof && !proven:
+		return "no proof of the approver's identity (support.proof is " + ProofIDToken + "): decide with gkewi approve or gkewi reject, " +
+			"which send your ID token to the worker's approval endpoint"
 	}
 	return ""
+}
+
+// checkProof has the worker check d's proof for this run. It returns the
+// evidence of a valid proof, or why it was refused.
+func (g *approvalGate) checkProof(ctx workflow.Context, d ApprovalDecision) (*ApprovalEvidence, string, error) {
+	var approvals *activities.Approvals
+	run := workflow.GetInfo(ctx).WorkflowExecution
+	p := *d.Proof
+	in := activities.CheckProofInput{WorkflowID: run.ID, RunID: run.RunID, Approved: d.Approved, Approver: d.Approver,
+		Ticket: d.Ticket, Comment: d.Comment, Proof: p}
+	var res activities.ProofCheck
+	if err := workflow.ExecuteActivity(workflow.WithActivityOptions(ctx, proofCheckOptions()), approvals.CheckDecisionProof, in).Get(ctx, &res); err != nil {
+		return nil, "", err
+	}
+	if !res.Valid {
+		return nil, res.Reason, nil
+	}
+	return &ApprovalEvidence{Method: p.Method, Issuer: p.Issuer, Subject: p.Subject, Email: p.Email, TokenSHA256: p.TokenSHA256,
+		IssuedAt: p.IssuedAt, ExpiresAt: p.ExpiresAt, VerifiedAt: p.VerifiedAt}, "", nil
+}
+
+func ignoredDecision(ctx workflow.Context, d ApprovalDecision, via, reason string) IgnoredDecision {
+	return IgnoredDecision{
+		Approver: d.Approver, Approved: d.Approved, Ticket: d.Ticket, Comment: d.Comment,
+		Via: via, ReceivedAt: workflow.Now(ctx), Reason: reason,
+	}
 }
 
 func (g *approvalGate) listed(approver string) bool {
@@ -98,14 +157,12 @@ func (g *approvalGate) listed(approver string) bool {
 	return false
 }
 
-// consider records d as the decision, or as ignored with the reason.
-func (g *approvalGate) consider(ctx workflow.Context, d ApprovalDecision, via string) {
+// consider records d as the decision, or as ignored with the reason; evidence
+// is what proved the approver, nil without a valid proof.
+func (g *approvalGate) consider(ctx workflow.Context, d ApprovalDecision, via string, evidence *ApprovalEvidence) {
 	now := workflow.Now(ctx)
-	if reason := g.whyNotCounted(d); reason != "" {
-		g.ignore(IgnoredDecision{
-			Approver: d.Approver, Approved: d.Approved, Ticket: d.Ticket, Comment: d.Comment,
-			Via: via, ReceivedAt: now, Reason: reason,
-		})
+	if reason := g.whyNotCounted(d, evidence != nil); reason != "" {
+		g.ignore(ignoredDecision(ctx, d, via, reason))
 		workflow.GetLogger(ctx).Warn("approval decision ignored", "approver", d.Approver, "reason", reason)
 		return
 	}
@@ -118,6 +175,7 @@ func (g *approvalGate) consider(ctx workflow.Context, d ApprovalDecision, via st
 	g.record.Comment = d.Comment
 	g.record.DecidedAt = now
 	g.record.Via = via
+	g.record.Evidence = evidence
 	g.awaiting = false
 	workflow.GetLogger(ctx).Info("approval decision", "decision", g.record.Decision, "approver", g.record.Approver)
 }
@@ -141,7 +199,7 @@ func (g *approvalGate) takeSignal(ctx workflow.Context, c workflow.ReceiveChanne
 		workflow.GetLogger(ctx).Warn("malformed approval signal ignored", "error", err)
 		return true
 	}
-	g.consider(ctx, d, viaSignal)
+	g.consider(ctx, d, viaSignal, nil)
 	return true
 }
 

@@ -281,3 +281,84 @@ func TestCancelWhileAwaitingApprovalCleansUp(t *testing.T) {
 	s := queryStatus(t, env)
 	assert.Equal(t, StateCanceled, s.State)
 }
+
+// proven is a decision by approver with a proof the fake worker accepts.
+func proven(approver string, approved bool) ApprovalDecision {
+	return ApprovalDecision{Approved: approved, Approver: approver, Ticket: "SUP-9", Proof: &activities.DecisionProof{
+		Method: activities.ProofIDToken, Issuer: "https://accounts.google.com", Subject: "1234", Email: approver,
+		TokenSHA256: "ab12", IssuedAt: testStart, ExpiresAt: testStart.Add(time.Hour), VerifiedAt: testStart, MAC: validMAC,
+	}}
+}
+
+// By default a decision counts only with a proof the worker checks: a bare
+// approver name, a proof by signal, a forged proof or someone else's token are
+// recorded and ignored; a proven decision counts and its evidence is kept.
+func TestDecisionsNeedProofByDefault(t *testing.T) {
+	fake := newFakeCloud()
+	req := validRequest()
+	req.Support.Proof = ""
+	env := newOnboardEnv(t, fake, req)
+	forged := proven(alice, true)
+	forged.Proof.MAC = "made-up"
+	borrowed := proven(mallory, true)
+	borrowed.Approver = alice
+	var bare, refused, stolen, accepted updateResult
+	signalAt(env, time.Hour, approve(alice))
+	signalAt(env, time.Hour+time.Minute, proven(alice, true))
+	env.RegisterDelayedCallback(func() { sendUpdate(env, "bare", approve(alice), &bare) }, 2*time.Hour)
+	env.RegisterDelayedCallback(func() { sendUpdate(env, "forged", forged, &refused) }, 3*time.Hour)
+	env.RegisterDelayedCallback(func() { sendUpdate(env, "stolen", borrowed, &stolen) }, 4*time.Hour)
+	env.RegisterDelayedCallback(func() { sendUpdate(env, "proven", proven(alice, true), &accepted) }, 5*time.Hour)
+
+	env.ExecuteWorkflow(Onboard, req)
+
+	require.NoError(t, env.GetWorkflowError())
+	require.Error(t, bare.rejected, "the validator refuses an unproven update")
+	assert.Contains(t, bare.rejected.Error(), "no proof of the approver's identity")
+	require.Error(t, refused.err)
+	assert.Contains(t, refused.err.Error(), "proof refused: the attestation does not match")
+	require.Error(t, stolen.err)
+	assert.Contains(t, stolen.err.Error(), "proof refused: the approver is not the ID token's email")
+	require.NoError(t, accepted.err)
+	assert.Equal(t, StateApproved, accepted.state)
+
+	s := queryStatus(t, env)
+	assert.Equal(t, StateCompleted, s.State)
+	rec := s.Approval
+	assert.Equal(t, ProofIDToken, rec.Proof)
+	assert.Equal(t, alice, rec.Approver)
+	assert.Equal(t, viaUpdate, rec.Via)
+	require.NotNil(t, rec.Evidence)
+	assert.Equal(t, ApprovalEvidence{Method: ProofIDToken, Issuer: "https://accounts.google.com", Subject: "1234", Email: alice,
+		TokenSHA256: "ab12", IssuedAt: testStart, ExpiresAt: testStart.Add(time.Hour), VerifiedAt: testStart}, *rec.Evidence)
+	var reasons []string
+	for _, ig := range rec.Ignored {
+		reasons = append(reasons, ig.Via+": "+ig.Reason)
+	}
+	require.Len(t, reasons, 4, "%v", reasons)
+	assert.Contains(t, reasons[0], "signal: no proof of the approver's identity")
+	assert.Contains(t, reasons[1], "signal: a proof is checked only on the support-decision update")
+	assert.Contains(t, reasons[2], "update: proof refused: the attestation does not match")
+	assert.Contains(t, reasons[3], "update: proof refused: the approver is not the ID token's email")
+	checked := fake.inputs("CheckDecisionProof")
+	require.Len(t, checked, 3)
+	in := checked[2].(activities.CheckProofInput)
+	assert.Equal(t, OnboardWorkflowID(req), in.WorkflowID)
+	assert.Equal(t, "default-test-run-id", in.RunID)
+}
+
+// support.proof none takes a decision that only names its approver, and the
+// status says so.
+func TestProofNoneTakesNamedApprovers(t *testing.T) {
+	fake := newFakeCloud()
+	req := validRequest()
+	require.Equal(t, ProofNone, req.Support.Proof)
+	env := newOnboardEnv(t, fake, req)
+	signalAt(env, time.Hour, approve(alice))
+	env.ExecuteWorkflow(Onboard, req)
+	require.NoError(t, env.GetWorkflowError())
+	s := queryStatus(t, env)
+	assert.Equal(t, ProofNone, s.Approval.Proof)
+	assert.Nil(t, s.Approval.Evidence)
+	assert.Zero(t, fake.count("CheckDecisionProof"))
+}

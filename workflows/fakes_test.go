@@ -201,6 +201,24 @@ func (f *fakeCloud) EnsureWorkloadPool(_ context.Context, in activities.ClusterR
 	return activities.WorkloadPoolResult{StepResult: res}, err
 }
 
+// validMAC is the attestation the fake worker accepts.
+const validMAC = "attested"
+
+// CheckDecisionProof accepts a proof with validMAC whose email is the approver,
+// as the worker does with a MAC of its own secret.
+func (f *fakeCloud) CheckDecisionProof(_ context.Context, in activities.CheckProofInput) (activities.ProofCheck, error) {
+	if err := f.record("CheckDecisionProof", in); err != nil {
+		return activities.ProofCheck{}, err
+	}
+	switch {
+	case in.Proof.MAC != validMAC:
+		return activities.ProofCheck{Reason: "the attestation does not match this decision for this grant"}, nil
+	case !strings.EqualFold(in.Approver, in.Proof.Email):
+		return activities.ProofCheck{Reason: "the approver is not the ID token's email"}, nil
+	}
+	return activities.ProofCheck{Valid: true}, nil
+}
+
 func (f *fakeCloud) ListNodePools(_ context.Context, in activities.ClusterRef) ([]string, error) {
 	if err := f.record("ListNodePools", in); err != nil {
 		return nil, err
@@ -427,8 +445,10 @@ func (f *fakeCloud) mockAll(env *testsuite.TestWorkflowEnvironment) {
 		verifier  *activities.Verifier
 		schedules *activities.Schedules
 		grants    *activities.Grants
+		approvals *activities.Approvals
 	)
 	for _, pair := range [][2]any{
+		{approvals.CheckDecisionProof, f.CheckDecisionProof},
 		{schedules.SetRevocationTime, f.SetRevocationTime},
 		{schedules.DescribeRevocationSchedule, f.DescribeRevocationSchedule},
 		{schedules.DeleteSchedule, f.DeleteSchedule},
@@ -489,6 +509,7 @@ func (f *fakeCloud) registerAll(w worker.ActivityRegistry) {
 		"HelmUpgradeInstall":             f.HelmUpgradeInstall,
 		"NotifySupport":                  f.NotifySupport,
 		"VerifyAccess":                   f.VerifyAccess,
+		"CheckDecisionProof":             f.CheckDecisionProof,
 	} {
 		w.RegisterActivityWithOptions(fn, activity.RegisterOptions{Name: name})
 	}

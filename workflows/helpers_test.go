@@ -42,6 +42,8 @@ func validRequest() OnboardRequest {
 			TempDataset: "carto_temp", ConnectionOwnerID: "auth0|owner",
 		},
 		Support: SupportSpec{
+			// Decisions in these tests name their approver; proofs have their own tests.
+			Proof:     ProofNone,
 			Approvers: []string{alice, "Bob@Example.com"},
 			Notify:    []string{"support@example.com", "https://hooks.example.com/gkewi"},
 		},

@@ -64,4 +64,7 @@ const (
 	// Autopilot cluster (Workload Identity always on, node pools managed by GKE),
 	// changes nothing and skips the node pool steps.
 	changeAutopilot = "autopilot"
+	// changeApprovalProof: decisions count only with a proof of the approver's
+	// identity (support.proof, default id-token), checked by an activity.
+	changeApprovalProof = "approval-proof"
 )

@@ -102,8 +102,14 @@ func Onboard(ctx workflow.Context, req OnboardRequest) (OnboardResult, error) {
 	if !rendered {
 		o.req = o.req.withLegacyKSA()
 	}
+	proofs := workflow.GetVersion(ctx, changeApprovalProof, workflow.DefaultVersion, 1) == 1
 	o.t.status.Approval = &Approval{Decision: DecisionPending}
 	o.gate = newApprovalGate(ctx, o.req.Support.Approvers, o.t.status.Approval)
+	if proofs {
+		o.gate.checkProofs = true
+		o.gate.requireProof = o.req.Support.Proof != ProofNone
+		o.t.status.Approval.Proof = o.req.Support.Proof
+	}
 	o.t.listen = func(sel workflow.Selector) {
 		sel.AddReceive(o.gate.signals, func(c workflow.ReceiveChannel, _ bool) {
 			o.gate.takeSignal(ctx, c, true)

@@ -222,3 +222,14 @@ func (p retryPolicy) delay(err error, attempt int) time.Duration {
 	}
 	return time.Duration(d)
 }
+
+// proofCheckOptions: checking a decision's proof is a computation on the
+// worker, run while the approver waits for the update's answer; the server
+// retries it over a worker restart.
+func proofCheckOptions() workflow.ActivityOptions {
+	return workflow.ActivityOptions{
+		StartToCloseTimeout: 30 * time.Second,
+		RetryPolicy:         &temporal.RetryPolicy{MaximumAttempts: 3},
+		Summary:             "check the decision's proof",
+	}
+}

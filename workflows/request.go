@@ -1,6 +1,10 @@
 package workflows
 
-import "time"
+import (
+	"time"
+
+	"github.com/gkewi/gkewi/activities"
+)
 
 // Defaults applied by WithDefaults.
 const (
@@ -101,7 +105,19 @@ type SupportSpec struct {
 	ReminderInterval Duration `json:"reminderInterval,omitempty"`
 	// ApprovalTimeout ends the wait with a failure; default 7 days (168h).
 	ApprovalTimeout Duration `json:"approvalTimeout,omitempty"`
+	// Proof is what a decision must carry to count: "id-token" (the default)
+	// takes only decisions whose approver proved who they are with an ID token
+	// the worker's approval endpoint verified (`gkewi approve`); "none" also
+	// takes decisions that merely name an approver, and says so in the status
+	// and the support request.
+	Proof string `json:"proof,omitempty"`
 }
+
+// Values of support.proof.
+const (
+	ProofIDToken = activities.ProofIDToken
+	ProofNone    = "none"
+)
 
 // ExpirySpec makes a grant time-bound: one of At or TTL.
 type ExpirySpec struct {
@@ -117,6 +133,9 @@ type ApprovalDecision struct {
 	Approver string `json:"approver"`
 	Ticket   string `json:"ticket,omitempty"`
 	Comment  string `json:"comment,omitempty"`
+	// Proof is the worker's attestation of the approver's ID token, added by
+	// its approval endpoint; never the token itself.
+	Proof *activities.DecisionProof `json:"proof,omitempty"`
 }
 
 // Duration is a Go duration string such as "24h" or "90s". It stays a string until
@@ -151,6 +170,9 @@ func (r OnboardRequest) WithDefaults() OnboardRequest {
 	}
 	if r.Support.ApprovalTimeout == "" {
 		r.Support.ApprovalTimeout = DefaultApprovalTimeout
+	}
+	if r.Support.Proof == "" {
+		r.Support.Proof = ProofIDToken
 	}
 	return r
 }

@@ -74,6 +74,11 @@ type Approval struct {
 	DecidedAt time.Time `json:"decidedAt,omitzero"`
 	// Via is "signal" or "update".
 	Via string `json:"via,omitempty"`
+	// Proof is what a decision must carry to count: "id-token", or "none" when
+	// decisions that merely name an approver count too.
+	Proof string `json:"proof,omitempty"`
+	// Evidence is the verified identity of the approver whose decision counted.
+	Evidence *ApprovalEvidence `json:"evidence,omitempty"`
 	// RequestedAt is when support was notified; Deadline when the wait gives up.
 	RequestedAt    time.Time `json:"requestedAt,omitzero"`
 	Deadline       time.Time `json:"deadline,omitzero"`
@@ -82,6 +87,19 @@ type Approval struct {
 	// Ignored are decisions that did not count: unlisted or empty approver,
 	// malformed payload, or sent after the decision.
 	Ignored []IgnoredDecision `json:"ignored,omitempty"`
+}
+
+// ApprovalEvidence is what proved an approver's identity: the verified claims
+// of their ID token and its hash, never the token.
+type ApprovalEvidence struct {
+	Method      string    `json:"method"`
+	Issuer      string    `json:"issuer"`
+	Subject     string    `json:"subject"`
+	Email       string    `json:"email"`
+	TokenSHA256 string    `json:"tokenSha256"`
+	IssuedAt    time.Time `json:"issuedAt"`
+	ExpiresAt   time.Time `json:"expiresAt"`
+	VerifiedAt  time.Time `json:"verifiedAt"`
 }
 
 // IgnoredDecision is a decision that was received but did not count.

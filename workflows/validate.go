@@ -146,6 +146,9 @@ func (r OnboardRequest) validate(c *checker) {
 	}
 	c.duration("support.reminderInterval", r.Support.ReminderInterval, time.Minute, "must be at least 1m")
 	c.duration("support.approvalTimeout", r.Support.ApprovalTimeout, 1, rulePositive)
+	if p := r.Support.Proof; p != "" && p != ProofIDToken && p != ProofNone {
+		c.fail("support.proof", p, fmt.Sprintf("must be %q (the default: decisions count only with the approver's verified ID token) or %q (decisions that merely name an approver count too)", ProofIDToken, ProofNone))
+	}
 
 	if e := r.Expiry; e != nil {
 		if e.At != "" && e.TTL != "" {

@@ -83,6 +83,8 @@ func TestOnboardRequestValidation(t *testing.T) {
 			`support.reminderInterval "1 day": must be a duration such as 90m or 24h; support.approvalTimeout "-5h": must be positive`},
 		{"reminder too often", func(r *OnboardRequest) { r.Support.ReminderInterval = "30s" },
 			`support.reminderInterval "30s": must be at least 1m`},
+		{"proof", func(r *OnboardRequest) { r.Support.Proof = "email" },
+			`support.proof "email": must be "id-token" (the default: decisions count only with the approver's verified ID token) or "none" (decisions that merely name an approver count too)`},
 		{"expiry both", func(r *OnboardRequest) { r.Expiry = &ExpirySpec{At: "2027-01-01T00:00:00Z", TTL: "24h"} },
 			`expiry: set at most one of at and ttl`},
 		{"expiry at format", func(r *OnboardRequest) { r.Expiry = &ExpirySpec{At: "2027-01-01"} },

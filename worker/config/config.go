@@ -53,6 +53,8 @@ type Config struct {
 	Helm Helm `json:"helm"`
 	// SMTP is the mail relay for email notifications.
 	SMTP SMTP `json:"smtp"`
+	// Approval is the endpoint where approvers prove who they are.
+	Approval Approval `json:"approval"`
 	// WebhookTimeout bounds each webhook notification.
 	WebhookTimeout Duration `json:"webhookTimeout,omitempty"`
 	// TemporalUIURL is linked from notifications, e.g. "http://localhost:8233".
@@ -74,6 +76,21 @@ type Config struct {
 	LogLevel string `json:"logLevel,omitempty"`
 	// LogFormat is text or json.
 	LogFormat string `json:"logFormat,omitempty"`
+}
+
+// Approval configures the approval endpoint: it verifies an approver's ID
+// token and hands the workflow the decision with the worker's attestation of
+// the token's claims, which the workflow has a worker check before it counts.
+type Approval struct {
+	// Addr is where the endpoint listens (POST /v1/decisions); empty: no endpoint.
+	Addr string `json:"addr,omitempty"`
+	// SecretFile holds the key of the attestations. Every worker of the task
+	// queue needs the same key; without one, proven decisions cannot be made
+	// or checked.
+	SecretFile string `json:"secretFile,omitempty"`
+	// Issuer is the OpenID Connect issuer of approvers' ID tokens; default
+	// https://accounts.google.com.
+	Issuer string `json:"issuer,omitempty"`
 }
 
 // SMTP says how to reach the mail relay.
@@ -229,6 +246,9 @@ func settings() []setting {
 		str("smtp-password-file", "GKEWI_SMTP_PASSWORD_FILE", "file holding the SMTP password", func(c *Config) *string { return &c.SMTP.PasswordFile }),
 		boolean("smtp-starttls", "GKEWI_SMTP_STARTTLS", "require STARTTLS with the relay", func(c *Config) *bool { return &c.SMTP.StartTLS }),
 		str("smtp-ca-file", "GKEWI_SMTP_CA_FILE", "PEM bundle to trust for the relay (empty: system roots)", func(c *Config) *string { return &c.SMTP.CAFile }),
+		str("approval-addr", "GKEWI_APPROVAL_ADDR", "host:port of the approval endpoint, POST /v1/decisions (empty: none)", func(c *Config) *string { return &c.Approval.Addr }),
+		str("approval-secret-file", "GKEWI_APPROVAL_SECRET_FILE", "file holding the key of approval attestations (the same for every worker)", func(c *Config) *string { return &c.Approval.SecretFile }),
+		str("approval-issuer", "GKEWI_APPROVAL_ISSUER", "OpenID Connect issuer of approvers' ID tokens (default https://accounts.google.com)", func(c *Config) *string { return &c.Approval.Issuer }),
 		dur("webhook-timeout", "GKEWI_WEBHOOK_TIMEOUT", "timeout of each webhook notification", func(c *Config) *Duration { return &c.WebhookTimeout }),
 		str("temporal-ui-url", "GKEWI_TEMPORAL_UI_URL", "Temporal Web UI base URL linked from notifications", func(c *Config) *string { return &c.TemporalUIURL }),
 		num("max-concurrent-activities", "GKEWI_MAX_CONCURRENT_ACTIVITIES", "MaxConcurrentActivityExecutionSize", func(c *Config) *int { return &c.Concurrency.MaxConcurrentActivityExecutionSize }),
@@ -397,6 +417,17 @@ func (c Config) Validate() error {
 	}
 	if c.SMTP.Username != "" && c.SMTP.PasswordFile == "" {
 		bad("smtp.passwordFile (--smtp-password-file, GKEWI_SMTP_PASSWORD_FILE) is required with smtp.username")
+	}
+	if c.Approval.Addr != "" {
+		if _, port, err := net.SplitHostPort(c.Approval.Addr); err != nil || port == "" {
+			bad("approval.addr (--approval-addr, GKEWI_APPROVAL_ADDR) %q: want host:port, e.g. :8443", c.Approval.Addr)
+		}
+		if c.Approval.SecretFile == "" {
+			bad("approval.secretFile (--approval-secret-file, GKEWI_APPROVAL_SECRET_FILE) is required with approval.addr: attestations need a key")
+		}
+	}
+	if c.Approval.Issuer != "" && !isHTTPURL(c.Approval.Issuer) {
+		bad("approval.issuer (--approval-issuer) %q: want an http(s) URL", c.Approval.Issuer)
 	}
 	if c.TemporalUIURL != "" && !isHTTPURL(c.TemporalUIURL) {
 		bad("temporalUIURL (--temporal-ui-url) %q: want an http(s) URL", c.TemporalUIURL)

@@ -1,0 +1,239 @@
+package activities
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coreos/go-oidc/v3/oidc"
+	"go.temporal.io/sdk/temporal"
+)
+
+// ProofIDToken is the proof method of a decision whose approver presented an
+// OpenID Connect ID token (what `gcloud auth print-identity-token` prints).
+const ProofIDToken = "id-token"
+
+// GoogleIssuer is the issuer of Google's ID tokens.
+const GoogleIssuer = "https://accounts.google.com"
+
+// ErrTypeProofRefused is the error type of an ID token the approval endpoint
+// refuses (bad signature, issuer, audience, expiry, unverified email).
+const ErrTypeProofRefused = "ProofRefused"
+
+// DecisionProof is the worker's attestation that the approver of a decision
+// proved who they are: the verified claims of their ID token, never the token,
+// bound to the grant's run and to the decision by an HMAC keyed with the
+// worker's approval secret (which never enters a workflow history).
+type DecisionProof struct {
+	Method string `json:"method"`
+	// Issuer, Subject and Email are the token's verified iss, sub and email.
+	Issuer  string `json:"issuer"`
+	Subject string `json:"subject"`
+	Email   string `json:"email"`
+	// Audience is the token's audience: the grant's workflow ID.
+	Audience  string    `json:"audience"`
+	IssuedAt  time.Time `json:"issuedAt"`
+	ExpiresAt time.Time `json:"expiresAt"`
+	// TokenSHA256 identifies the token (hex SHA-256) without holding it.
+	TokenSHA256 string `json:"tokenSha256"`
+	// RunID is the run the decision was made for.
+	RunID string `json:"runId"`
+	// VerifiedAt is when the approval endpoint verified the token.
+	VerifiedAt time.Time `json:"verifiedAt"`
+	// MAC is the hex HMAC-SHA256 over the decision and the fields above.
+	MAC string `json:"mac"`
+}
+
+// AttestedDecision is what a proof binds: the decision as the approver sent it.
+type AttestedDecision struct {
+	WorkflowID string `json:"workflowId"`
+	Approved   bool   `json:"approved"`
+	Ticket     string `json:"ticket,omitempty"`
+	Comment    string `json:"comment,omitempty"`
+}
+
+// CheckProofInput asks whether proof attests the decision for run RunID of
+// workflow WorkflowID by Approver.
+type CheckProofInput struct {
+	WorkflowID string        `json:"workflowId"`
+	RunID      string        `json:"runId"`
+	Approved   bool          `json:"approved"`
+	Approver   string        `json:"approver"`
+	Ticket     string        `json:"ticket,omitempty"`
+	Comment    string        `json:"comment,omitempty"`
+	Proof      DecisionProof `json:"proof"`
+}
+
+// ProofCheck is the verdict on a proof; Reason says why it is not valid.
+type ProofCheck struct {
+	Valid  bool   `json:"valid"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// AttestorConfig configures proof of approvers' identities.
+type AttestorConfig struct {
+	// Secret keys the attestations; without one no proof is made or accepted.
+	Secret []byte
+	// Issuer is the OpenID Connect issuer of approvers' ID tokens; default
+	// GoogleIssuer. Its discovery document names the keys.
+	Issuer string
+	// Now is the clock; default time.Now.
+	Now func() time.Time
+}
+
+// Attestor verifies approvers' ID tokens and attests the decisions (the
+// worker's approval endpoint), and checks those attestations (the
+// CheckDecisionProof activity, which a workflow runs before a proven decision
+// counts).
+type Attestor struct {
+	secret []byte
+	issuer string
+	now    func() time.Time
+
+	mu       sync.Mutex
+	provider *oidc.Provider
+}
+
+// NewAttestor builds an attestor.
+func NewAttestor(cfg AttestorConfig) *Attestor {
+	a := &Attestor{secret: cfg.Secret, issuer: cfg.Issuer, now: cfg.Now}
+	if a.issuer == "" {
+		a.issuer = GoogleIssuer
+	}
+	if a.now == nil {
+		a.now = time.Now
+	}
+	return a
+}
+
+// Issuer is the issuer whose ID tokens prove approvers.
+func (a *Attestor) Issuer() string { return a.issuer }
+
+// Attest verifies rawToken as an ID token of the issuer with audience
+// d.WorkflowID and a verified email, and returns the proof of d by that email
+// for run runID. A refused token is an ErrTypeProofRefused error naming why.
+func (a *Attestor) Attest(ctx context.Context, d AttestedDecision, runID, rawToken string) (DecisionProof, error) {
+	if len(a.secret) == 0 {
+		return DecisionProof{}, errors.New("this worker has no approval secret configured: it can neither make nor check proofs")
+	}
+	provider, err := a.oidcProvider(ctx)
+	if err != nil {
+		return DecisionProof{}, err
+	}
+	tok, err := provider.VerifierContext(ctx, &oidc.Config{ClientID: d.WorkflowID, Now: a.now}).Verify(ctx, rawToken)
+	if err != nil {
+		return DecisionProof{}, temporal.NewNonRetryableApplicationError("ID token refused: "+err.Error(), ErrTypeProofRefused, nil)
+	}
+	var claims struct {
+		Email         string `json:"email"`
+		EmailVerified any    `json:"email_verified"`
+	}
+	if err := tok.Claims(&claims); err != nil {
+		return DecisionProof{}, temporal.NewNonRetryableApplicationError("ID token refused: unreadable claims: "+err.Error(), ErrTypeProofRefused, nil)
+	}
+	switch {
+	case claims.Email == "":
+		return DecisionProof{}, temporal.NewNonRetryableApplicationError(
+			"ID token refused: it carries no email (gcloud: --include-email)", ErrTypeProofRefused, nil)
+	case !isTrue(claims.EmailVerified):
+		return DecisionProof{}, temporal.NewNonRetryableApplicationError(
+			fmt.Sprintf("ID token refused: the email %s is not verified (email_verified is not true)", claims.Email), ErrTypeProofRefused, nil)
+	}
+	sum := sha256.Sum256([]byte(rawToken))
+	p := DecisionProof{
+		Method: ProofIDToken, Issuer: tok.Issuer, Subject: tok.Subject, Email: claims.Email,
+		Audience: d.WorkflowID, IssuedAt: tok.IssuedAt.UTC(), ExpiresAt: tok.Expiry.UTC(),
+		TokenSHA256: hex.EncodeToString(sum[:]), RunID: runID, VerifiedAt: a.now().UTC().Truncate(time.Second),
+	}
+	p.MAC = a.mac(d, p)
+	return p, nil
+}
+
+// isTrue reads email_verified, which issuers send as a boolean or a string.
+func isTrue(v any) bool {
+	switch b := v.(type) {
+	case bool:
+		return b
+	case string:
+		return strings.EqualFold(b, "true")
+	}
+	return false
+}
+
+func (a *Attestor) oidcProvider(ctx context.Context) (*oidc.Provider, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.provider != nil {
+		return a.provider, nil
+	}
+	// The provider outlives this request: its key set is fetched and refreshed later.
+	p, err := oidc.NewProvider(context.WithoutCancel(ctx), a.issuer)
+	if err != nil {
+		return nil, fmt.Errorf("OpenID Connect discovery of %s: %w", a.issuer, err)
+	}
+	a.provider = p
+	return p, nil
+}
+
+// mac is the attestation of d by p (p.MAC ignored).
+func (a *Attestor) mac(d AttestedDecision, p DecisionProof) string {
+	p.MAC = ""
+	b, _ := json.Marshal(struct {
+		Decision AttestedDecision `json:"decision"`
+		Proof    DecisionProof    `json:"proof"`
+	}{d, p}) // cannot fail: plain fields
+	m := hmac.New(sha256.New, a.secret)
+	m.Write(b)
+	return hex.EncodeToString(m.Sum(nil))
+}
+
+// Approvals are the approval activities. The attestor's Attest is not one:
+// an ID token must never be an activity's input, which the history keeps.
+type Approvals struct{ attestor *Attestor }
+
+// NewApprovals builds the approval activities on a.
+func NewApprovals(a *Attestor) *Approvals { return &Approvals{attestor: a} }
+
+// CheckDecisionProof tells a workflow whether a decision's proof is the
+// worker's attestation of exactly this decision, for this run, by this
+// approver. A refusal is a verdict, not an error: the workflow records it.
+func (a *Approvals) CheckDecisionProof(_ context.Context, in CheckProofInput) (ProofCheck, error) {
+	return a.attestor.Check(in), nil
+}
+
+// Check is CheckDecisionProof's verdict.
+func (a *Attestor) Check(in CheckProofInput) ProofCheck {
+	refuse := func(format string, args ...any) ProofCheck {
+		return ProofCheck{Reason: fmt.Sprintf(format, args...)}
+	}
+	p := in.Proof
+	switch {
+	case len(a.secret) == 0:
+		return refuse("this worker has no approval secret configured, so it cannot check proofs")
+	case p.Method != ProofIDToken:
+		return refuse("unknown proof method %q", p.Method)
+	case p.MAC == "":
+		return refuse("the proof carries no attestation")
+	}
+	d := AttestedDecision{WorkflowID: in.WorkflowID, Approved: in.Approved, Ticket: in.Ticket, Comment: in.Comment}
+	want := a.mac(d, p)
+	if !hmac.Equal([]byte(want), []byte(p.MAC)) {
+		return refuse("the attestation does not match this decision for this grant: forged, altered, or made for another grant or by a worker with another approval secret")
+	}
+	switch {
+	case p.Audience != in.WorkflowID:
+		return refuse("the ID token was for %q, not this grant", p.Audience)
+	case p.RunID != in.RunID:
+		return refuse("the decision was proven for run %s, not this run", p.RunID)
+	case !strings.EqualFold(strings.TrimSpace(in.Approver), p.Email):
+		return refuse("the approver %q is not the ID token's email %s", in.Approver, p.Email)
+	}
+	return ProofCheck{Valid: true}
+}

@@ -1,0 +1,194 @@
+package worker
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"go.temporal.io/api/serviceerror"
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/temporal"
+	"go.uber.org/fx"
+
+	"github.com/gkewi/gkewi/activities"
+	"github.com/gkewi/gkewi/worker/config"
+	"github.com/gkewi/gkewi/workflows"
+)
+
+// minApprovalSecret is the shortest attestation key accepted, in bytes.
+const minApprovalSecret = 16
+
+// NewAttestor builds the attestor of approvals: every worker checks proofs
+// with its key; the approval endpoint, where configured, makes them.
+func NewAttestor(cfg config.Config, logger *slog.Logger) (*activities.Attestor, error) {
+	var secret []byte
+	if f := cfg.Approval.SecretFile; f != "" {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("approval secret: %w", err)
+		}
+		if secret = bytes.TrimSpace(b); len(secret) < minApprovalSecret {
+			return nil, fmt.Errorf("approval secret in %s has %d bytes: use at least %d (32 random bytes: head -c 32 /dev/urandom | base64)",
+				f, len(secret), minApprovalSecret)
+		}
+	} else {
+		logger.Warn("no approval secret (--approval-secret-file): decisions proven by an ID token cannot be checked, " +
+			"so grants that require proof (support.proof id-token, the default) wait until a worker with the secret checks them")
+	}
+	return activities.NewAttestor(activities.AttestorConfig{Secret: secret, Issuer: cfg.Approval.Issuer}), nil
+}
+
+// serveApprovals starts the approval endpoint when one is configured.
+func serveApprovals(lc fx.Lifecycle, cfg config.Config, approvals *activities.Attestor, c client.Client, logger *slog.Logger) {
+	if cfg.Approval.Addr == "" {
+		return
+	}
+	logger = logger.With("component", "approval-endpoint")
+	srv := &http.Server{
+		Handler:           &approvalEndpoint{approvals: approvals, temporal: c, logger: logger},
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+	lc.Append(fx.Hook{
+		OnStart: func(context.Context) error {
+			ln, err := net.Listen("tcp", cfg.Approval.Addr)
+			if err != nil {
+				return fmt.Errorf("approval endpoint: %w", err)
+			}
+			logger.Info("approval endpoint listening", "addr", ln.Addr().String(), "issuer", approvals.Issuer())
+			go func() {
+				if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+					logger.Error("approval endpoint stopped", "error", err)
+				}
+			}()
+			return nil
+		},
+		OnStop: srv.Shutdown,
+	})
+}
+
+// DecisionPath is where the approval endpoint takes decisions.
+const DecisionPath = "/v1/decisions"
+
+// DecisionRequest is the body of POST /v1/decisions; the approver's ID token,
+// with the workflow ID as its audience, is the bearer token.
+type DecisionRequest struct {
+	WorkflowID string `json:"workflowId"`
+	Approved   *bool  `json:"approved"`
+	Ticket     string `json:"ticket,omitempty"`
+	Comment    string `json:"comment,omitempty"`
+}
+
+// DecisionResponse is the endpoint's answer: whose decision it was and what
+// the onboarding did with it, or why it was refused.
+type DecisionResponse struct {
+	WorkflowID string          `json:"workflowId,omitempty"`
+	RunID      string          `json:"runId,omitempty"`
+	Approver   string          `json:"approver,omitempty"`
+	State      workflows.State `json:"state,omitempty"`
+	Error      string          `json:"error,omitempty"`
+}
+
+// approvalEndpoint verifies an approver's ID token, then sends the decision
+// with the worker's attestation of the token's claims as the support-decision
+// update and answers with the workflow's verdict. The token goes no further:
+// neither the history nor the logs see it.
+type approvalEndpoint struct {
+	approvals *activities.Attestor
+	temporal  client.Client
+	logger    *slog.Logger
+}
+
+func (e *approvalEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path != DecisionPath {
+		http.NotFound(w, r)
+		return
+	}
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		answer(w, http.StatusMethodNotAllowed, DecisionResponse{Error: "POST a decision to " + DecisionPath})
+		return
+	}
+	token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok || strings.TrimSpace(token) == "" {
+		answer(w, http.StatusUnauthorized, DecisionResponse{Error: "send your ID token as Authorization: Bearer TOKEN, with the workflow ID as its audience " +
+			"(gcloud auth print-identity-token --audiences=WORKFLOW_ID --include-email)"})
+		return
+	}
+	var req DecisionRequest
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		answer(w, http.StatusBadRequest, DecisionResponse{Error: "decision body: " + err.Error()})
+		return
+	}
+	switch {
+	case req.WorkflowID == "":
+		answer(w, http.StatusBadRequest, DecisionResponse{Error: "workflowId is required"})
+		return
+	case req.Approved == nil:
+		answer(w, http.StatusBadRequest, DecisionResponse{Error: "approved is required: true or false"})
+		return
+	}
+	resp, status := e.decide(r.Context(), req, strings.TrimSpace(token))
+	e.logger.Info("decision", "workflow", req.WorkflowID, "approved", *req.Approved, "approver", resp.Approver,
+		"status", status, "state", resp.State, "error", resp.Error)
+	answer(w, status, resp)
+}
+
+func (e *approvalEndpoint) decide(ctx context.Context, req DecisionRequest, token string) (DecisionResponse, int) {
+	out := DecisionResponse{WorkflowID: req.WorkflowID}
+	desc, err := e.temporal.DescribeWorkflowExecution(ctx, req.WorkflowID, "")
+	var notFound *serviceerror.NotFound
+	switch {
+	case errors.As(err, &notFound):
+		out.Error = "no onboarding with workflow ID " + req.WorkflowID
+		return out, http.StatusNotFound
+	case err != nil:
+		out.Error = "reading the onboarding: " + err.Error()
+		return out, http.StatusBadGateway
+	}
+	out.RunID = desc.GetWorkflowExecutionInfo().GetExecution().GetRunId()
+	d := activities.AttestedDecision{WorkflowID: req.WorkflowID, Approved: *req.Approved, Ticket: req.Ticket, Comment: req.Comment}
+	proof, err := e.approvals.Attest(ctx, d, out.RunID, token)
+	if err != nil {
+		out.Error = err.Error()
+		var appErr *temporal.ApplicationError
+		if errors.As(err, &appErr) && appErr.Type() == activities.ErrTypeProofRefused {
+			out.Error = appErr.Message()
+			return out, http.StatusUnauthorized
+		}
+		return out, http.StatusServiceUnavailable
+	}
+	out.Approver = proof.Email
+	handle, err := e.temporal.UpdateWorkflow(ctx, client.UpdateWorkflowOptions{
+		WorkflowID: req.WorkflowID, RunID: out.RunID, UpdateName: workflows.UpdateSupportDecision,
+		Args: []any{workflows.ApprovalDecision{
+			Approved: *req.Approved, Approver: proof.Email, Ticket: req.Ticket, Comment: req.Comment, Proof: &proof,
+		}},
+		WaitForStage: client.WorkflowUpdateStageCompleted,
+	})
+	if err == nil {
+		err = handle.Get(ctx, &out.State)
+	}
+	if err != nil {
+		// The onboarding refused it: not awaiting approval, already decided,
+		// an approver not in support.approvers, a proof it found invalid.
+		out.Error = err.Error()
+		return out, http.StatusConflict
+	}
+	return out, http.StatusOK
+}
+
+func answer(w http.ResponseWriter, status int, resp DecisionResponse) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(resp)
+}
