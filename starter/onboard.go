@@ -149,6 +149,20 @@ func (a *App) printJSON(v any) error {
 	return err
 }
 
+// memoApprovalTimeout keeps an onboarding's approval timeout in the memo given
+// at start (no workflow code involved), so `gkewi list --pending` can tell
+// deadlines from visibility alone.
+const memoApprovalTimeout = "gkewiApprovalTimeout"
+
+// startMemo is the memo an onboarding starts with; nil for other workflows.
+func startMemo(input any) map[string]any {
+	req, ok := input.(workflows.OnboardRequest)
+	if !ok {
+		return nil
+	}
+	return map[string]any{memoApprovalTimeout: string(req.WithDefaults().Support.ApprovalTimeout)}
+}
+
 // startOnce starts workflow name under id, refusing (with how to follow it) when a
 // run of the same grant is already going: a second start must not silently attach
 // to the first.
@@ -157,6 +171,7 @@ func startOnce(ctx context.Context, c client.Client, conn connFlags, name, id, w
 		ID:                                       id,
 		TaskQueue:                                workflows.TaskQueue,
 		WorkflowExecutionErrorWhenAlreadyStarted: true,
+		Memo:                                     startMemo(input),
 	}, name, input)
 	var started *serviceerror.WorkflowExecutionAlreadyStarted
 	if errors.As(err, &started) {

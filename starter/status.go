@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -223,23 +224,32 @@ type grant struct {
 	Approver  string    `json:"approver,omitempty"`
 	Ticket    string    `json:"ticket,omitempty"`
 	StartedAt time.Time `json:"startedAt"`
+	// ApprovalTimeout is from the start memo `gkewi onboard` writes; Deadline
+	// counts it from the start (the wait itself begins after the steps before
+	// the request, so the real deadline is that much later).
+	ApprovalTimeout string    `json:"approvalTimeout,omitempty"`
+	Deadline        time.Time `json:"deadline,omitzero"`
 }
 
 // defaultListQuery lists onboardings, the grants.
 const defaultListQuery = "WorkflowType='" + workflows.OnboardWorkflowName + "'"
 
 func (a *App) list(ctx context.Context, args []string) error {
-	fs := a.flagSet("list", "[--query QUERY] [--limit N] [-o table|json]")
+	fs := a.flagSet("list", "[--query QUERY | --pending [--expiring-within 72h]] [--limit N] [-o table|json]")
 	var (
-		conn   connFlags
-		query  string
-		limit  int
-		output string
+		conn           connFlags
+		query          string
+		limit          int
+		output         string
+		pending        bool
+		expiringWithin time.Duration
 	)
 	conn.register(fs)
 	fs.StringVar(&query, "query", defaultListQuery, "visibility query, e.g. \"WorkflowType='Onboard' AND GkewiState='awaiting-approval'\"")
 	fs.IntVar(&limit, "limit", 100, "at most this many rows")
 	fs.StringVar(&output, "o", "table", "output: table or json")
+	fs.BoolVar(&pending, "pending", false, "what needs attention: grants awaiting approval (age, deadline) and grants expiring soon")
+	fs.DurationVar(&expiringWithin, "expiring-within", 72*time.Hour, "with --pending: how soon an expiry counts as soon")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -249,33 +259,23 @@ func (a *App) list(ctx context.Context, args []string) error {
 	if limit <= 0 {
 		return usagef("--limit must be positive")
 	}
+	if pending && query != defaultListQuery {
+		return usagef("--pending makes its own queries; leave out --query")
+	}
+	if expiringWithin <= 0 {
+		return usagef("--expiring-within must be positive")
+	}
 	c, _, err := a.dial(ctx, conn)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-
-	var rows []grant
-	var token []byte
-	for len(rows) < limit {
-		resp, err := c.ListWorkflow(ctx, &workflowservice.ListWorkflowExecutionsRequest{
-			Query:         query,
-			PageSize:      int32(min(limit-len(rows), 1000)),
-			NextPageToken: token,
-		})
-		if err != nil {
-			return fmt.Errorf("list workflows (temporal workflow list%s --query %s): %w", conn.cliFlags(), shellQuote(query), err)
-		}
-		for _, info := range resp.GetExecutions() {
-			rows = append(rows, grantFromInfo(info))
-		}
-		token = resp.GetNextPageToken()
-		if len(token) == 0 {
-			break
-		}
+	if pending {
+		return a.listPending(ctx, c, conn, expiringWithin, limit, output)
 	}
-	if len(rows) > limit {
-		rows = rows[:limit]
+	rows, err := listGrants(ctx, c, conn, query, limit)
+	if err != nil {
+		return err
 	}
 	if output == "json" {
 		if rows == nil {
@@ -294,6 +294,134 @@ func (a *App) list(ctx context.Context, args []string) error {
 			formatTime(g.ExpiresAt), formatTime(g.StartedAt))
 	}
 	return tw.Flush()
+}
+
+// listGrants pages through visibility for up to limit runs matching query.
+func listGrants(ctx context.Context, c client.Client, conn connFlags, query string, limit int) ([]grant, error) {
+	var rows []grant
+	var token []byte
+	for len(rows) < limit {
+		resp, err := c.ListWorkflow(ctx, &workflowservice.ListWorkflowExecutionsRequest{
+			Query:         query,
+			PageSize:      int32(min(limit-len(rows), 1000)),
+			NextPageToken: token,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("list workflows (temporal workflow list%s --query %s): %w", conn.cliFlags(), shellQuote(query), err)
+		}
+		for _, info := range resp.GetExecutions() {
+			rows = append(rows, grantFromInfo(info))
+		}
+		token = resp.GetNextPageToken()
+		if len(token) == 0 {
+			break
+		}
+	}
+	if len(rows) > limit {
+		rows = rows[:limit]
+	}
+	return rows, nil
+}
+
+// pendingQueries are the visibility queries of `gkewi list --pending`: running
+// onboardings waiting for support, and completed grants whose expiry falls
+// between now and now+within.
+func pendingQueries(now time.Time, within time.Duration) (awaiting, expiring string) {
+	awaiting = defaultListQuery + " AND " + workflows.SearchAttrState + "='" + string(workflows.StateAwaitingApproval) +
+		"' AND ExecutionStatus='Running'"
+	expiring = fmt.Sprintf("%s AND %s='%s' AND %s > '%s' AND %s <= '%s'", defaultListQuery,
+		workflows.SearchAttrState, workflows.StateCompleted,
+		workflows.SearchAttrExpiry, now.UTC().Format(time.RFC3339),
+		workflows.SearchAttrExpiry, now.Add(within).UTC().Format(time.RFC3339))
+	return awaiting, expiring
+}
+
+// pendingView is `gkewi list --pending -o json`.
+type pendingView struct {
+	AwaitingApproval []grant `json:"awaitingApproval"`
+	ExpiringSoon     []grant `json:"expiringSoon"`
+}
+
+// listPending shows what needs someone: approvals oldest first, expiries
+// soonest first, from two visibility queries (no query per workflow).
+func (a *App) listPending(ctx context.Context, c client.Client, conn connFlags, within time.Duration, limit int, output string) error {
+	now := a.Now()
+	awaitingQ, expiringQ := pendingQueries(now, within)
+	awaiting, err := listGrants(ctx, c, conn, awaitingQ, limit)
+	if err != nil {
+		return err
+	}
+	expiring, err := listGrants(ctx, c, conn, expiringQ, limit)
+	if err != nil {
+		return err
+	}
+	view := pendingView{AwaitingApproval: orEmpty(awaiting), ExpiringSoon: orEmpty(expiring)}
+	slices.SortStableFunc(view.AwaitingApproval, func(x, y grant) int { return x.StartedAt.Compare(y.StartedAt) })
+	slices.SortStableFunc(view.ExpiringSoon, func(x, y grant) int { return x.ExpiresAt.Compare(y.ExpiresAt) })
+	if output == "json" {
+		return a.printJSON(view)
+	}
+	writePending(a.Stdout, view, within, now)
+	return nil
+}
+
+func orEmpty(rows []grant) []grant {
+	if rows == nil {
+		return []grant{}
+	}
+	return rows
+}
+
+func writePending(w io.Writer, v pendingView, within time.Duration, now time.Time) {
+	fmt.Fprintf(w, "Awaiting approval (%d):\n", len(v.AwaitingApproval))
+	if len(v.AwaitingApproval) > 0 {
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "  WORKFLOW ID\tKSA\tGSA\tAGE\tDEADLINE")
+		for _, g := range v.AwaitingApproval {
+			deadline := "-"
+			if !g.Deadline.IsZero() {
+				deadline = formatTime(g.Deadline) + " (in " + roundAge(g.Deadline.Sub(now)) + ")"
+			}
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", g.WorkflowID, ksaName(g), dash(g.GSA), roundAge(now.Sub(g.StartedAt)), deadline)
+		}
+		_ = tw.Flush()
+		fmt.Fprintln(w, "  (deadlines count the approval timeout from the start; '-': not started by gkewi onboard)")
+	}
+	fmt.Fprintf(w, "\nExpiring within %s (%d):\n", within, len(v.ExpiringSoon))
+	if len(v.ExpiringSoon) > 0 {
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "  WORKFLOW ID\tKSA\tGSA\tEXPIRES\tIN")
+		for _, g := range v.ExpiringSoon {
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", g.WorkflowID, ksaName(g), dash(g.GSA), formatTime(g.ExpiresAt), roundAge(g.ExpiresAt.Sub(now)))
+		}
+		_ = tw.Flush()
+	}
+}
+
+func ksaName(g grant) string {
+	if g.Namespace == "" && g.KSA == "" {
+		return "-"
+	}
+	return g.Namespace + "/" + g.KSA
+}
+
+// roundAge is a duration to the unit that matters at its size.
+func roundAge(d time.Duration) string {
+	switch {
+	case d < 0:
+		return "0s"
+	case d < time.Minute:
+		return d.Round(time.Second).String()
+	case d < time.Hour:
+		return d.Round(time.Minute).String()
+	case d < 48*time.Hour:
+		d = d.Round(time.Minute)
+		if m := int(d.Minutes()) % 60; m != 0 {
+			return fmt.Sprintf("%dh%dm", int(d.Hours()), m)
+		}
+		return fmt.Sprintf("%dh", int(d.Hours()))
+	}
+	return fmt.Sprintf("%dd%dh", int(d.Hours())/24, int(d.Hours())%24)
 }
 
 func dash(s string) string {
@@ -330,6 +458,10 @@ func grantFromInfo(info *workflowpb.WorkflowExecutionInfo) grant {
 	g.Decision = str(memo, workflows.MemoDecision)
 	g.Approver = str(memo, workflows.MemoApprover)
 	g.Ticket = str(memo, workflows.MemoTicket)
+	g.ApprovalTimeout = str(memo, memoApprovalTimeout)
+	if d, err := time.ParseDuration(g.ApprovalTimeout); err == nil && d > 0 {
+		g.Deadline = g.StartedAt.Add(d)
+	}
 	if p, ok := fields[workflows.SearchAttrExpiry]; ok {
 		var t time.Time
 		if err := converter.GetDefaultDataConverter().FromPayload(p, &t); err == nil {
