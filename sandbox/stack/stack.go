@@ -57,11 +57,14 @@ type Ports struct {
 	KubeAPIServer int
 	// WorkerHTTP serves the worker's /metrics, /healthz and /readyz.
 	WorkerHTTP int
+	// Approval is the worker's approval endpoint, where approvers' ID tokens
+	// (issued by the emulator) prove who decided.
+	Approval int
 }
 
 // DefaultPorts are the fixed ports of `gkewi-sandbox`, the ones the README names.
 func DefaultPorts() Ports {
-	return Ports{Temporal: 7233, TemporalUI: 8233, Emulator: 8085, SMTP: 2525, KubeAPIServer: 6443, WorkerHTTP: 9090}
+	return Ports{Temporal: 7233, TemporalUI: 8233, Emulator: 8085, SMTP: 2525, KubeAPIServer: 6443, WorkerHTTP: 9090, Approval: 8443}
 }
 
 // Options configure a sandbox.
@@ -103,17 +106,19 @@ type Sandbox struct {
 	runDir  string
 	logDir  string
 
-	kube         *kubecluster.Cluster
-	kubeClient   kubernetes.Interface
-	workerKube   string
-	emu          *gcpemu.Emulator
-	emuServer    *http.Server
-	emuURL       string
-	emuLog       *os.File
-	smtp         *smtpsink.Sink
-	temporal     *child
-	temporalArgs []string
-	temporalC    client.Client
+	kube       *kubecluster.Cluster
+	kubeClient kubernetes.Interface
+	workerKube string
+	emu        *gcpemu.Emulator
+	emuServer  *http.Server
+	emuURL     string
+	emuLog     *os.File
+	// approvalSecretFile keys the worker's approval attestations.
+	approvalSecretFile string
+	smtp               *smtpsink.Sink
+	temporal           *child
+	temporalArgs       []string
+	temporalC          client.Client
 
 	mu     sync.Mutex
 	worker *child
@@ -188,6 +193,9 @@ func Start(ctx context.Context, opts Options) (_ *Sandbox, err error) {
 	}
 	if err := s.setUpWorkerIdentity(ctx); err != nil {
 		return nil, err
+	}
+	if err := s.writeApprovalSecret(); err != nil {
+		return nil, fmt.Errorf("the approval secret: %w", err)
 	}
 	if err := s.StartWorker(ctx); err != nil {
 		return nil, err
@@ -326,6 +334,7 @@ func (s *Sandbox) reservePorts() error {
 		{&p.SMTP, "the SMTP sink (--smtp-port)"},
 		{&p.KubeAPIServer, "the Kubernetes API server (--kube-port)"},
 		{&p.WorkerHTTP, "the worker's metrics and probes (--worker-http-port)"},
+		{&p.Approval, "the worker's approval endpoint (--approval-port)"},
 	}
 	if !s.opts.Headless {
 		reqs = append(reqs, portRequest{&p.TemporalUI, "the Temporal Web UI (--temporal-ui-port)"})

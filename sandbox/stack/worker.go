@@ -2,6 +2,8 @@ package stack
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -48,6 +50,10 @@ func (s *Sandbox) workerEnv() []string {
 		"GKEWI_OPERATION_POLL_INTERVAL=250ms",
 		"GKEWI_STOP_TIMEOUT=5s",
 		"GKEWI_HTTP_ADDR=127.0.0.1:"+strconv.Itoa(s.opts.Ports.WorkerHTTP),
+		// Approvers prove who they are with ID tokens the emulator issues.
+		"GKEWI_APPROVAL_ADDR=127.0.0.1:"+strconv.Itoa(s.opts.Ports.Approval),
+		"GKEWI_APPROVAL_SECRET_FILE="+s.approvalSecretFile,
+		"GKEWI_APPROVAL_ISSUER="+s.emuURL,
 	)
 	if ui := s.TemporalUIURL(); ui != "" {
 		env = append(env, "GKEWI_TEMPORAL_UI_URL="+ui)
@@ -138,6 +144,28 @@ func (s *Sandbox) WorkerPID() int {
 		return 0
 	}
 	return s.worker.pid()
+}
+
+// ApprovalURL is the base URL of the worker's approval endpoint.
+func (s *Sandbox) ApprovalURL() string {
+	return "http://127.0.0.1:" + strconv.Itoa(s.opts.Ports.Approval)
+}
+
+// IDTokenIssuer is the issuer of the ID tokens the worker accepts from approvers.
+func (s *Sandbox) IDTokenIssuer() string { return s.emuURL }
+
+// writeApprovalSecret makes the key of the worker's approval attestations,
+// once per sandbox: a restarted worker must check what the last one attested.
+func (s *Sandbox) writeApprovalSecret() error {
+	s.approvalSecretFile = filepath.Join(s.dir, "approval-secret")
+	if _, err := os.Stat(s.approvalSecretFile); err == nil {
+		return nil
+	}
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return err
+	}
+	return os.WriteFile(s.approvalSecretFile, []byte(hex.EncodeToString(key)+"\n"), 0o600)
 }
 
 // WorkerHTTPURL is the base URL of the worker's /metrics, /healthz and /readyz.

@@ -109,6 +109,7 @@ func (f *sandboxFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.ports.SMTP, "smtp-port", def.SMTP, "SMTP sink port")
 	fs.IntVar(&f.ports.KubeAPIServer, "kube-port", def.KubeAPIServer, "Kubernetes API server port")
 	fs.IntVar(&f.ports.WorkerHTTP, "worker-http-port", def.WorkerHTTP, "port of the worker's /metrics, /healthz and /readyz")
+	fs.IntVar(&f.ports.Approval, "approval-port", def.Approval, "port of the worker's approval endpoint")
 	fs.BoolVar(&f.headless, "headless", false, "run Temporal without its Web UI")
 	fs.BoolVar(&f.verbose, "v", false, "print the sandbox's start-up progress")
 }
