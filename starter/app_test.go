@@ -3,6 +3,9 @@ package starter
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gkewi/gkewi/activities"
+	"github.com/gkewi/gkewi/worker"
 	"github.com/gkewi/gkewi/workflows"
 )
 
@@ -61,7 +65,7 @@ func run(t *testing.T, env mapEnv, stdin string, args ...string) result {
 
 // The JSON the starter sends for testdata/onboard.yaml: defaults applied, field
 // order as in workflows.OnboardRequest.
-const onboardInput = `{"project":"acme-prod","location":"europe-west1","cluster":"gke-main","gsa":{"accountId":"carto-backend"},"namespace":"carto","helm":{"release":"carto","chart":"carto","repoURL":"https://helm.carto.com","values":{"appConfigValues":{"selfHostedDomain":"carto.example.com"}}},"support":{"approvers":["alice@example.com"],"notify":["support@example.com"],"reminderInterval":"24h","approvalTimeout":"168h"}}`
+const onboardInput = `{"project":"acme-prod","location":"europe-west1","cluster":"gke-main","gsa":{"accountId":"carto-backend"},"namespace":"carto","helm":{"release":"carto","chart":"carto","repoURL":"https://helm.carto.com","values":{"appConfigValues":{"selfHostedDomain":"carto.example.com"}}},"support":{"approvers":["alice@example.com"],"notify":["support@example.com"],"reminderInterval":"24h","approvalTimeout":"168h","proof":"id-token"}}`
 
 const onboardID = "gkewi-onboard/acme-prod/europe-west1/gke-main/carto/carto"
 
@@ -161,9 +165,50 @@ func TestDecisionDryRunPrintsEquivalentCommands(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			r := run(t, nil, "", append(tc.args, "--dry-run")...)
 			require.Equal(t, ExitOK, r.code, r.stderr)
-			assert.Equal(t, "Equivalent temporal command:\n  "+tc.want+"\n", r.stdout)
+			assert.Equal(t, "Equivalent temporal command:\n  "+tc.want+"\n"+
+				`This decision carries no proof of who you are: it counts only where support.proof is "none". `+
+				"Prove it with --endpoint (the worker's approval endpoint) and your ID token.\n", r.stdout)
 		})
 	}
+}
+
+// With --endpoint the decision goes to the worker's approval endpoint with the
+// approver's ID token, which never appears in what is printed.
+func TestDecisionWithProof(t *testing.T) {
+	id := "gkewi-onboard/p-1/europe-west1/c/ns/k"
+	var got worker.DecisionRequest
+	var auth string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		assert.Equal(t, worker.DecisionPath, r.URL.Path)
+		auth = r.Header.Get("Authorization")
+		require.NoError(t, json.NewDecoder(r.Body).Decode(&got))
+		if r.Header.Get("Authorization") != "Bearer the-token" {
+			w.WriteHeader(http.StatusUnauthorized)
+			_ = json.NewEncoder(w).Encode(worker.DecisionResponse{Error: "ID token refused: expired"})
+			return
+		}
+		_ = json.NewEncoder(w).Encode(worker.DecisionResponse{WorkflowID: got.WorkflowID, Approver: "alice@example.com", State: workflows.StateApproved})
+	}))
+	defer srv.Close()
+
+	r := run(t, nil, "the-token\n", "approve", "--workflow-id", id, "--endpoint", srv.URL, "--id-token-file", "-", "--ticket", "SUP-1")
+	require.Equal(t, ExitOK, r.code, r.stderr)
+	assert.Equal(t, "Bearer the-token", auth)
+	require.NotNil(t, got.Approved)
+	assert.Equal(t, worker.DecisionRequest{WorkflowID: id, Approved: got.Approved, Ticket: "SUP-1"}, got)
+	assert.True(t, *got.Approved)
+	assert.Contains(t, r.stdout, "Decision accepted (approved by alice@example.com, proven by an ID token from --id-token-file): the onboarding is now approved.")
+	assert.Contains(t, r.stdout, "gcloud auth print-identity-token --audiences='"+id+"' --include-email")
+	assert.NotContains(t, r.stdout+r.stderr, "the-token")
+
+	r = run(t, nil, "stale\n", "reject", "--workflow-id", id, "--endpoint", srv.URL, "--id-token-file", "-")
+	assert.NotEqual(t, ExitOK, r.code)
+	assert.Contains(t, r.stderr, "decision refused (HTTP 401): ID token refused: expired")
+	assert.False(t, *got.Approved)
+
+	r = run(t, nil, "", "approve", "--workflow-id", id, "--endpoint", srv.URL, "--update")
+	assert.Equal(t, ExitUsage, r.code)
+	assert.Contains(t, r.stderr, "--update goes with a bare decision")
 }
 
 func TestRevokeFromFileDryRun(t *testing.T) {
