@@ -72,6 +72,9 @@ type NotifierConfig struct {
 	TemporalNamespace string
 	// TaskQueue is the worker's task queue, named in the message for operators.
 	TaskQueue string
+	// ApprovalURL is the worker's approval endpoint as support reaches it,
+	// written into the commands of approval requests.
+	ApprovalURL string
 }
 
 // Notifier tells the support team by email (SMTP) and webhook.
@@ -308,6 +311,41 @@ func buildApprovalCommands(workflowID, namespace string) approvalCommands {
 	}
 }
 
+// decisionSections are the ways support can answer, titled: with the
+// approver's ID token through the approval endpoint when proof is required,
+// else the bare signal, update and CLI forms, with a warning that they prove
+// nothing.
+func decisionSections(in Notification, cfg NotifierConfig) [][2]string {
+	if in.ProofRequired {
+		endpoint := cfg.ApprovalURL
+		if endpoint == "" {
+			endpoint = "$GKEWI_APPROVAL_ENDPOINT"
+		}
+		id := shellQuote(in.WorkflowID)
+		gkewi := func(verb, extra string) string {
+			return "gkewi " + verb + " --endpoint " + endpoint + " --workflow-id " + id + " --ticket TICKET" + extra
+		}
+		curl := "curl -sS -X POST " + strings.TrimRight(endpoint, "/") + "/v1/decisions" +
+			" -H \"Authorization: Bearer $(gcloud auth print-identity-token --audiences=" + id + " --include-email)\"" +
+			" -d " + shellQuote(`{"workflowId":"`+in.WorkflowID+`","approved":true,"ticket":"TICKET"}`)
+		return [][2]string{
+			{"Decide with your ID token, which the worker checks (replace TICKET, and REASON to reject)",
+				gkewi("approve", "") + "\n" + gkewi("reject", " --comment REASON")},
+			{"Or post it yourself", curl},
+			{"Only decisions proven this way count", "a signal or update that merely names an approver is recorded and ignored"},
+		}
+	}
+	cmds := buildApprovalCommands(in.WorkflowID, cfg.TemporalNamespace)
+	return [][2]string{
+		{"Approve (replace YOU@example.com and TICKET)", cmds.signalApprove},
+		{"Reject (replace REASON too)", cmds.signalReject},
+		{"Or decide with an update, which answers with the workflow's verdict", cmds.updateApprove + "\n" + cmds.updateReject},
+		{"Or with the gkewi CLI", cmds.gkewiApprove + "\n" + cmds.gkewiReject},
+		{"Warning", "this grant takes decisions without proof of the approver's identity (support.proof: none): " +
+			"whoever can signal the workflow can decide in a listed approver's name"},
+	}
+}
+
 // workflowUIURL links to the workflow run in the Temporal Web UI.
 func workflowUIURL(base, namespace, workflowID, runID string) string {
 	if base == "" {
@@ -372,13 +410,7 @@ func composeMessage(in Notification, cfg NotifierConfig) message {
 	}
 
 	if in.Kind != NotifyOutcome {
-		cmds := buildApprovalCommands(in.WorkflowID, cfg.TemporalNamespace)
-		sections := [][2]string{
-			{"Approve (replace YOU@example.com and TICKET)", cmds.signalApprove},
-			{"Reject (replace REASON too)", cmds.signalReject},
-			{"Or decide with an update, which answers with the workflow's verdict", cmds.updateApprove + "\n" + cmds.updateReject},
-			{"Or with the gkewi CLI", cmds.gkewiApprove + "\n" + cmds.gkewiReject},
-		}
+		sections := decisionSections(in, cfg)
 		for _, s := range sections {
 			fmt.Fprintf(&text, "\n%s:\n", s[0])
 			for _, l := range strings.Split(s[1], "\n") {

@@ -446,3 +446,22 @@ func TestNoTargetsSendsNothing(t *testing.T) {
 	assert.Empty(t, res.Delivered)
 	assert.Empty(t, res.Failed)
 }
+
+// A request that needs proof tells support to decide with their ID token at
+// the approval endpoint, not with a bare signal; one that does not says so.
+func TestApprovalRequestSaysHowToProveTheDecision(t *testing.T) {
+	cfg := testNotifierConfig(SMTPConfig{})
+	cfg.ApprovalURL = "https://gkewi.example.com"
+	in := testNotification(NotifyApprovalRequest, "support@example.com")
+	in.ProofRequired = true
+	text := composeMessage(in, cfg).text
+	assert.Contains(t, text, "gkewi approve --endpoint https://gkewi.example.com --workflow-id '"+in.WorkflowID+"' --ticket TICKET")
+	assert.Contains(t, text, "curl -sS -X POST https://gkewi.example.com/v1/decisions -H \"Authorization: Bearer $(gcloud auth print-identity-token --audiences='"+in.WorkflowID+"' --include-email)\"")
+	assert.Contains(t, text, "merely names an approver is recorded and ignored")
+	assert.NotContains(t, text, "temporal workflow signal")
+
+	in.ProofRequired = false
+	text = composeMessage(in, cfg).text
+	assert.Contains(t, text, "temporal workflow signal")
+	assert.Contains(t, text, "without proof of the approver's identity (support.proof: none)")
+}

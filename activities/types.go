@@ -193,6 +193,10 @@ type Notification struct {
 	GSAEmail   string   `json:"gsaEmail"`
 	// Outcome is a one-line summary for Kind "outcome".
 	Outcome string `json:"outcome,omitempty"`
+	// ProofRequired: only decisions proven by the approver's ID token count,
+	// so the message tells how to send one; false says that decisions merely
+	// naming an approver count.
+	ProofRequired bool `json:"proofRequired,omitempty"`
 }
 
 // NotifyResult says which targets were reached.

@@ -146,6 +146,7 @@ func NewNotifier(cfg config.Config, topts client.Options) *activities.Notifier {
 		TemporalUIURL:     cfg.TemporalUIURL,
 		TemporalNamespace: topts.Namespace,
 		TaskQueue:         cfg.TaskQueue,
+		ApprovalURL:       cfg.Approval.PublicURL,
 	})
 }
 

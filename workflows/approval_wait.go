@@ -181,7 +181,7 @@ func (o *onboarding) notify(ctx workflow.Context, step, kind, outcome string) er
 		Kind: kind, Targets: r.Support.notifyTargets(),
 		WorkflowID: info.WorkflowExecution.ID, RunID: info.WorkflowExecution.RunID,
 		Project: r.Project, Location: r.Location, Cluster: r.Cluster, Namespace: r.Namespace, KSA: r.KSA,
-		GSAEmail: o.sa.Email, Outcome: outcome,
+		GSAEmail: o.sa.Email, Outcome: outcome, ProofRequired: o.gate.requireProof,
 	}
 	t := o.t
 	var res activities.NotifyResult

@@ -54,6 +54,7 @@ func (s *Sandbox) workerEnv() []string {
 		"GKEWI_APPROVAL_ADDR=127.0.0.1:"+strconv.Itoa(s.opts.Ports.Approval),
 		"GKEWI_APPROVAL_SECRET_FILE="+s.approvalSecretFile,
 		"GKEWI_APPROVAL_ISSUER="+s.emuURL,
+		"GKEWI_APPROVAL_PUBLIC_URL="+s.ApprovalURL(),
 	)
 	if ui := s.TemporalUIURL(); ui != "" {
 		env = append(env, "GKEWI_TEMPORAL_UI_URL="+ui)

@@ -91,6 +91,9 @@ type Approval struct {
 	// Issuer is the OpenID Connect issuer of approvers' ID tokens; default
 	// https://accounts.google.com.
 	Issuer string `json:"issuer,omitempty"`
+	// PublicURL is the endpoint as support reaches it, written into approval
+	// requests (e.g. https://gkewi.example.com).
+	PublicURL string `json:"publicURL,omitempty"`
 }
 
 // SMTP says how to reach the mail relay.
@@ -248,6 +251,7 @@ func settings() []setting {
 		str("smtp-ca-file", "GKEWI_SMTP_CA_FILE", "PEM bundle to trust for the relay (empty: system roots)", func(c *Config) *string { return &c.SMTP.CAFile }),
 		str("approval-addr", "GKEWI_APPROVAL_ADDR", "host:port of the approval endpoint, POST /v1/decisions (empty: none)", func(c *Config) *string { return &c.Approval.Addr }),
 		str("approval-secret-file", "GKEWI_APPROVAL_SECRET_FILE", "file holding the key of approval attestations (the same for every worker)", func(c *Config) *string { return &c.Approval.SecretFile }),
+		str("approval-public-url", "GKEWI_APPROVAL_PUBLIC_URL", "the approval endpoint's URL as support reaches it, written into approval requests", func(c *Config) *string { return &c.Approval.PublicURL }),
 		str("approval-issuer", "GKEWI_APPROVAL_ISSUER", "OpenID Connect issuer of approvers' ID tokens (default https://accounts.google.com)", func(c *Config) *string { return &c.Approval.Issuer }),
 		dur("webhook-timeout", "GKEWI_WEBHOOK_TIMEOUT", "timeout of each webhook notification", func(c *Config) *Duration { return &c.WebhookTimeout }),
 		str("temporal-ui-url", "GKEWI_TEMPORAL_UI_URL", "Temporal Web UI base URL linked from notifications", func(c *Config) *string { return &c.TemporalUIURL }),
@@ -425,6 +429,9 @@ func (c Config) Validate() error {
 		if c.Approval.SecretFile == "" {
 			bad("approval.secretFile (--approval-secret-file, GKEWI_APPROVAL_SECRET_FILE) is required with approval.addr: attestations need a key")
 		}
+	}
+	if c.Approval.PublicURL != "" && !isHTTPURL(c.Approval.PublicURL) {
+		bad("approval.publicURL (--approval-public-url) %q: want an http(s) URL", c.Approval.PublicURL)
 	}
 	if c.Approval.Issuer != "" && !isHTTPURL(c.Approval.Issuer) {
 		bad("approval.issuer (--approval-issuer) %q: want an http(s) URL", c.Approval.Issuer)
