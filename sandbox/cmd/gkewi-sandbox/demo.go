@@ -20,7 +20,9 @@ import (
 	"golang.org/x/term"
 
 	"github.com/gkewi/gkewi/activities"
+	"github.com/gkewi/gkewi/sandbox/gcpemu"
 	"github.com/gkewi/gkewi/sandbox/stack"
+	"github.com/gkewi/gkewi/starter"
 	"github.com/gkewi/gkewi/workflows"
 )
 
@@ -205,13 +207,7 @@ func (d *demo) run(ctx context.Context, req workflows.OnboardRequest, expiryWait
 	d.section("3. The email support received (read from the SMTP sink)")
 	d.showMail(ctx, req.Support)
 
-	d.section("4. Support approves, with the temporal CLI")
-	decision, err := json.Marshal(workflows.ApprovalDecision{Approved: true, Approver: approver, Ticket: "SUP-1042", Comment: "sandbox demo"})
-	if err != nil {
-		return err
-	}
-	if err := d.temporal(ctx, "workflow", "signal", "--workflow-id", onboardID, "--name", workflows.SignalSupportApproval,
-		"--input", string(decision)); err != nil {
+	if err := d.approve(ctx, onboardID, approver); err != nil {
 		return err
 	}
 
@@ -315,6 +311,60 @@ func (d *demo) command(args ...string) {
 	line := "temporal " + strings.Join(quoted, " ")
 	d.report.Commands = append(d.report.Commands, line)
 	fmt.Fprintf(d.out, "\n  $ %s\n\n", line)
+}
+
+// approve shows that naming an approver proves nothing, then approves with
+// the approver's ID token through the worker's approval endpoint.
+func (d *demo) approve(ctx context.Context, onboardID, approver string) error {
+	d.section("4. Support approves, proving who they are")
+	fmt.Fprintf(d.out, "\n  A signal that only names an approver proves nothing: whoever can signal the workflow could send it.\n")
+	bare, err := json.Marshal(workflows.ApprovalDecision{Approved: true, Approver: approver, Ticket: "SUP-1042"})
+	if err != nil {
+		return err
+	}
+	if err := d.temporal(ctx, "workflow", "signal", "--workflow-id", onboardID, "--name", workflows.SignalSupportApproval,
+		"--input", string(bare)); err != nil {
+		return err
+	}
+	status, err := d.watch(ctx, workflows.OnboardWorkflowName, onboardID, func(s workflows.Status) bool {
+		return s.Approval != nil && len(s.Approval.Ignored) > 0
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(d.out, "\n  Recorded and ignored: %s\n", status.Approval.Ignored[0].Reason)
+
+	// The sandbox's emulator plays Google's sign-in: it issues the ID token
+	// `gcloud auth print-identity-token --audiences=WORKFLOW_ID --include-email`
+	// prints for the approver, and the worker trusts it as its issuer.
+	token, err := d.sb.Emulator().MintIDToken(d.sb.IDTokenIssuer(), gcpemu.IDTokenClaims{Email: approver, Audience: onboardID, EmailVerified: true})
+	if err != nil {
+		return err
+	}
+	args := []string{"approve", "--endpoint", d.sb.ApprovalURL(), "--workflow-id", onboardID, "--id-token-file", "-",
+		"--ticket", "SUP-1042", "--comment", "sandbox demo"}
+	line := "gkewi " + strings.Join(quoteAll(args), " ") + "   # stdin: " + approver + "'s ID token for this workflow"
+	d.report.Commands = append(d.report.Commands, line)
+	fmt.Fprintf(d.out, "\n  $ %s\n\n", line)
+	var out strings.Builder
+	app := starter.New()
+	app.Stdin, app.Stdout, app.Stderr = strings.NewReader(token), &out, &out
+	code := app.Run(ctx, args)
+	for _, l := range strings.Split(strings.TrimRight(out.String(), "\n"), "\n") {
+		fmt.Fprintln(d.out, "    "+l)
+	}
+	if code != 0 {
+		return fmt.Errorf("gkewi approve exited %d", code)
+	}
+	return nil
+}
+
+func quoteAll(args []string) []string {
+	quoted := make([]string, len(args))
+	for i, a := range args {
+		quoted[i] = shellQuote(a)
+	}
+	return quoted
 }
 
 // watch shows the run's progress until done says so.
