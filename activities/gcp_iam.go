@@ -273,16 +273,26 @@ func memberResult(changed, added bool, role, member, on string) StepResult {
 // isPropagating decides. The waits start short (IAM often catches up within a
 // second) and double up to the poll interval. After the timeout the error is
 // retryable (see stillPropagating), so the step is tried again later.
+//
+// The wait also ends a little before the attempt's own deadline (waitBudget),
+// so an attempt whose start-to-close is no longer than the propagation timeout
+// still ends with that retryable error rather than being cut off.
 func (g *GCP) whilePropagating(ctx context.Context, isPropagating func(error) bool, fn func(ctx context.Context) (bool, error)) (bool, error) {
-	deadline := time.Now().Add(g.propagationTimeout)
+	start := time.Now()
+	deadline := start.Add(g.propagationTimeout)
+	budget, cancel := waitBudget(ctx)
+	cancel() // only its deadline is wanted
+	if d, ok := budget.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
 	wait := min(propagationFirstWait, g.pollInterval)
 	for {
 		changed, err := fn(ctx)
 		if err == nil || !isPropagating(err) {
 			return changed, err
 		}
-		if time.Now().After(deadline) {
-			return false, stillPropagating(err, g.propagationTimeout)
+		if !time.Now().Add(wait).Before(deadline) {
+			return false, stillPropagating(err, time.Since(start).Round(time.Millisecond))
 		}
 		heartbeat(ctx)
 		if serr := sleepCtx(ctx, wait); serr != nil {

@@ -370,6 +370,26 @@ func TestGCPEndpointsFromMap(t *testing.T) {
 	assert.Empty(t, GCPEndpoints{}.ClientOptions(APIContainer), "empty endpoint means Google's")
 }
 
+// A propagation longer than the attempt ends the attempt with a retryable
+// error before its deadline, not with the last (final-looking) answer.
+func TestPolicyWhilePropagatingEndsWithinTheAttempt(t *testing.T) {
+	g := testPolicyGCP()
+	g.propagationTimeout = time.Hour
+	ctx, cancel := context.WithTimeout(context.Background(), 600*time.Millisecond)
+	defer cancel()
+	calls := 0
+	_, err := g.whilePropagating(ctx, newAccountPropagating, func(ctx context.Context) (bool, error) {
+		calls++
+		return false, ClassifyGoogleError(googleErr(400, "INVALID_ARGUMENT", "Service account carto@p.iam.gserviceaccount.com does not exist."), "write", "")
+	})
+	require.NoError(t, ctx.Err(), "ended before the attempt's deadline")
+	appErr := requireAppError(t, err)
+	assert.Equal(t, ErrTypePropagating, appErr.Type())
+	assert.False(t, appErr.NonRetryable(), "the next attempt tries again")
+	assert.Contains(t, appErr.Message(), "does not exist")
+	assert.Greater(t, calls, 1)
+}
+
 func TestPolicyWhilePropagatingRetriesOnlyPropagationErrors(t *testing.T) {
 	g := testPolicyGCP()
 	g.propagationTimeout = time.Second
