@@ -142,3 +142,42 @@ func TestWorkerChartServiceMonitorAndPDB(t *testing.T) {
 	assert.Contains(t, off["Deployment"][0], `name: GKEWI_METRICS
               value: "false"`)
 }
+
+func TestWorkerChartApprovalEndpoint(t *testing.T) {
+	docs := renderWorkerChart(t, map[string]any{"approval": map[string]any{
+		"secretName": "gkewi-approval", "publicURL": "https://gkewi.example.com",
+		"endpoint": map[string]any{"enabled": true},
+	}})
+	var d appsv1.Deployment
+	require.NoError(t, yaml.UnmarshalStrict([]byte(docs["Deployment"][0]), &d))
+	c := d.Spec.Template.Spec.Containers[0]
+	env := map[string]string{}
+	for _, e := range c.Env {
+		env[e.Name] = e.Value
+	}
+	assert.Equal(t, ":8443", env["GKEWI_APPROVAL_ADDR"])
+	assert.Equal(t, "/etc/gkewi/approval/secret", env["GKEWI_APPROVAL_SECRET_FILE"])
+	assert.Equal(t, "https://accounts.google.com", env["GKEWI_APPROVAL_ISSUER"])
+	assert.Equal(t, "https://gkewi.example.com", env["GKEWI_APPROVAL_PUBLIC_URL"])
+	assert.Contains(t, c.Ports, corev1.ContainerPort{Name: "approval", ContainerPort: 8443, Protocol: corev1.ProtocolTCP})
+	var mounted bool
+	for _, m := range c.VolumeMounts {
+		mounted = mounted || (m.Name == "approval-secret" && m.MountPath == "/etc/gkewi/approval" && m.ReadOnly)
+	}
+	assert.True(t, mounted, "the key is mounted where GKEWI_APPROVAL_SECRET_FILE points")
+	var fromSecret bool
+	for _, v := range d.Spec.Template.Spec.Volumes {
+		fromSecret = fromSecret || (v.Secret != nil && v.Secret.SecretName == "gkewi-approval")
+	}
+	assert.True(t, fromSecret)
+	assert.Contains(t, docs["Service"][0], "targetPort: approval")
+
+	// The endpoint without a key is refused at render time.
+	ch, err := loader.Load(workerChart)
+	require.NoError(t, err)
+	install := action.NewInstall(action.NewConfiguration(action.ConfigurationSetLogger(slog.DiscardHandler)))
+	install.DryRunStrategy = action.DryRunClient
+	install.ReleaseName = "gkewi-worker"
+	_, err = install.Run(ch, map[string]any{"approval": map[string]any{"endpoint": map[string]any{"enabled": true}}})
+	assert.ErrorContains(t, err, "approval.endpoint.enabled needs approval.secretName")
+}
