@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -217,7 +218,7 @@ func (a *Attestor) Check(in CheckProofInput) ProofCheck {
 	switch {
 	case len(a.secret) == 0:
 		return refuse("this worker has no approval secret configured, so it cannot check proofs")
-	case p.Method != ProofIDToken:
+	case p.Method != ProofIDToken && p.Method != ProofLink:
 		return refuse("unknown proof method %q", p.Method)
 	case p.MAC == "":
 		return refuse("the proof carries no attestation")
@@ -236,4 +237,85 @@ func (a *Attestor) Check(in CheckProofInput) ProofCheck {
 		return refuse("the approver %q is not the ID token's email %s", in.Approver, p.Email)
 	}
 	return ProofCheck{Valid: true}
+}
+
+// ProofLink is the proof method of a decision made with a signed link from
+// the support email: it proves that the approver's own mailbox received it.
+const ProofLink = "link"
+
+// LinkClaims is what a signed decision link decides, for whom and until when.
+type LinkClaims struct {
+	WorkflowID string    `json:"w"`
+	RunID      string    `json:"r"`
+	Approver   string    `json:"a"`
+	Approved   bool      `json:"d"`
+	Expires    time.Time `json:"e"`
+}
+
+// linkDomain separates link signatures from decision attestations.
+const linkDomain = "gkewi-decision-link\x00"
+
+// SignLink makes the token of a link deciding c: the claims and an HMAC over
+// them, keyed with the approval secret.
+func (a *Attestor) SignLink(c LinkClaims) (string, error) {
+	if len(a.secret) == 0 {
+		return "", errors.New("this worker has no approval secret configured: it cannot sign links")
+	}
+	b, err := json.Marshal(c)
+	if err != nil {
+		return "", err
+	}
+	payload := base64.RawURLEncoding.EncodeToString(b)
+	return payload + "." + a.linkMAC(payload), nil
+}
+
+func (a *Attestor) linkMAC(payload string) string {
+	m := hmac.New(sha256.New, a.secret)
+	m.Write([]byte(linkDomain + payload))
+	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
+}
+
+// OpenLink checks a link token's signature and expiry and returns its claims;
+// a bad one is an ErrTypeProofRefused error.
+func (a *Attestor) OpenLink(token string) (LinkClaims, error) {
+	refuse := func(why string) (LinkClaims, error) {
+		return LinkClaims{}, temporal.NewNonRetryableApplicationError("decision link refused: "+why, ErrTypeProofRefused, nil)
+	}
+	if len(a.secret) == 0 {
+		return refuse("this worker has no approval secret configured")
+	}
+	payload, mac, ok := strings.Cut(token, ".")
+	if !ok || !hmac.Equal([]byte(mac), []byte(a.linkMAC(payload))) {
+		return refuse("it is not one this service signed (altered, or signed with another key)")
+	}
+	b, err := base64.RawURLEncoding.DecodeString(payload)
+	if err != nil {
+		return refuse("unreadable")
+	}
+	var c LinkClaims
+	if err := json.Unmarshal(b, &c); err != nil {
+		return refuse("unreadable")
+	}
+	if !a.now().Before(c.Expires) {
+		return refuse("it expired at " + c.Expires.UTC().Format(time.RFC3339))
+	}
+	return c, nil
+}
+
+// AttestLink opens a link token and attests its decision like a verified ID
+// token's: the approver is the one the link was made for.
+func (a *Attestor) AttestLink(token string) (AttestedDecision, DecisionProof, error) {
+	c, err := a.OpenLink(token)
+	if err != nil {
+		return AttestedDecision{}, DecisionProof{}, err
+	}
+	d := AttestedDecision{WorkflowID: c.WorkflowID, Approved: c.Approved, Comment: "decided with the signed link of the support email"}
+	sum := sha256.Sum256([]byte(token))
+	p := DecisionProof{
+		Method: ProofLink, Issuer: "gkewi approval link", Subject: c.Approver, Email: c.Approver,
+		Audience: c.WorkflowID, ExpiresAt: c.Expires.UTC(), TokenSHA256: hex.EncodeToString(sum[:]),
+		RunID: c.RunID, VerifiedAt: a.now().UTC().Truncate(time.Second),
+	}
+	p.MAC = a.mac(d, p)
+	return d, p, nil
 }

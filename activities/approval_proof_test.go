@@ -3,6 +3,7 @@ package activities
 import (
 	"context"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -77,7 +78,7 @@ func TestAttestAndCheckADecision(t *testing.T) {
 		"made-up mac":       {func(in *CheckProofInput) { in.Proof.MAC = "00" }, "does not match"},
 		"another claim":     {func(in *CheckProofInput) { in.Proof.Email = "mallory@example.com"; in.Approver = in.Proof.Email }, "does not match"},
 		"no attestation":    {func(in *CheckProofInput) { in.Proof.MAC = "" }, "no attestation"},
-		"unknown method":    {func(in *CheckProofInput) { in.Proof.Method = "link" }, "unknown proof method"},
+		"unknown method":    {func(in *CheckProofInput) { in.Proof.Method = "sms" }, "unknown proof method"},
 		"approver spelling": {func(in *CheckProofInput) { in.Approver = "Support-Lead@Example.com" }, ""},
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -126,4 +127,55 @@ func TestAttestRefusesTokens(t *testing.T) {
 	_, err := NewAttestor(AttestorConfig{Issuer: iss.url}).Attest(context.Background(), d, "run-1",
 		iss.token(t, gcpemu.IDTokenClaims{Email: supporter, Audience: grantID, EmailVerified: true}))
 	assert.ErrorContains(t, err, "no approval secret")
+}
+
+func TestSignedDecisionLinks(t *testing.T) {
+	now := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+	a := NewAttestor(AttestorConfig{Secret: approvalSecret, Now: func() time.Time { return now }})
+	c := LinkClaims{WorkflowID: grantID, RunID: "run-1", Approver: supporter, Approved: true, Expires: now.Add(time.Hour)}
+	tok, err := a.SignLink(c)
+	require.NoError(t, err)
+
+	got, err := a.OpenLink(tok)
+	require.NoError(t, err)
+	assert.Equal(t, c.WorkflowID, got.WorkflowID)
+	assert.True(t, got.Approved)
+
+	d, p, err := a.AttestLink(tok)
+	require.NoError(t, err)
+	assert.Equal(t, ProofLink, p.Method)
+	assert.Equal(t, supporter, p.Email)
+	in := CheckProofInput{WorkflowID: grantID, RunID: "run-1", Approved: true, Approver: supporter, Comment: d.Comment, Proof: p}
+	assert.Equal(t, ProofCheck{Valid: true}, a.Check(in), "a link's decision is attested like a token's")
+	other := in
+	other.RunID = "run-2"
+	assert.Contains(t, a.Check(other).Reason, "not this run")
+
+	// Another grant's claims under this link's signature, another key, expiry.
+	forged := c
+	forged.WorkflowID = grantID + "-other"
+	forgedTok, err := a.SignLink(forged)
+	require.NoError(t, err)
+	payload, _, _ := strings.Cut(forgedTok, ".")
+	_, sig, _ := strings.Cut(tok, ".")
+	for name, bad := range map[string]string{
+		"claims of another grant": payload + "." + sig,
+		"no signature":            payload,
+		"signed with another key": must(NewAttestor(AttestorConfig{Secret: []byte("another worker's secret, 32 byte")}).SignLink(c)),
+		"expired":                 must(a.SignLink(LinkClaims{WorkflowID: grantID, RunID: "run-1", Approver: supporter, Expires: now})),
+	} {
+		_, err := a.OpenLink(bad)
+		var appErr *temporal.ApplicationError
+		require.ErrorAs(t, err, &appErr, name)
+		assert.Equal(t, ErrTypeProofRefused, appErr.Type(), name)
+	}
+	_, err = NewAttestor(AttestorConfig{}).SignLink(c)
+	assert.ErrorContains(t, err, "no approval secret")
+}
+
+func must(s string, err error) string {
+	if err != nil {
+		panic(err)
+	}
+	return s
 }

@@ -20,6 +20,7 @@ import (
 	"net/textproto"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -75,6 +76,9 @@ type NotifierConfig struct {
 	// ApprovalURL is the worker's approval endpoint as support reaches it,
 	// written into the commands of approval requests.
 	ApprovalURL string
+	// Links, with ApprovalURL, signs one-click decision links: an approver's
+	// own email gets links that decide as that approver, for this run only.
+	Links *Attestor
 }
 
 // Notifier tells the support team by email (SMTP) and webhook.
@@ -143,9 +147,20 @@ func (n *Notifier) NotifySupport(ctx context.Context, in Notification) (NotifyRe
 		logger.Warn("notification not delivered", "kind", in.Kind, "target", derr.target, "transient", derr.transient, "error", derr.err)
 	}
 
-	if len(emails) > 0 {
-		outcome := n.sendMail(ctx, emails, msg, messageID(ctx, n.cfg.SMTP.From))
-		for _, e := range emails {
+	shared, own := n.splitForLinks(in, emails)
+	for _, e := range own {
+		// The approver's own message: its links decide in their name.
+		personal, err := n.withLinks(msg, in, e.address)
+		if err != nil {
+			logger.Warn("decision links not signed; sending the message without them", "target", e.target, "error", err)
+			shared = append(shared, e)
+			continue
+		}
+		record(e.target, n.sendMail(ctx, []emailTarget{e}, personal, messageID(ctx, n.cfg.SMTP.From))[e.target])
+	}
+	if len(shared) > 0 {
+		outcome := n.sendMail(ctx, shared, msg, messageID(ctx, n.cfg.SMTP.From))
+		for _, e := range shared {
 			record(e.target, outcome[e.target])
 		}
 	}
@@ -163,6 +178,50 @@ func (n *Notifier) NotifySupport(ctx context.Context, in Notification) (NotifyRe
 	}
 	return res, temporal.NewNonRetryableApplicationError(summary+"; fix the targets or the worker's SMTP/webhook settings", "NotifyRejected", nil)
 }
+
+// splitForLinks separates the email targets that get their own message with
+// decision links (an approver's address, when proof is required and links can
+// be signed) from those that share the plain one.
+func (n *Notifier) splitForLinks(in Notification, emails []emailTarget) (shared, own []emailTarget) {
+	if !in.ProofRequired || in.Kind == NotifyOutcome || n.cfg.Links == nil || n.cfg.ApprovalURL == "" {
+		return emails, nil
+	}
+	for _, e := range emails {
+		if slices.ContainsFunc(in.Approvers, func(a string) bool { return strings.EqualFold(a, e.address) }) {
+			own = append(own, e)
+		} else {
+			shared = append(shared, e)
+		}
+	}
+	return shared, own
+}
+
+// withLinks adds to msg the approve and reject links of approver, valid until
+// the approval deadline.
+func (n *Notifier) withLinks(msg message, in Notification, approver string) (message, error) {
+	expires := in.Deadline
+	if expires.IsZero() {
+		expires = time.Now().Add(24 * time.Hour)
+	}
+	link := func(approved bool) (string, error) {
+		tok, err := n.cfg.Links.SignLink(LinkClaims{WorkflowID: in.WorkflowID, RunID: in.RunID, Approver: approver, Approved: approved, Expires: expires})
+		return strings.TrimRight(n.cfg.ApprovalURL, "/") + LinkPath + tok, err
+	}
+	approve, err := link(true)
+	if err != nil {
+		return msg, err
+	}
+	reject, err := link(false)
+	if err != nil {
+		return msg, err
+	}
+	msg.text += fmt.Sprintf("\nOr decide with one click, as %s (these links are yours: they decide in your name, for this onboarding only, until %s):\n  Approve: %s\n  Reject:  %s\n",
+		approver, expires.UTC().Format(time.RFC3339), approve, reject)
+	return msg, nil
+}
+
+// LinkPath is where the approval endpoint takes signed decision links.
+const LinkPath = "/v1/links/"
 
 func notifyLogger(ctx context.Context) interface {
 	Info(string, ...any)

@@ -465,3 +465,41 @@ func TestApprovalRequestSaysHowToProveTheDecision(t *testing.T) {
 	assert.Contains(t, text, "temporal workflow signal")
 	assert.Contains(t, text, "without proof of the approver's identity (support.proof: none)")
 }
+
+// With proof required, each approver's own address gets a message of its own
+// with links that decide in that approver's name; other addresses share one
+// without links.
+func TestApproversGetTheirOwnDecisionLinks(t *testing.T) {
+	relay := startSecureSink(t, smtpsink.Options{})
+	cfg := testNotifierConfig(relay.smtpConfig())
+	cfg.ApprovalURL = "https://gkewi.example.com/"
+	cfg.Links = NewAttestor(AttestorConfig{Secret: []byte("0123456789abcdef0123456789abcdef")})
+	n := NewNotifier(cfg)
+	in := testNotification(NotifyApprovalRequest, "support@acme.example", "Lead <lead@acme.example>")
+	in.ProofRequired = true
+	in.Approvers = []string{"LEAD@acme.example"}
+	in.Deadline = time.Now().Add(time.Hour).Truncate(time.Second).UTC()
+	res, err := n.NotifySupport(context.Background(), in)
+	require.NoError(t, err)
+	assert.ElementsMatch(t, []string{"support@acme.example", "Lead <lead@acme.example>"}, res.Delivered)
+
+	msgs := relay.sink.Messages()
+	require.Len(t, msgs, 2)
+	byTo := map[string]string{}
+	for _, m := range msgs {
+		require.Len(t, m.To, 1)
+		byTo[m.To[0]] = string(m.Data)
+	}
+	assert.NotContains(t, byTo["support@acme.example"], "/v1/links/", "not an approver: no links")
+	lead := byTo["lead@acme.example"]
+	require.Contains(t, lead, "Approve: https://gkewi.example.com/v1/links/")
+	for _, approved := range []bool{true, false} {
+		label := map[bool]string{true: "Approve: ", false: "Reject:  "}[approved]
+		i := strings.Index(lead, label+"https://gkewi.example.com/v1/links/")
+		require.GreaterOrEqual(t, i, 0)
+		tok := strings.Fields(lead[i+len(label+"https://gkewi.example.com/v1/links/"):])[0]
+		c, err := cfg.Links.OpenLink(tok)
+		require.NoError(t, err)
+		assert.Equal(t, LinkClaims{WorkflowID: in.WorkflowID, RunID: in.RunID, Approver: "lead@acme.example", Approved: approved, Expires: in.Deadline}, c)
+	}
+}

@@ -197,6 +197,10 @@ type Notification struct {
 	// so the message tells how to send one; false says that decisions merely
 	// naming an approver count.
 	ProofRequired bool `json:"proofRequired,omitempty"`
+	// Approvers and Deadline: an approver's own email gets decision links in
+	// their name, valid until the deadline.
+	Approvers []string  `json:"approvers,omitempty"`
+	Deadline  time.Time `json:"deadline,omitzero"`
 }
 
 // NotifyResult says which targets were reached.

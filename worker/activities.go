@@ -132,7 +132,7 @@ func NewHelmActivities(cfg config.Config, clusters *activities.Clusters, logger 
 
 // NewNotifier sends support notifications; the namespace comes from the Temporal
 // connection so the commands and links it writes point at the right place.
-func NewNotifier(cfg config.Config, topts client.Options) *activities.Notifier {
+func NewNotifier(cfg config.Config, topts client.Options, links *activities.Attestor) *activities.Notifier {
 	return activities.NewNotifier(activities.NotifierConfig{
 		SMTP: activities.SMTPConfig{
 			Addr:         cfg.SMTP.Addr,
@@ -147,6 +147,7 @@ func NewNotifier(cfg config.Config, topts client.Options) *activities.Notifier {
 		TemporalNamespace: topts.Namespace,
 		TaskQueue:         cfg.TaskQueue,
 		ApprovalURL:       cfg.Approval.PublicURL,
+		Links:             links,
 	})
 }
 

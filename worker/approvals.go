@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"html/template"
 	"log/slog"
 	"net"
 	"net/http"
@@ -107,6 +108,10 @@ type approvalEndpoint struct {
 }
 
 func (e *approvalEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if token, ok := strings.CutPrefix(r.URL.Path, activities.LinkPath); ok {
+		e.serveLink(w, r, token)
+		return
+	}
 	if r.URL.Path != DecisionPath {
 		http.NotFound(w, r)
 		return
@@ -159,19 +164,31 @@ func (e *approvalEndpoint) decide(ctx context.Context, req DecisionRequest, toke
 	d := activities.AttestedDecision{WorkflowID: req.WorkflowID, Approved: *req.Approved, Ticket: req.Ticket, Comment: req.Comment}
 	proof, err := e.approvals.Attest(ctx, d, out.RunID, token)
 	if err != nil {
-		out.Error = err.Error()
-		var appErr *temporal.ApplicationError
-		if errors.As(err, &appErr) && appErr.Type() == activities.ErrTypeProofRefused {
-			out.Error = appErr.Message()
-			return out, http.StatusUnauthorized
-		}
-		return out, http.StatusServiceUnavailable
+		return refusedProof(out, err)
 	}
+	return e.send(ctx, out, d, proof)
+}
+
+// refusedProof answers a token or link that proves nothing (401), or a
+// failure to check it (503).
+func refusedProof(out DecisionResponse, err error) (DecisionResponse, int) {
+	out.Error = err.Error()
+	var appErr *temporal.ApplicationError
+	if errors.As(err, &appErr) && appErr.Type() == activities.ErrTypeProofRefused {
+		out.Error = appErr.Message()
+		return out, http.StatusUnauthorized
+	}
+	return out, http.StatusServiceUnavailable
+}
+
+// send hands the run out.RunID the attested decision d as the update and
+// answers with the workflow's verdict.
+func (e *approvalEndpoint) send(ctx context.Context, out DecisionResponse, d activities.AttestedDecision, proof activities.DecisionProof) (DecisionResponse, int) {
 	out.Approver = proof.Email
 	handle, err := e.temporal.UpdateWorkflow(ctx, client.UpdateWorkflowOptions{
-		WorkflowID: req.WorkflowID, RunID: out.RunID, UpdateName: workflows.UpdateSupportDecision,
+		WorkflowID: d.WorkflowID, RunID: out.RunID, UpdateName: workflows.UpdateSupportDecision,
 		Args: []any{workflows.ApprovalDecision{
-			Approved: *req.Approved, Approver: proof.Email, Ticket: req.Ticket, Comment: req.Comment, Proof: &proof,
+			Approved: d.Approved, Approver: proof.Email, Ticket: d.Ticket, Comment: d.Comment, Proof: &proof,
 		}},
 		WaitForStage: client.WorkflowUpdateStageCompleted,
 	})
@@ -191,4 +208,65 @@ func answer(w http.ResponseWriter, status int, resp DecisionResponse) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(resp)
+}
+
+// serveLink serves a signed decision link of the support email. GET shows
+// what the link decides and a button; only POST decides, so mail scanners
+// that follow links decide nothing.
+func (e *approvalEndpoint) serveLink(w http.ResponseWriter, r *http.Request, token string) {
+	claims, err := e.approvals.OpenLink(token)
+	if err != nil {
+		resp, status := refusedProof(DecisionResponse{}, err)
+		linkPage(w, status, linkView{Error: resp.Error})
+		return
+	}
+	view := linkView{Claims: claims, Verb: "Reject", Past: "Rejected"}
+	if claims.Approved {
+		view.Verb, view.Past = "Approve", "Approved"
+	}
+	switch r.Method {
+	case http.MethodGet, http.MethodHead:
+		linkPage(w, http.StatusOK, view)
+	case http.MethodPost:
+		out := DecisionResponse{WorkflowID: claims.WorkflowID, RunID: claims.RunID}
+		d, proof, err := e.approvals.AttestLink(token)
+		status := http.StatusOK
+		if err != nil {
+			out, status = refusedProof(out, err)
+		} else {
+			out, status = e.send(r.Context(), out, d, proof)
+		}
+		e.logger.Info("decision by link", "workflow", claims.WorkflowID, "approved", claims.Approved, "approver", claims.Approver,
+			"status", status, "state", out.State, "error", out.Error)
+		view.Done, view.State, view.Error = status == http.StatusOK, out.State, out.Error
+		linkPage(w, status, view)
+	default:
+		w.Header().Set("Allow", "GET, POST")
+		linkPage(w, http.StatusMethodNotAllowed, linkView{Error: "open the link, then press the button"})
+	}
+}
+
+type linkView struct {
+	Claims activities.LinkClaims
+	Verb   string
+	Past   string
+	Done   bool
+	State  workflows.State
+	Error  string
+}
+
+var linkTemplate = template.Must(template.New("link").Parse(`<!doctype html>
+<html><head><meta charset="utf-8"><title>gkewi decision</title></head><body>
+{{if .Error}}<p>Not decided: {{.Error}}</p>
+{{else if .Done}}<p>{{.Past}} as {{.Claims.Approver}}: the onboarding {{.Claims.WorkflowID}} is now {{.State}}.</p>
+{{else}}<p>{{.Verb}} the onboarding <code>{{.Claims.WorkflowID}}</code> as {{.Claims.Approver}}?</p>
+<form method="post"><button type="submit">{{.Verb}}</button></form>
+<p>This link decides in your name, for this onboarding only, until {{.Claims.Expires.UTC.Format "2006-01-02 15:04 MST"}}.</p>
+{{end}}</body></html>
+`))
+
+func linkPage(w http.ResponseWriter, status int, v linkView) {
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.WriteHeader(status)
+	_ = linkTemplate.Execute(w, v)
 }

@@ -183,6 +183,10 @@ func (o *onboarding) notify(ctx workflow.Context, step, kind, outcome string) er
 		Project: r.Project, Location: r.Location, Cluster: r.Cluster, Namespace: r.Namespace, KSA: r.KSA,
 		GSAEmail: o.sa.Email, Outcome: outcome, ProofRequired: o.gate.requireProof,
 	}
+	if o.gate.requireProof {
+		in.Approvers = r.Support.Approvers
+		in.Deadline = o.approvalDeadline(ctx)
+	}
 	t := o.t
 	var res activities.NotifyResult
 	if kind == notifyReminder {
@@ -214,6 +218,15 @@ func (o *onboarding) notify(ctx workflow.Context, step, kind, outcome string) er
 		t.warn(ctx, step, kind+" not delivered to "+redactURLs(strings.Join(why, "; ")))
 	}
 	return nil
+}
+
+// approvalDeadline is when the wait for support gives up: the recorded one
+// once the wait began, else as it will be when it begins now.
+func (o *onboarding) approvalDeadline(ctx workflow.Context) time.Time {
+	if d := o.t.status.Approval.Deadline; !d.IsZero() {
+		return d
+	}
+	return workflow.Now(ctx).Add(o.req.Support.ApprovalTimeout.Or(0))
 }
 
 // notifyOutcome tells support how the run ended, if support was involved.
