@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -140,4 +141,78 @@ func historyText(t *testing.T, id string) string {
 	}
 	walk(doc)
 	return b.String()
+}
+
+// mailedLink is the decision link the approver's own support email carries.
+func mailedLink(t *testing.T, id, to, label string) string {
+	t.Helper()
+	for _, m := range sandbox.Mail() {
+		body := string(m.Data)
+		if len(m.To) != 1 || m.To[0] != to || !strings.Contains(body, id) {
+			continue
+		}
+		if i := strings.Index(body, label+" "); i >= 0 {
+			return strings.Fields(body[i+len(label):])[0]
+		}
+	}
+	t.Fatalf("no email to %s about %s carries a %q link", to, id, label)
+	return ""
+}
+
+func linkRequest(t *testing.T, method, url string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, nil)
+	require.NoError(t, err)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	var b strings.Builder
+	_, err = io.Copy(&b, resp.Body)
+	require.NoError(t, err)
+	return resp.StatusCode, b.String()
+}
+
+// The approver's own email carries signed links in their name: opening one
+// decides nothing (mail scanners open links), its button decides once, and a
+// link altered to name another grant is refused.
+func TestSignedLinkApprovesOnceAndOnlyItsGrant(t *testing.T) {
+	requireSandbox(t)
+	req := onboardRequest(t, "e2e-link")
+	req.Support.Proof = ""
+	id := startOnboard(t, req)
+	s := waitStatus(t, id, toApproval, "awaiting approval",
+		inState(workflows.StateAwaitingApproval, workflows.StateFailed, workflows.StateCompleted))
+	require.Equal(t, workflows.StateAwaitingApproval, s.State, "error: %s", s.Error)
+	approve := mailedLink(t, id, approver, "Approve:")
+	require.True(t, strings.HasPrefix(approve, sandbox.ApprovalURL()+"/v1/links/"), approve)
+
+	code, page := linkRequest(t, http.MethodGet, approve)
+	assert.Equal(t, http.StatusOK, code)
+	assert.Contains(t, page, "Approve the onboarding <code>"+id+"</code> as "+approver+"?")
+	assert.Equal(t, workflows.StateAwaitingApproval, queryStatus(t, id).State, "opening the link decides nothing")
+
+	// This link's signature on claims naming another grant.
+	tok := strings.TrimPrefix(approve, sandbox.ApprovalURL()+"/v1/links/")
+	payload, sig, _ := strings.Cut(tok, ".")
+	raw, err := base64.RawURLEncoding.DecodeString(payload)
+	require.NoError(t, err)
+	other := strings.Replace(string(raw), "e2e-link", "e2e-full", 1)
+	require.NotEqual(t, string(raw), other)
+	code, page = linkRequest(t, http.MethodPost, sandbox.ApprovalURL()+"/v1/links/"+base64.RawURLEncoding.EncodeToString([]byte(other))+"."+sig)
+	assert.Equal(t, http.StatusUnauthorized, code)
+	assert.Contains(t, page, "decision link refused")
+
+	code, page = linkRequest(t, http.MethodPost, approve)
+	require.Equal(t, http.StatusOK, code, page)
+	assert.Contains(t, page, "Approved as "+approver)
+	code, page = linkRequest(t, http.MethodPost, approve)
+	assert.Equal(t, http.StatusConflict, code, "a link decides once")
+	assert.Contains(t, page, "already approved by "+approver)
+
+	s = waitStatus(t, id, toCompleted, "the end of the onboarding", inState(workflows.StateCompleted, workflows.StateFailed))
+	require.Equal(t, workflows.StateCompleted, s.State, "error: %s", s.Error)
+	require.NotNil(t, s.Approval.Evidence)
+	assert.Equal(t, "link", s.Approval.Evidence.Method)
+	assert.Equal(t, approver, s.Approval.Evidence.Email)
+	assert.NotContains(t, historyText(t, id), tok, "the link's token is not in the history")
 }

@@ -322,6 +322,10 @@ func TestGcloudManualProcedureMatchesOnboard(t *testing.T) {
 	}
 	res := g.run(t, "gcloud", "iam", "service-accounts", "create", "manual-"+suffix, "--display-name", "CARTO backend (manual)")
 	assert.Contains(t, res.stderr, "Created service account [manual-"+suffix+"]")
+	// Google's instructions for the manual procedure: wait (60 s or more) for a
+	// new service account to be usable everywhere before granting on it. The
+	// emulator's window ends here instead of after a minute.
+	sandbox.Emulator().SettleServiceAccounts()
 	g.run(t, "gcloud", "iam", "service-accounts", "add-iam-policy-binding", manual.gsa,
 		"--role", "roles/iam.serviceAccountTokenCreator", "--member", "serviceAccount:"+manual.gsa)
 	res = g.run(t, "gcloud", "iam", "service-accounts", "add-iam-policy-binding", manual.gsa,
