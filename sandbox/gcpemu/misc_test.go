@@ -286,3 +286,12 @@ func TestEvalCondition(t *testing.T) {
 		assert.Equal(t, want, evalCondition(expr, now), expr)
 	}
 }
+
+// Etags are bytes: gcloud sends back in the URL-safe alphabet the etag it was
+// given in the standard one, and IAM takes it.
+func TestSameEtag(t *testing.T) {
+	assert.True(t, sameEtag("BwX+q/Q=", "BwX-q_Q="))
+	assert.True(t, sameEtag("BwX+q/Q=", "BwX+q/Q"))
+	assert.False(t, sameEtag("BwX+q/Q=", "AwX+q/Q="))
+	assert.False(t, sameEtag("BwX+q/Q=", ""))
+}

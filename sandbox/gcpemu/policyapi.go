@@ -1,6 +1,8 @@
 package gcpemu
 
 import (
+	"bytes"
+	"encoding/base64"
 	"fmt"
 	"strings"
 )
@@ -57,7 +59,7 @@ func (e *Emulator) writePolicy(c *call, h *policyHistory, req policyWrite, permP
 			withInfo("INVALID_ARGUMENT", "iam.googleapis.com", map[string]string{"field": "policy"})
 	}
 	cur := h.current()
-	if in.Etag != "" && in.Etag != cur.Etag {
+	if in.Etag != "" && !sameEtag(in.Etag, cur.Etag) {
 		return nil, errAborted(msgConcurrentPolicyChange)
 	}
 	switch in.Version {
@@ -228,4 +230,20 @@ func (e *Emulator) requireWorkloadPoolLocked(pool string) error {
 		}
 	}
 	return errInvalid("%s", identityPoolMissing(pool))
+}
+
+// sameEtag compares policy etags as the bytes they encode: the field is bytes
+// in Google's APIs, and clients re-encode it (gcloud sends the URL-safe
+// alphabet, '-' and '_', for the '+' and '/' it was given).
+func sameEtag(a, b string) bool {
+	decode := func(s string) ([]byte, error) {
+		s = strings.NewReplacer("-", "+", "_", "/").Replace(strings.TrimRight(s, "="))
+		return base64.RawStdEncoding.DecodeString(s)
+	}
+	da, errA := decode(a)
+	db, errB := decode(b)
+	if errA != nil || errB != nil {
+		return a == b
+	}
+	return bytes.Equal(da, db)
 }
