@@ -191,7 +191,10 @@ func (f *fakeCloud) SetWorkloadPool(_ context.Context, in activities.ClusterRef)
 }
 
 func (f *fakeCloud) EnsureWorkloadPool(_ context.Context, in activities.ClusterRef) (activities.WorkloadPoolResult, error) {
-	if f.autopilot {
+	f.mu.Lock()
+	autopilot := f.autopilot
+	f.mu.Unlock()
+	if autopilot {
 		if err := f.record("EnsureWorkloadPool", in); err != nil {
 			return activities.WorkloadPoolResult{}, err
 		}

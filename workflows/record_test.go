@@ -97,6 +97,44 @@ func TestRecordHistories(t *testing.T) {
 		rec.save(run, "onboard-rendered-release")
 	})
 
+	t.Run("onboard-autopilot-proven", func(t *testing.T) {
+		rec.skipIfRecorded(t, "onboard-autopilot-proven")
+		// An Autopilot cluster (no node pool steps), proof required: a bare
+		// signal is ignored, a forged proof refused, a proven update counts.
+		fake.setVerify(func(int) activities.VerifyResult { return allowed() })
+		fake.mu.Lock()
+		fake.autopilot = true
+		fake.mu.Unlock()
+		t.Cleanup(func() { fake.mu.Lock(); fake.autopilot = false; fake.mu.Unlock() })
+		req := validRequest()
+		req.Namespace = "carto-autopilot"
+		req.Support.Proof = ""
+		run := rec.start(OnboardWorkflowName, OnboardWorkflowID(req), req)
+		rec.waitFor(run, StateAwaitingApproval)
+		require.NoError(t, c.SignalWorkflow(ctx, run.GetID(), run.GetRunID(), SignalSupportApproval, approve(alice)))
+		forged := proven(alice, true)
+		forged.Proof.MAC = "made-up"
+		for _, d := range []ApprovalDecision{forged, proven(alice, true)} {
+			h, err := c.UpdateWorkflow(ctx, client.UpdateWorkflowOptions{
+				WorkflowID: run.GetID(), RunID: run.GetRunID(), UpdateName: UpdateSupportDecision,
+				Args: []any{d}, WaitForStage: client.WorkflowUpdateStageCompleted,
+			})
+			if err == nil {
+				var st State
+				err = h.Get(ctx, &st)
+			}
+			if d.Proof.MAC != validMAC {
+				require.ErrorContains(t, err, "proof refused")
+			} else {
+				require.NoError(t, err)
+			}
+		}
+		var res OnboardResult
+		require.NoError(t, run.Get(ctx, &res))
+		require.Equal(t, StateCompleted, res.State)
+		rec.save(run, "onboard-autopilot-proven")
+	})
+
 	t.Run("onboard-rejected", func(t *testing.T) {
 		rec.skipIfRecorded(t, "onboard-rejected")
 		req := validRequest()
