@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 	"sync"
 	"time"
@@ -130,6 +131,9 @@ func (a *Attestor) Attest(ctx context.Context, d AttestedDecision, runID, rawTok
 	}
 	tok, err := provider.VerifierContext(ctx, &oidc.Config{ClientID: d.WorkflowID, Now: a.now}).Verify(ctx, rawToken)
 	if err != nil {
+		if couldNotCheck(ctx, err) {
+			return DecisionProof{}, fmt.Errorf("the ID token could not be checked, try again: %w", err)
+		}
 		return DecisionProof{}, temporal.NewNonRetryableApplicationError("ID token refused: "+err.Error(), ErrTypeProofRefused, nil)
 	}
 	var claims struct {
@@ -157,6 +161,12 @@ func (a *Attestor) Attest(ctx context.Context, d AttestedDecision, runID, rawTok
 	return p, nil
 }
 
+// couldNotCheck tells a failure to check a token (the issuer's keys out of
+// reach, the request ended) from a token found wanting.
+func couldNotCheck(ctx context.Context, err error) bool {
+	return ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded) || strings.Contains(err.Error(), "fetching keys")
+}
+
 // isTrue reads email_verified, which issuers send as a boolean or a string.
 func isTrue(v any) bool {
 	switch b := v.(type) {
@@ -174,8 +184,12 @@ func (a *Attestor) oidcProvider(ctx context.Context) (*oidc.Provider, error) {
 	if a.provider != nil {
 		return a.provider, nil
 	}
-	// The provider outlives this request: its key set is fetched and refreshed later.
-	p, err := oidc.NewProvider(context.WithoutCancel(ctx), a.issuer)
+	// The provider outlives this request: its key set is fetched and refreshed
+	// later, with this client, whose timeout bounds every fetch.
+	client := &http.Client{Timeout: 10 * time.Second}
+	dctx, cancel := context.WithTimeout(oidc.ClientContext(context.WithoutCancel(ctx), client), 15*time.Second)
+	defer cancel()
+	p, err := oidc.NewProvider(dctx, a.issuer)
 	if err != nil {
 		return nil, fmt.Errorf("OpenID Connect discovery of %s: %w", a.issuer, err)
 	}
@@ -205,9 +219,20 @@ func NewApprovals(a *Attestor) *Approvals { return &Approvals{attestor: a} }
 // CheckDecisionProof tells a workflow whether a decision's proof is the
 // worker's attestation of exactly this decision, for this run, by this
 // approver. A refusal is a verdict, not an error: the workflow records it.
+//
+// A worker without the approval secret cannot tell: it fails retryably, so a
+// worker that has the secret checks the proof.
 func (a *Approvals) CheckDecisionProof(_ context.Context, in CheckProofInput) (ProofCheck, error) {
+	if len(a.attestor.secret) == 0 {
+		return ProofCheck{}, temporal.NewApplicationError(
+			"this worker has no approval secret (--approval-secret-file), so it cannot check proofs; a worker with it will", ErrTypeNoApprovalSecret)
+	}
 	return a.attestor.Check(in), nil
 }
+
+// ErrTypeNoApprovalSecret: a worker without the approval secret was asked to
+// check a proof (retryable: another worker may have it).
+const ErrTypeNoApprovalSecret = "NoApprovalSecret"
 
 // Check is CheckDecisionProof's verdict.
 func (a *Attestor) Check(in CheckProofInput) ProofCheck {

@@ -179,3 +179,13 @@ func must(s string, err error) string {
 	}
 	return s
 }
+
+// A worker without the secret cannot judge a proof: it fails retryably, for a
+// worker with the secret to check it, instead of calling it forged.
+func TestCheckWithoutSecretIsRetryable(t *testing.T) {
+	_, err := NewApprovals(NewAttestor(AttestorConfig{})).CheckDecisionProof(context.Background(), CheckProofInput{WorkflowID: grantID})
+	var appErr *temporal.ApplicationError
+	require.ErrorAs(t, err, &appErr)
+	assert.Equal(t, ErrTypeNoApprovalSecret, appErr.Type())
+	assert.False(t, appErr.NonRetryable())
+}

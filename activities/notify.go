@@ -382,11 +382,11 @@ func decisionSections(in Notification, cfg NotifierConfig) [][2]string {
 		}
 		id := shellQuote(in.WorkflowID)
 		gkewi := func(verb, extra string) string {
-			return "gkewi " + verb + " --endpoint " + endpoint + " --workflow-id " + id + " --ticket TICKET" + extra
+			return "gkewi " + verb + " --endpoint " + endpoint + " --workflow-id " + id + " --run-id " + shellQuote(in.RunID) + " --ticket TICKET" + extra
 		}
 		curl := "curl -sS -X POST " + strings.TrimRight(endpoint, "/") + "/v1/decisions" +
 			" -H \"Authorization: Bearer $(gcloud auth print-identity-token --audiences=" + id + " --include-email)\"" +
-			" -d " + shellQuote(`{"workflowId":"`+in.WorkflowID+`","approved":true,"ticket":"TICKET"}`)
+			" -d " + shellQuote(`{"workflowId":"`+in.WorkflowID+`","runId":"`+in.RunID+`","approved":true,"ticket":"TICKET"}`)
 		return [][2]string{
 			{"Decide with your ID token, which the worker checks (replace TICKET, and REASON to reject)",
 				gkewi("approve", "") + "\n" + gkewi("reject", " --comment REASON")},

@@ -455,7 +455,7 @@ func TestApprovalRequestSaysHowToProveTheDecision(t *testing.T) {
 	in := testNotification(NotifyApprovalRequest, "support@example.com")
 	in.ProofRequired = true
 	text := composeMessage(in, cfg).text
-	assert.Contains(t, text, "gkewi approve --endpoint https://gkewi.example.com --workflow-id '"+in.WorkflowID+"' --ticket TICKET")
+	assert.Contains(t, text, "gkewi approve --endpoint https://gkewi.example.com --workflow-id '"+in.WorkflowID+"' --run-id '"+in.RunID+"' --ticket TICKET")
 	assert.Contains(t, text, "curl -sS -X POST https://gkewi.example.com/v1/decisions -H \"Authorization: Bearer $(gcloud auth print-identity-token --audiences='"+in.WorkflowID+"' --include-email)\"")
 	assert.Contains(t, text, "merely names an approver is recorded and ignored")
 	assert.NotContains(t, text, "temporal workflow signal")

@@ -57,7 +57,7 @@ func (a *App) decide(ctx context.Context, verb string, args []string) error {
 		if useUpdate {
 			return usagef("--update goes with a bare decision; with --endpoint the worker sends the update")
 		}
-		return a.decideWithProof(ctx, verb, endpoint, tokenFile, workflowID, ticket, why, dryRun)
+		return a.decideWithProof(ctx, verb, endpoint, tokenFile, workflowID, runID, ticket, why, dryRun)
 	}
 	if approver == "" {
 		return usagef("--approver is required (your email, one of the request's approvers)")
@@ -124,13 +124,13 @@ const envApprovalEndpoint = "GKEWI_APPROVAL_ENDPOINT"
 
 // decideWithProof sends the decision with the approver's ID token to the
 // worker's approval endpoint and reports the workflow's verdict.
-func (a *App) decideWithProof(ctx context.Context, verb, endpoint, tokenFile, workflowID, ticket, comment string, dryRun bool) error {
+func (a *App) decideWithProof(ctx context.Context, verb, endpoint, tokenFile, workflowID, runID, ticket, comment string, dryRun bool) error {
 	if u, err := neturl.Parse(endpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return usagef("--endpoint %q: want the http(s) URL of the worker's approval endpoint", endpoint)
 	}
 	url := strings.TrimRight(endpoint, "/") + worker.DecisionPath
 	approved := verb == "approve"
-	body, err := json.Marshal(worker.DecisionRequest{WorkflowID: workflowID, Approved: &approved, Ticket: ticket, Comment: comment})
+	body, err := json.Marshal(worker.DecisionRequest{WorkflowID: workflowID, RunID: runID, Approved: &approved, Ticket: ticket, Comment: comment})
 	if err != nil {
 		return err
 	}

@@ -87,6 +87,18 @@ func TestApprovalNeedsTheApproversIDToken(t *testing.T) {
 
 	good := idToken(t, gcpemu.IDTokenClaims{Email: approver, Audience: id, EmailVerified: true})
 	tokens["good"] = good
+
+	// A decision for a run that is no longer the current one is refused.
+	stale, err := json.Marshal(worker.DecisionRequest{WorkflowID: id, RunID: "an-earlier-run", Approved: new(true)})
+	require.NoError(t, err)
+	hreq, err := http.NewRequest(http.MethodPost, sandbox.ApprovalURL()+worker.DecisionPath, bytes.NewReader(stale))
+	require.NoError(t, err)
+	hreq.Header.Set("Authorization", "Bearer "+good)
+	hresp, err := http.DefaultClient.Do(hreq)
+	require.NoError(t, err)
+	hresp.Body.Close()
+	assert.Equal(t, http.StatusConflict, hresp.StatusCode, "a decision for an earlier run")
+
 	code, resp = postDecision(t, id, good, true)
 	require.Equal(t, http.StatusOK, code, "%+v", resp)
 	assert.Equal(t, approver, resp.Approver)

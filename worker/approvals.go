@@ -56,6 +56,10 @@ func serveApprovals(lc fx.Lifecycle, cfg config.Config, approvals *activities.At
 	srv := &http.Server{
 		Handler:           &approvalEndpoint{approvals: approvals, temporal: c, logger: logger},
 		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		IdleTimeout:       time.Minute,
+		// The update waits for the workflow's verdict, proof check included.
+		WriteTimeout: 3 * time.Minute,
 	}
 	lc.Append(fx.Hook{
 		OnStart: func(context.Context) error {
@@ -82,9 +86,13 @@ const DecisionPath = "/v1/decisions"
 // with the workflow ID as its audience, is the bearer token.
 type DecisionRequest struct {
 	WorkflowID string `json:"workflowId"`
-	Approved   *bool  `json:"approved"`
-	Ticket     string `json:"ticket,omitempty"`
-	Comment    string `json:"comment,omitempty"`
+	// RunID is the run the approver reviewed (the support email names it); a
+	// decision for another run is refused, so a grant restarted under the same
+	// workflow ID is not decided by a decision meant for its earlier run.
+	RunID    string `json:"runId,omitempty"`
+	Approved *bool  `json:"approved"`
+	Ticket   string `json:"ticket,omitempty"`
+	Comment  string `json:"comment,omitempty"`
 }
 
 // DecisionResponse is the endpoint's answer: whose decision it was and what
@@ -161,6 +169,10 @@ func (e *approvalEndpoint) decide(ctx context.Context, req DecisionRequest, toke
 		return out, http.StatusBadGateway
 	}
 	out.RunID = desc.GetWorkflowExecutionInfo().GetExecution().GetRunId()
+	if req.RunID != "" && req.RunID != out.RunID {
+		out.Error = fmt.Sprintf("run %s of %s is no longer the onboarding's current run (%s): review the current one before deciding", req.RunID, req.WorkflowID, out.RunID)
+		return out, http.StatusConflict
+	}
 	d := activities.AttestedDecision{WorkflowID: req.WorkflowID, Approved: *req.Approved, Ticket: req.Ticket, Comment: req.Comment}
 	proof, err := e.approvals.Attest(ctx, d, out.RunID, token)
 	if err != nil {

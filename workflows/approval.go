@@ -12,6 +12,10 @@ import (
 	"github.com/gkewi/gkewi/activities"
 )
 
+// ErrTypeDecisionIgnored: an update's decision did not count (another came
+// first, or the wait ended) while its proof was being checked.
+const ErrTypeDecisionIgnored = "DecisionIgnored"
+
 // How a decision reached the workflow.
 const (
 	viaSignal = "signal"
@@ -74,8 +78,13 @@ func (g *approvalGate) registerUpdate(ctx workflow.Context) error {
 				}
 				evidence = ev
 			}
-			g.consider(ctx, d, viaUpdate, evidence)
+			counted := g.consider(ctx, d, viaUpdate, evidence)
 			g.wake.SendAsync(true)
+			if !counted {
+				// Decided or closed while the proof was checked.
+				last := g.record.Ignored[len(g.record.Ignored)-1]
+				return "", temporal.NewNonRetryableApplicationError("decision not counted: "+last.Reason, ErrTypeDecisionIgnored, nil)
+			}
 			if g.record.Decision == DecisionApproved {
 				return StateApproved, nil
 			}
@@ -83,9 +92,14 @@ func (g *approvalGate) registerUpdate(ctx workflow.Context) error {
 		},
 		workflow.UpdateHandlerOptions{
 			Validator: func(ctx workflow.Context, d ApprovalDecision) error {
-				// A proof is checked by the handler; here it is only there.
+				// A proof is checked by the handler; here only that it is for
+				// this run, so junk proofs never reach the history.
 				if reason := g.whyNotCounted(d, d.Proof != nil && g.checkProofs); reason != "" {
 					return errors.New(reason)
+				}
+				if run := workflow.GetInfo(ctx).WorkflowExecution; d.Proof != nil && g.checkProofs &&
+					(d.Proof.RunID != run.RunID || d.Proof.Audience != run.ID) {
+					return fmt.Errorf("the proof is for run %s of %s, not this run", d.Proof.RunID, d.Proof.Audience)
 				}
 				if !g.awaiting {
 					return errors.New("not awaiting approval yet: the onboarding has not reached the approval step")
@@ -157,14 +171,15 @@ func (g *approvalGate) listed(approver string) bool {
 	return false
 }
 
-// consider records d as the decision, or as ignored with the reason; evidence
-// is what proved the approver, nil without a valid proof.
-func (g *approvalGate) consider(ctx workflow.Context, d ApprovalDecision, via string, evidence *ApprovalEvidence) {
+// consider records d as the decision, or as ignored with the reason, and
+// says whether it counted; evidence is what proved the approver, nil without a
+// valid proof.
+func (g *approvalGate) consider(ctx workflow.Context, d ApprovalDecision, via string, evidence *ApprovalEvidence) bool {
 	now := workflow.Now(ctx)
 	if reason := g.whyNotCounted(d, evidence != nil); reason != "" {
 		g.ignore(ignoredDecision(ctx, d, via, reason))
 		workflow.GetLogger(ctx).Warn("approval decision ignored", "approver", d.Approver, "reason", reason)
-		return
+		return false
 	}
 	g.record.Decision = DecisionRejected
 	if d.Approved {
@@ -178,6 +193,7 @@ func (g *approvalGate) consider(ctx workflow.Context, d ApprovalDecision, via st
 	g.record.Evidence = evidence
 	g.awaiting = false
 	workflow.GetLogger(ctx).Info("approval decision", "decision", g.record.Decision, "approver", g.record.Approver)
+	return true
 }
 
 func (g *approvalGate) ignore(d IgnoredDecision) {

@@ -287,6 +287,7 @@ func proven(approver string, approved bool) ApprovalDecision {
 	return ApprovalDecision{Approved: approved, Approver: approver, Ticket: "SUP-9", Proof: &activities.DecisionProof{
 		Method: activities.ProofIDToken, Issuer: "https://accounts.google.com", Subject: "1234", Email: approver,
 		TokenSHA256: "ab12", IssuedAt: testStart, ExpiresAt: testStart.Add(time.Hour), VerifiedAt: testStart, MAC: validMAC,
+		RunID: "default-test-run-id", Audience: OnboardWorkflowID(validRequest()),
 	}}
 }
 
@@ -302,7 +303,10 @@ func TestDecisionsNeedProofByDefault(t *testing.T) {
 	forged.Proof.MAC = "made-up"
 	borrowed := proven(mallory, true)
 	borrowed.Approver = alice
-	var bare, refused, stolen, accepted updateResult
+	earlier := proven(alice, true)
+	earlier.Proof.RunID = "an-earlier-run"
+	var bare, refused, stolen, otherRun, accepted updateResult
+	env.RegisterDelayedCallback(func() { sendUpdate(env, "other run", earlier, &otherRun) }, 2*time.Hour+time.Minute)
 	signalAt(env, time.Hour, approve(alice))
 	signalAt(env, time.Hour+time.Minute, proven(alice, true))
 	env.RegisterDelayedCallback(func() { sendUpdate(env, "bare", approve(alice), &bare) }, 2*time.Hour)
@@ -315,6 +319,8 @@ func TestDecisionsNeedProofByDefault(t *testing.T) {
 	require.NoError(t, env.GetWorkflowError())
 	require.Error(t, bare.rejected, "the validator refuses an unproven update")
 	assert.Contains(t, bare.rejected.Error(), "no proof of the approver's identity")
+	require.Error(t, otherRun.rejected, "a proof for another run never reaches the history")
+	assert.Contains(t, otherRun.rejected.Error(), "the proof is for run an-earlier-run")
 	require.Error(t, refused.err)
 	assert.Contains(t, refused.err.Error(), "proof refused: the attestation does not match")
 	require.Error(t, stolen.err)

@@ -112,9 +112,12 @@ func TestRecordHistories(t *testing.T) {
 		run := rec.start(OnboardWorkflowName, OnboardWorkflowID(req), req)
 		rec.waitFor(run, StateAwaitingApproval)
 		require.NoError(t, c.SignalWorkflow(ctx, run.GetID(), run.GetRunID(), SignalSupportApproval, approve(alice)))
-		forged := proven(alice, true)
+		forged, good := proven(alice, true), proven(alice, true)
 		forged.Proof.MAC = "made-up"
-		for _, d := range []ApprovalDecision{forged, proven(alice, true)} {
+		for _, p := range []*activities.DecisionProof{forged.Proof, good.Proof} {
+			p.RunID, p.Audience = run.GetRunID(), run.GetID()
+		}
+		for _, d := range []ApprovalDecision{forged, good} {
 			h, err := c.UpdateWorkflow(ctx, client.UpdateWorkflowOptions{
 				WorkflowID: run.GetID(), RunID: run.GetRunID(), UpdateName: UpdateSupportDecision,
 				Args: []any{d}, WaitForStage: client.WorkflowUpdateStageCompleted,
