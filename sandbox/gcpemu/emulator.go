@@ -390,27 +390,34 @@ type call struct {
 
 func (c *call) param(name string) string { return c.params[name] }
 
+// injectFault applies the fault rules to a call of method id: it waits out
+// their latency and logs the error they inject, which the caller answers with.
+func (e *Emulator) injectFault(r *http.Request, id string) (*apiError, *operationFault) {
+	delay, ferr, opFail := e.faults.decide(id)
+	if delay > 0 {
+		select {
+		case <-time.After(delay):
+		case <-r.Context().Done():
+		}
+	}
+	if ferr != nil {
+		e.mu.Lock()
+		e.log.add(e.now(), id, "", ferr.HTTP)
+		e.mu.Unlock()
+	}
+	return ferr, opFail
+}
+
 func (e *Emulator) serveAPI(w http.ResponseWriter, r *http.Request, svc string, rt route) {
 	body, err := readBody(r)
 	if err != nil {
 		writeError(w, rt.flavor, errInvalid("Request body could not be read: %v", err))
 		return
 	}
-	delay, ferr, opFail := e.faults.decide(rt.id)
-	if delay > 0 || ferr != nil {
-		if delay > 0 {
-			select {
-			case <-time.After(delay):
-			case <-r.Context().Done():
-			}
-		}
-		if ferr != nil {
-			e.mu.Lock()
-			e.log.add(e.now(), rt.id, "", ferr.HTTP)
-			e.mu.Unlock()
-			writeError(w, rt.flavor, ferr)
-			return
-		}
+	ferr, opFail := e.injectFault(r, rt.id)
+	if ferr != nil {
+		writeError(w, rt.flavor, ferr)
+		return
 	}
 
 	e.mu.Lock()

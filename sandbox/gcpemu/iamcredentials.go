@@ -28,8 +28,10 @@ func routeIAMCredentials(method, rest string) route {
 
 const maxTokenLifetime = time.Hour
 
-func (e *Emulator) credsGenerateAccessToken(c *call) (any, error) {
-	const perm = "iam.serviceAccounts.getAccessToken"
+// credsAccount resolves the service account an IAM Credentials call names and
+// checks perm on it: the API enabled in its project, the caller allowed, the
+// account existing and enabled.
+func (e *Emulator) credsAccount(c *call, perm string) (*serviceAccount, error) {
 	p, sa := e.saTarget(c)
 	if p != nil {
 		if err := e.requireServiceLocked(p, "iamcredentials.googleapis.com"); err != nil {
@@ -48,6 +50,15 @@ func (e *Emulator) credsGenerateAccessToken(c *call) (any, error) {
 	}
 	if sa.Resource.Disabled {
 		return nil, errFailedPrecondition("The service account %s is disabled.", sa.Resource.Email)
+	}
+	return sa, nil
+}
+
+func (e *Emulator) credsGenerateAccessToken(c *call) (any, error) {
+	const perm = "iam.serviceAccounts.getAccessToken"
+	sa, err := e.credsAccount(c, perm)
+	if err != nil {
+		return nil, err
 	}
 	var req struct {
 		Delegates []string `json:"delegates"`

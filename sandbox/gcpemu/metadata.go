@@ -46,20 +46,9 @@ func (e *Emulator) serveMetadata(w http.ResponseWriter, r *http.Request) {
 	} else if strings.HasSuffix(path, "/identity") {
 		id = "metadata.identity"
 	}
-	if delay, ferr, _ := e.faults.decide(id); delay > 0 || ferr != nil {
-		if delay > 0 {
-			select {
-			case <-time.After(delay):
-			case <-r.Context().Done():
-			}
-		}
-		if ferr != nil {
-			e.mu.Lock()
-			e.log.add(e.now(), id, "", ferr.HTTP)
-			e.mu.Unlock()
-			http.Error(w, ferr.Message, ferr.HTTP)
-			return
-		}
+	if ferr, _ := e.injectFault(r, id); ferr != nil {
+		http.Error(w, ferr.Message, ferr.HTTP)
+		return
 	}
 
 	e.mu.Lock()

@@ -196,20 +196,9 @@ func (e *Emulator) serveOIDC(w http.ResponseWriter, r *http.Request) {
 		writeError(w, flavorGoogle, newAPIError(http.StatusMethodNotAllowed, "INVALID_ARGUMENT", "method %s not allowed on %s", r.Method, r.URL.Path))
 		return
 	}
-	if delay, ferr, _ := e.faults.decide(id); delay > 0 || ferr != nil {
-		if delay > 0 {
-			select {
-			case <-time.After(delay):
-			case <-r.Context().Done():
-			}
-		}
-		if ferr != nil {
-			e.mu.Lock()
-			e.log.add(e.now(), id, "", ferr.HTTP)
-			e.mu.Unlock()
-			writeError(w, flavorGoogle, ferr)
-			return
-		}
+	if ferr, _ := e.injectFault(r, id); ferr != nil {
+		writeError(w, flavorGoogle, ferr)
+		return
 	}
 	e.mu.Lock()
 	e.log.add(e.now(), id, "", http.StatusOK)
@@ -303,24 +292,9 @@ func (e *Emulator) metadataIdentityLocked(r *http.Request) (string, string, int)
 // service account for callers holding iam.serviceAccounts.getOpenIdToken on it.
 func (e *Emulator) credsGenerateIDToken(c *call) (any, error) {
 	const perm = "iam.serviceAccounts.getOpenIdToken"
-	p, sa := e.saTarget(c)
-	if p != nil {
-		if err := e.requireServiceLocked(p, "iamcredentials.googleapis.com"); err != nil {
-			return nil, err
-		}
-	}
-	var res *policyHistory
-	if sa != nil {
-		res = sa.Policy
-	}
-	if !e.allowedLocked(c, p, res, perm) {
-		return nil, iamDenied(perm)
-	}
-	if sa == nil {
-		return nil, errNotFound("Not found; Gaia id not found for email %s", c.param("account"))
-	}
-	if sa.Resource.Disabled {
-		return nil, errFailedPrecondition("The service account %s is disabled.", sa.Resource.Email)
+	sa, err := e.credsAccount(c, perm)
+	if err != nil {
+		return nil, err
 	}
 	var req struct {
 		Audience     string   `json:"audience"`
