@@ -11,20 +11,14 @@ package config
 import (
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/mail"
 	"net/url"
-	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
-
-	"sigs.k8s.io/yaml"
 
 	"github.com/gkewi/gkewi/activities"
 	"github.com/gkewi/gkewi/workflows"
@@ -133,20 +127,6 @@ type Concurrency struct {
 // Duration is a time.Duration written as a Go duration string ("30s") in YAML.
 type Duration time.Duration
 
-// UnmarshalJSON accepts "90s"-style strings.
-func (d *Duration) UnmarshalJSON(b []byte) error {
-	var s string
-	if err := json.Unmarshal(b, &s); err != nil {
-		return fmt.Errorf("want a duration string such as \"30s\": %w", err)
-	}
-	v, err := time.ParseDuration(s)
-	if err != nil {
-		return err
-	}
-	*d = Duration(v)
-	return nil
-}
-
 // MarshalJSON writes the duration string.
 func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
 
@@ -180,204 +160,6 @@ func (c Config) MetricsEnabled() bool {
 var gcpAPIs = []string{
 	activities.APIServiceUsage, activities.APIContainer, activities.APIIAM, activities.APIResourceManager,
 	activities.APIBigQuery, activities.APISTS, activities.APIIAMCredentials,
-}
-
-// setting is one configurable value, reachable as a flag and an environment variable.
-type setting struct {
-	flag, env, usage string
-	isBool           bool
-	set              func(c *Config, v string) error
-}
-
-func settings() []setting {
-	str := func(flag, env, usage string, field func(*Config) *string) setting {
-		return setting{flag: flag, env: env, usage: usage, set: func(c *Config, v string) error {
-			*field(c) = v
-			return nil
-		}}
-	}
-	dur := func(flag, env, usage string, field func(*Config) *Duration) setting {
-		return setting{flag: flag, env: env, usage: usage, set: func(c *Config, v string) error {
-			d, err := time.ParseDuration(v)
-			if err != nil {
-				return fmt.Errorf("want a duration such as 30s: %w", err)
-			}
-			*field(c) = Duration(d)
-			return nil
-		}}
-	}
-	num := func(flag, env, usage string, field func(*Config) *int) setting {
-		return setting{flag: flag, env: env, usage: usage, set: func(c *Config, v string) error {
-			n, err := strconv.Atoi(v)
-			if err != nil {
-				return fmt.Errorf("want a whole number: %w", err)
-			}
-			*field(c) = n
-			return nil
-		}}
-	}
-	boolean := func(flag, env, usage string, field func(*Config) *bool) setting {
-		return setting{flag: flag, env: env, usage: usage, isBool: true, set: func(c *Config, v string) error {
-			b, err := strconv.ParseBool(v)
-			if err != nil {
-				return fmt.Errorf("want true or false: %w", err)
-			}
-			*field(c) = b
-			return nil
-		}}
-	}
-	return []setting{
-		str("task-queue", "GKEWI_TASK_QUEUE", "Temporal task queue to poll", func(c *Config) *string { return &c.TaskQueue }),
-		str("kubeconfig", "GKEWI_KUBECONFIG", "kubeconfig of the workload cluster (empty: in-cluster)", func(c *Config) *string { return &c.Kubeconfig }),
-		str("kube-context", "GKEWI_KUBE_CONTEXT", "kubeconfig context (empty: current)", func(c *Config) *string { return &c.KubeContext }),
-		{
-			flag: "gcp-endpoint", env: "GKEWI_GCP_ENDPOINTS",
-			usage: "Google API base URL as API=URL, repeatable (env: comma-separated); APIs: " + strings.Join(gcpAPIs, ", "),
-			set:   setEndpoints,
-		},
-		str("gcp-access-token-file", "GKEWI_GCP_ACCESS_TOKEN_FILE", "send the bearer token in this file instead of Application Default Credentials (emulators only)", func(c *Config) *string { return &c.GCPAccessTokenFile }),
-		dur("operation-poll-interval", "GKEWI_OPERATION_POLL_INTERVAL", "poll interval of long-running Google operations", func(c *Config) *Duration { return &c.OperationPollInterval }),
-		str("helm-artifacts-dir", "GKEWI_HELM_ARTIFACTS_DIR", "directory for each release's rendered customizations.yaml", func(c *Config) *string { return &c.Helm.ArtifactsDir }),
-		str("helm-cache-dir", "GKEWI_HELM_CACHE_DIR", "directory for downloaded charts (empty: user cache)", func(c *Config) *string { return &c.Helm.CacheDir }),
-		dur("helm-timeout", "GKEWI_HELM_TIMEOUT", "bound of one install or upgrade", func(c *Config) *Duration { return &c.Helm.Timeout }),
-		str("helm-registry-credentials-file", "GKEWI_HELM_REGISTRY_CREDENTIALS_FILE", "Docker-style config.json with registry logins", func(c *Config) *string { return &c.Helm.RegistryCredentialsFile }),
-		boolean("helm-registry-plain-http", "GKEWI_HELM_REGISTRY_PLAIN_HTTP", "plain HTTP to OCI registries (local registries only)", func(c *Config) *bool { return &c.Helm.RegistryPlainHTTP }),
-		boolean("helm-insecure-skip-tls-verify", "GKEWI_HELM_INSECURE_SKIP_TLS_VERIFY", "skip certificate checks of chart sources (test setups only)", func(c *Config) *bool { return &c.Helm.InsecureSkipTLSVerify }),
-		str("smtp-addr", "GKEWI_SMTP_ADDR", "mail relay host:port (empty: no email)", func(c *Config) *string { return &c.SMTP.Addr }),
-		str("smtp-from", "GKEWI_SMTP_FROM", "sender address of notifications", func(c *Config) *string { return &c.SMTP.From }),
-		str("smtp-username", "GKEWI_SMTP_USERNAME", "AUTH PLAIN user (empty: no AUTH)", func(c *Config) *string { return &c.SMTP.Username }),
-		str("smtp-password-file", "GKEWI_SMTP_PASSWORD_FILE", "file holding the SMTP password", func(c *Config) *string { return &c.SMTP.PasswordFile }),
-		boolean("smtp-starttls", "GKEWI_SMTP_STARTTLS", "require STARTTLS with the relay", func(c *Config) *bool { return &c.SMTP.StartTLS }),
-		str("smtp-ca-file", "GKEWI_SMTP_CA_FILE", "PEM bundle to trust for the relay (empty: system roots)", func(c *Config) *string { return &c.SMTP.CAFile }),
-		str("approval-addr", "GKEWI_APPROVAL_ADDR", "host:port of the approval endpoint, POST /v1/decisions (empty: none)", func(c *Config) *string { return &c.Approval.Addr }),
-		str("approval-secret-file", "GKEWI_APPROVAL_SECRET_FILE", "file holding the key of approval attestations (the same for every worker)", func(c *Config) *string { return &c.Approval.SecretFile }),
-		str("approval-public-url", "GKEWI_APPROVAL_PUBLIC_URL", "the approval endpoint's URL as support reaches it, written into approval requests", func(c *Config) *string { return &c.Approval.PublicURL }),
-		str("approval-issuer", "GKEWI_APPROVAL_ISSUER", "OpenID Connect issuer of approvers' ID tokens (default https://accounts.google.com)", func(c *Config) *string { return &c.Approval.Issuer }),
-		dur("webhook-timeout", "GKEWI_WEBHOOK_TIMEOUT", "timeout of each webhook notification", func(c *Config) *Duration { return &c.WebhookTimeout }),
-		str("temporal-ui-url", "GKEWI_TEMPORAL_UI_URL", "Temporal Web UI base URL linked from notifications", func(c *Config) *string { return &c.TemporalUIURL }),
-		num("max-concurrent-activities", "GKEWI_MAX_CONCURRENT_ACTIVITIES", "MaxConcurrentActivityExecutionSize", func(c *Config) *int { return &c.Concurrency.MaxConcurrentActivityExecutionSize }),
-		num("max-concurrent-workflow-tasks", "GKEWI_MAX_CONCURRENT_WORKFLOW_TASKS", "MaxConcurrentWorkflowTaskExecutionSize", func(c *Config) *int { return &c.Concurrency.MaxConcurrentWorkflowTaskExecutionSize }),
-		num("activity-pollers", "GKEWI_ACTIVITY_POLLERS", "MaxConcurrentActivityTaskPollers", func(c *Config) *int { return &c.Concurrency.MaxConcurrentActivityTaskPollers }),
-		num("workflow-pollers", "GKEWI_WORKFLOW_POLLERS", "MaxConcurrentWorkflowTaskPollers", func(c *Config) *int { return &c.Concurrency.MaxConcurrentWorkflowTaskPollers }),
-		dur("sweep-interval", "GKEWI_SWEEP_INTERVAL", "interval of the gkewi-sweep schedule, created at start if missing (0: do not create it)", func(c *Config) *Duration { return &c.SweepInterval }),
-		dur("stop-timeout", "GKEWI_STOP_TIMEOUT", "time in-flight activities get on shutdown", func(c *Config) *Duration { return &c.StopTimeout }),
-		str("http-addr", "GKEWI_HTTP_ADDR", "host:port of /healthz, /readyz and /metrics (empty: none)", func(c *Config) *string { return &c.HTTPAddr }),
-		{
-			flag: "metrics", env: "GKEWI_METRICS", isBool: true,
-			usage: "serve /metrics with the Temporal SDK's and gkewi's metrics (--metrics=false: probes only)",
-			set: func(c *Config, v string) error {
-				b, err := strconv.ParseBool(v)
-				if err != nil {
-					return fmt.Errorf("want true or false: %w", err)
-				}
-				c.Metrics = &b
-				return nil
-			},
-		},
-		str("log-level", "GKEWI_LOG_LEVEL", "debug, info, warn or error", func(c *Config) *string { return &c.LogLevel }),
-		str("log-format", "GKEWI_LOG_FORMAT", "text or json", func(c *Config) *string { return &c.LogFormat }),
-	}
-}
-
-// setEndpoints merges "api=url" pairs (comma-separated) into the endpoint map.
-func setEndpoints(c *Config, v string) error {
-	for _, pair := range strings.Split(v, ",") {
-		pair = strings.TrimSpace(pair)
-		if pair == "" {
-			continue
-		}
-		api, u, ok := strings.Cut(pair, "=")
-		if !ok {
-			return fmt.Errorf("%q: want API=URL", pair)
-		}
-		if c.GCPEndpoints == nil {
-			c.GCPEndpoints = map[string]string{}
-		}
-		c.GCPEndpoints[strings.TrimSpace(api)] = strings.TrimSpace(u)
-	}
-	return nil
-}
-
-// Env looks up an environment variable; os.LookupEnv in production.
-type Env func(key string) (string, bool)
-
-// ErrHelp is returned when -h or --help was asked for; the usage was printed.
-var ErrHelp = flag.ErrHelp
-
-// Load builds the configuration from args (without the program name) and env.
-// Usage and flag errors go to out.
-func Load(args []string, env Env, out io.Writer) (Config, error) {
-	all := settings()
-	fs := flag.NewFlagSet("gkewi-worker", flag.ContinueOnError)
-	fs.SetOutput(out)
-	var configFile string
-	fs.StringVar(&configFile, "config", "", "YAML configuration file (env GKEWI_CONFIG)")
-	type flagValue struct {
-		s setting
-		v string
-	}
-	var given []flagValue // in command-line order, so a repeated flag adds up
-	for _, s := range all {
-		usage := fmt.Sprintf("%s (env %s)", s.usage, s.env)
-		record := func(v string) error {
-			given = append(given, flagValue{s, v})
-			return nil
-		}
-		if s.isBool {
-			fs.BoolFunc(s.flag, usage, record)
-		} else {
-			fs.Func(s.flag, usage, record)
-		}
-	}
-	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "Usage: gkewi-worker [flags]\n\nRuns the gkewi Temporal worker. Precedence: flags > GKEWI_* environment > --config file > defaults.\nThe Temporal connection comes from TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, TEMPORAL_API_KEY, TEMPORAL_TLS*, TEMPORAL_PROFILE.\n\nFlags:")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		return Config{}, err
-	}
-	if fs.NArg() > 0 {
-		return Config{}, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
-	}
-
-	cfg := Defaults()
-	if configFile == "" {
-		configFile, _ = env("GKEWI_CONFIG")
-	}
-	if configFile != "" {
-		if err := loadFile(&cfg, configFile); err != nil {
-			return Config{}, err
-		}
-	}
-	for _, s := range all {
-		if v, ok := env(s.env); ok && v != "" {
-			if err := s.set(&cfg, v); err != nil {
-				return Config{}, fmt.Errorf("environment %s=%q: %w", s.env, v, err)
-			}
-		}
-	}
-	for _, g := range given {
-		if err := g.s.set(&cfg, g.v); err != nil {
-			return Config{}, fmt.Errorf("flag --%s=%q: %w", g.s.flag, g.v, err)
-		}
-	}
-	if err := cfg.Validate(); err != nil {
-		return Config{}, err
-	}
-	return cfg, nil
-}
-
-// loadFile layers the YAML file over cfg; unknown keys are errors, so a typo does
-// not silently fall back to a default.
-func loadFile(cfg *Config, path string) error {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return fmt.Errorf("config file: %w", err)
-	}
-	if err := yaml.UnmarshalStrict(b, cfg); err != nil {
-		return fmt.Errorf("config file %s: %w", path, err)
-	}
-	return nil
 }
 
 // Validate checks the merged configuration and names the setting to fix.

@@ -125,6 +125,16 @@ sweepInterval: 30m
 			},
 		},
 		{
+			name: "--metrics=false over the environment and the file",
+			args: []string{"--config", writeFile(t, "metrics: true\n"), "--metrics=false"},
+			env:  map[string]string{"GKEWI_METRICS": "true"},
+			check: func(t *testing.T, c Config) {
+				require.NotNil(t, c.Metrics)
+				assert.False(t, *c.Metrics)
+				assert.False(t, c.MetricsEnabled())
+			},
+		},
+		{
 			name: "GKEWI_SWEEP_INTERVAL=0 turns the sweep schedule off",
 			args: []string{"--config", file},
 			env:  map[string]string{"GKEWI_SWEEP_INTERVAL": "0"},
@@ -174,6 +184,10 @@ func TestLoadErrorsNameTheSetting(t *testing.T) {
 		{name: "username without password file", args: []string{"--smtp-addr", "r:25", "--smtp-from", "a@b.example", "--smtp-username", "u"}, want: "smtp.passwordFile (--smtp-password-file, GKEWI_SMTP_PASSWORD_FILE) is required"},
 		{name: "relay without sender", args: []string{"--smtp-addr", "r:25"}, want: "smtp.from (--smtp-from, GKEWI_SMTP_FROM)"},
 		{name: "unknown file key", file: "taskQueu: typo\n", want: `unknown field "taskQueu"`},
+		{name: "unknown nested file key", file: "smtp:\n  adr: r:25\n", want: `unknown field "smtp.adr"`},
+		{name: "file key in the wrong case", file: "TaskQueue: q\n", want: `unknown field "TaskQueue"`},
+		{name: "bad flag bool", args: []string{"--smtp-starttls=maybe"}, want: `flag --smtp-starttls="maybe": want true or false`},
+		{name: "bad flag endpoint", args: []string{"--gcp-endpoint", "sts=http://s", "--gcp-endpoint", "iam"}, want: `flag --gcp-endpoint="sts=http://s,iam": "iam": want API=URL`},
 		{name: "bad file duration", file: "stopTimeout: 30\n", want: "want a duration string"},
 		{name: "stray argument", args: []string{"extra"}, want: "unexpected arguments: extra"},
 		{name: "sweep too often", args: []string{"--sweep-interval", "10s"}, want: "sweepInterval (--sweep-interval, GKEWI_SWEEP_INTERVAL) 10s: want 0 (no sweep schedule) or at least 1m"},
