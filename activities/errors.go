@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/googleapis/gax-go/v2/apierror"
 	"go.temporal.io/sdk/temporal"
 	"google.golang.org/api/googleapi"
 )
@@ -55,21 +56,14 @@ type GoogleAPIError struct {
 	RetryDelay time.Duration
 }
 
-// errorBody is the JSON error envelope of Google REST APIs.
-type errorBody struct {
+// errorEnvelope is what Google's JSON error body holds beyond googleapi.Error:
+// the canonical status name, which apierror maps from the HTTP code instead of
+// reading it, and the details, kept raw for apierror.
+type errorEnvelope struct {
 	Error struct {
-		Code    int    `json:"code"`
-		Message string `json:"message"`
-		Status  string `json:"status"`
-		Errors  []struct {
-			Reason string `json:"reason"`
-		} `json:"errors"`
-		Details []struct {
-			Type       string            `json:"@type"`
-			Reason     string            `json:"reason"`
-			Metadata   map[string]string `json:"metadata"`
-			RetryDelay string            `json:"retryDelay"`
-		} `json:"details"`
+		Message string          `json:"message"`
+		Status  string          `json:"status"`
+		Details json.RawMessage `json:"details"`
 	} `json:"error"`
 }
 
@@ -80,26 +74,16 @@ func ParseGoogleAPIError(err error) (GoogleAPIError, bool) {
 		return GoogleAPIError{}, false
 	}
 	out := GoogleAPIError{HTTPCode: gerr.Code, Message: gerr.Message}
-	var body errorBody
-	if gerr.Body != "" && json.Unmarshal([]byte(gerr.Body), &body) == nil {
-		out.Status = body.Error.Status
+	var env errorEnvelope
+	if gerr.Body != "" && json.Unmarshal([]byte(gerr.Body), &env) == nil {
+		out.Status = env.Error.Status
 		if out.Message == "" {
-			out.Message = body.Error.Message
+			out.Message = env.Error.Message
 		}
-		for _, d := range body.Error.Details {
-			switch {
-			case strings.HasSuffix(d.Type, "google.rpc.ErrorInfo") && out.Reason == "":
-				out.Reason = d.Reason
-				out.Metadata = d.Metadata
-			case strings.HasSuffix(d.Type, "google.rpc.RetryInfo"):
-				// A Duration in JSON: "86401s", "0.5s".
-				if delay, err := time.ParseDuration(d.RetryDelay); err == nil {
-					out.RetryDelay = delay
-				}
-			}
-		}
-		if out.Reason == "" && len(body.Error.Errors) > 0 {
-			out.Reason = body.Error.Errors[0].Reason
+		if details := errorDetails(gerr, env); details != nil {
+			out.Reason, out.Metadata = details.Reason(), details.Metadata()
+			// A Duration in JSON: "86401s", "0.5s".
+			out.RetryDelay = details.Details().RetryInfo.GetRetryDelay().AsDuration()
 		}
 	}
 	var oauth struct {
@@ -114,6 +98,8 @@ func ParseGoogleAPIError(err error) (GoogleAPIError, bool) {
 		}
 	}
 	if out.Reason == "" && len(gerr.Errors) > 0 {
+		// The legacy errors[].reason (e.g. "rateLimitExceeded"), which the
+		// client reads from the body.
 		out.Reason = gerr.Errors[0].Reason
 	}
 	if out.Message == "" {
@@ -123,6 +109,26 @@ func ParseGoogleAPIError(err error) (GoogleAPIError, bool) {
 		out.Message = http.StatusText(gerr.Code)
 	}
 	return out, true
+}
+
+// errorDetails decodes the google.rpc details of gerr's body with apierror, or
+// returns nil when the body has none. apierror checks the whole body against
+// the google.rpc.Status schema and drops every detail when it does not fit, as
+// with the legacy "errors" list many APIs still send next to "details"; so it
+// is given the details alone.
+func errorDetails(gerr *googleapi.Error, env errorEnvelope) *apierror.APIError {
+	if len(env.Error.Details) == 0 {
+		return nil
+	}
+	body, err := json.Marshal(map[string]map[string]json.RawMessage{"error": {"details": env.Error.Details}})
+	if err != nil {
+		return nil
+	}
+	details, ok := apierror.FromError(&googleapi.Error{Code: gerr.Code, Message: gerr.Message, Body: string(body)})
+	if !ok {
+		return nil
+	}
+	return details
 }
 
 func apiCode(err error) int {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -124,6 +125,34 @@ func TestClassifyServiceDisabledSaysWhatToEnable(t *testing.T) {
 	err := ClassifyGoogleError(googleErr(403, "PERMISSION_DENIED", "API has not been used in project 123 before or it is disabled.",
 		errorInfo("SERVICE_DISABLED", map[string]string{"service": "iamcredentials.googleapis.com", "consumer": "projects/123"})), "act", "")
 	assert.Contains(t, err.Error(), "enable iamcredentials.googleapis.com in projects/123")
+}
+
+// Many APIs send the legacy "errors" list next to the details; the details
+// still count.
+func TestClassifyDetailsNextToLegacyErrors(t *testing.T) {
+	body := func(code int, status, message, reason, detail string) string {
+		return fmt.Sprintf(`{"error":{"code":%d,"message":%q,"errors":[{"message":%q,"domain":"usageLimits","reason":%q}],"status":%q,"details":[%s]}}`,
+			code, message, message, reason, status, detail)
+	}
+	msg := "Cloud Resource Manager API has not been used in project 123 before or it is disabled."
+	disabled := &googleapi.Error{Code: 403, Message: msg, Errors: []googleapi.ErrorItem{{Reason: "accessNotConfigured"}},
+		Body: body(403, "PERMISSION_DENIED", msg, "accessNotConfigured",
+			`{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"SERVICE_DISABLED","domain":"googleapis.com","metadata":{"service":"cloudresourcemanager.googleapis.com","consumer":"projects/123"}}`)}
+	e, ok := ParseGoogleAPIError(disabled)
+	require.True(t, ok)
+	assert.Equal(t, "SERVICE_DISABLED", e.Reason)
+	assert.Equal(t, "PERMISSION_DENIED", e.Status)
+	appErr := requireAppError(t, ClassifyGoogleError(disabled, "act", ""))
+	assert.Equal(t, ErrTypeServiceDisabled, appErr.Type())
+	assert.Contains(t, appErr.Error(), "enable cloudresourcemanager.googleapis.com in projects/123")
+
+	msg = "Maximum number of service accounts on project reached."
+	quota := &googleapi.Error{Code: 429, Message: msg, Body: body(429, "RESOURCE_EXHAUSTED", msg, "rateLimitExceeded",
+		`{"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"86401s"}`)}
+	e, ok = ParseGoogleAPIError(quota)
+	require.True(t, ok)
+	assert.Equal(t, 86401*time.Second, e.RetryDelay)
+	assert.Equal(t, ErrTypeQuotaExceeded, requireAppError(t, ClassifyGoogleError(quota, "act", "")).Type())
 }
 
 func TestClassifyNonGoogleErrors(t *testing.T) {
