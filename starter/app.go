@@ -6,7 +6,6 @@ package starter
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -14,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spf13/cobra"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/contrib/envconfig"
 	tlog "go.temporal.io/sdk/log"
@@ -50,28 +50,29 @@ func New() *App {
 	}
 }
 
-const usage = `gkewi starts and steers gkewi's Temporal workflows (GKE Workload Identity onboarding).
-
-Usage:
-  gkewi onboard -f request.yaml [--wait] [--dry-run]
-  gkewi approve --workflow-id ID --approver EMAIL [--ticket T] [--comment C] [--update]
-  gkewi reject  --workflow-id ID --approver EMAIL [--ticket T] [--comment C] [--update]
-  gkewi status  --workflow-id ID [-o table|json]
-  gkewi revoke  (--workflow-id ONBOARD_ID | -f revoke.yaml) [--at RFC3339] [--token-expiry-wait 30m] [--reason R] [--remove-annotation] [--wait] [--dry-run]
-  gkewi extend  --workflow-id ONBOARD_ID (--at RFC3339 | --ttl DURATION) [--token-expiry-wait 30m] [--dry-run]
-  gkewi list    [--query QUERY] [--limit N] [-o table|json]
-  gkewi id      -f request.yaml
-  gkewi rbac    -f request.yaml [--user system:serviceaccount:NS:NAME]
-  gkewi plan    (-f request.yaml | --revoke -f revoke.yaml [--remove-annotation]) [--kubeconfig F] [--context C]
+// rootLong heads `gkewi --help`; cobra appends the commands and flags.
+const rootLong = `gkewi starts and steers gkewi's Temporal workflows (GKE Workload Identity onboarding).
 
 Every command that talks to Temporal takes --address and --namespace; without
 them the connection comes from TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE,
 TEMPORAL_API_KEY, TEMPORAL_TLS*, TEMPORAL_PROFILE (as for the temporal CLI).
 Request files are YAML or JSON; "-f -" reads standard input.
-Run "gkewi COMMAND -h" for a command's flags.
 
-Exit status: 0 success, 1 failure, 2 invalid usage or request.
-`
+Exit status: 0 success, 1 failure, 2 invalid usage or request.`
+
+// rootExample is the synopsis of every command.
+const rootExample = `  gkewi onboard -f request.yaml [--wait] [--dry-run]
+  gkewi approve --workflow-id ID --approver EMAIL [--ticket T] [--comment C] [--update]
+  gkewi approve --workflow-id ID --endpoint URL [--id-token-file F] [--ticket T] [--comment C]
+  gkewi reject  --workflow-id ID --approver EMAIL [--ticket T] [--comment C] [--update]
+  gkewi status  --workflow-id ID [-o table|json]
+  gkewi revoke  (--workflow-id ONBOARD_ID | -f revoke.yaml) [--at RFC3339] [--token-expiry-wait 30m] [--reason R] [--remove-annotation] [--wait] [--dry-run]
+  gkewi extend  --workflow-id ONBOARD_ID (--at RFC3339 | --ttl DURATION) [--token-expiry-wait 30m] [--dry-run]
+  gkewi list    [--query QUERY | --pending [--expiring-within 72h]] [--limit N] [-o table|json]
+  gkewi id      -f request.yaml
+  gkewi rbac    -f request.yaml [--user system:serviceaccount:NS:NAME]
+  gkewi plan    (-f request.yaml | --revoke -f revoke.yaml [--remove-annotation]) [--kubeconfig F] [--context C]
+  source <(gkewi completion bash)`
 
 // Run executes one command line (without the program name) and returns the exit code.
 func (a *App) Run(ctx context.Context, args []string) int {
@@ -84,47 +85,73 @@ func (a *App) Run(ctx context.Context, args []string) int {
 	if a.PollInterval <= 0 {
 		a.PollInterval = 2 * time.Second
 	}
+	root := a.rootCommand()
 	if len(args) == 0 {
-		fmt.Fprint(a.Stderr, usage)
+		// The help, but as the usage mistake it is: on stderr, exit 2.
+		root.SetOut(a.Stderr)
+		root.SetArgs([]string{"--help"})
+		_ = root.ExecuteContext(ctx)
 		return ExitUsage
 	}
-	commands := map[string]func(context.Context, []string) error{
-		"onboard": a.onboard,
-		"approve": func(ctx context.Context, args []string) error { return a.decide(ctx, "approve", args) },
-		"reject":  func(ctx context.Context, args []string) error { return a.decide(ctx, "reject", args) },
-		"status":  a.status,
-		"revoke":  a.revoke,
-		"extend":  a.extend,
-		"list":    a.list,
-		"id":      a.id,
-		"rbac":    a.rbac,
-		"plan":    a.plan,
-	}
-	name := args[0]
-	switch name {
-	case "help", "-h", "--help", "-help":
-		fmt.Fprint(a.Stdout, usage)
+	root.SetArgs(args)
+	cmd, err := root.ExecuteContextC(ctx)
+	if err == nil {
 		return ExitOK
 	}
-	cmd, ok := commands[name]
-	if !ok {
-		fmt.Fprintf(a.Stderr, "gkewi: unknown command %q\n\n%s", name, usage)
-		return ExitUsage
-	}
-	err := cmd(ctx, args[1:])
-	switch {
-	case err == nil:
-		return ExitOK
-	case errors.Is(err, flag.ErrHelp):
-		return ExitOK
-	case errors.As(err, new(*usageError)):
-		fmt.Fprintf(a.Stderr, "gkewi %s: %v\n", name, err)
-		return ExitUsage
-	default:
-		fmt.Fprintf(a.Stderr, "gkewi %s: %v\n", name, err)
+	fmt.Fprintf(a.Stderr, "%s: %v\n", cmd.CommandPath(), err)
+	var failed *failure
+	if errors.As(err, &failed) {
 		return ExitFailure
 	}
+	if !errors.As(err, new(*usageError)) {
+		// cobra refused the command line itself: an unknown command or flag.
+		fmt.Fprintf(a.Stderr, "Run '%s --help' for usage.\n", cmd.CommandPath())
+	}
+	return ExitUsage
 }
+
+// rootCommand builds the command tree; each command's flags are bound to
+// variables of its own constructor, so every Run starts from fresh defaults.
+func (a *App) rootCommand() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "gkewi",
+		Short:         "Start and steer gkewi's Temporal workflows",
+		Long:          rootLong,
+		Example:       rootExample,
+		SilenceErrors: true, // Run prints them, prefixed with the command
+		SilenceUsage:  true, // a failed run is not a usage mistake
+	}
+	root.SetIn(a.Stdin)
+	root.SetOut(a.Stdout)
+	root.SetErr(a.Stderr)
+	root.AddGroup(
+		&cobra.Group{ID: groupGrant, Title: "Grant and revoke (Temporal workflows):"},
+		&cobra.Group{ID: groupRead, Title: "Follow grants (Temporal queries and visibility):"},
+		&cobra.Group{ID: groupLocal, Title: "Prepare (no Temporal):"},
+	)
+	groups := []struct {
+		id   string
+		cmds []*cobra.Command
+	}{
+		{groupGrant, []*cobra.Command{a.onboardCommand(), a.decideCommand("approve"), a.decideCommand("reject"), a.revokeCommand(), a.extendCommand()}},
+		{groupRead, []*cobra.Command{a.statusCommand(), a.listCommand()}},
+		{groupLocal, []*cobra.Command{a.idCommand(), a.rbacCommand(), a.planCommand()}},
+	}
+	for _, g := range groups {
+		for _, cmd := range g.cmds {
+			cmd.GroupID = g.id
+			root.AddCommand(cmd)
+		}
+	}
+	return root
+}
+
+// Command groups of gkewi --help.
+const (
+	groupGrant = "grant"
+	groupRead  = "read"
+	groupLocal = "local"
+)
 
 // usageError is a mistake in the command line or the request file: exit code 2.
 type usageError struct{ msg string }
@@ -135,29 +162,63 @@ func usagef(format string, args ...any) error {
 	return &usageError{msg: fmt.Sprintf(format, args...)}
 }
 
-// flagSet is a FlagSet for one command that reports to the App's stderr.
-func (a *App) flagSet(name, synopsis string) *flag.FlagSet {
-	fs := flag.NewFlagSet("gkewi "+name, flag.ContinueOnError)
-	fs.SetOutput(a.Stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: gkewi %s %s\n\nFlags:\n", name, synopsis)
-		fs.PrintDefaults()
+// failure is an error of a command that ran: exit code 1.
+type failure struct{ err error }
+
+func (e *failure) Error() string { return e.err.Error() }
+
+func (e *failure) Unwrap() error { return e.err }
+
+// action adapts a command's body to cobra. It marks the body's errors, but for
+// usage errors, as failures (exit 1); that sets them apart from cobra's own
+// errors (an unknown command or flag, a stray argument), usage errors all.
+func action(body func(ctx context.Context) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, _ []string) error {
+		err := body(cmd.Context())
+		if err != nil && !errors.As(err, new(*usageError)) {
+			return &failure{err: err}
+		}
+		return err
 	}
-	return fs
 }
 
-// parse parses args and refuses stray positional arguments.
-func parse(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return &usageError{msg: err.Error()}
-	}
-	if fs.NArg() > 0 {
-		return usagef("unexpected arguments: %s (flags go before them? see -h)", strings.Join(fs.Args(), " "))
+// noArgs refuses positional arguments: every gkewi input is a flag.
+func noArgs(_ *cobra.Command, args []string) error {
+	if len(args) > 0 {
+		return fmt.Errorf("unexpected arguments: %s", strings.Join(args, " "))
 	}
 	return nil
+}
+
+// newCommand is a gkewi subcommand without positional arguments or their completion.
+func newCommand(use, short, long string, body func(ctx context.Context) error) *cobra.Command {
+	return &cobra.Command{
+		Use:               use,
+		Short:             short,
+		Long:              long,
+		Args:              noArgs,
+		ValidArgsFunction: cobra.NoFileCompletions,
+		RunE:              action(body),
+	}
+}
+
+// fileFlag adds -f/--file, completed with request files.
+func fileFlag(cmd *cobra.Command, p *string, usage string) {
+	cmd.Flags().StringVarP(p, "file", "f", "", usage)
+	_ = cmd.MarkFlagFilename("file", "yaml", "yml", "json")
+}
+
+// outputFlag adds -o/--output, table or json.
+func outputFlag(cmd *cobra.Command, p *string) {
+	cmd.Flags().StringVarP(p, "output", "o", "table", "output: table or json")
+	_ = cmd.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]cobra.Completion{"table", "json"}, cobra.ShellCompDirectiveNoFileComp))
+}
+
+// noFileFlag marks a flag whose value is no file, so the shell offers none.
+func noFileFlag(cmd *cobra.Command, names ...string) {
+	for _, name := range names {
+		_ = cmd.RegisterFlagCompletionFunc(name, cobra.NoFileCompletions)
+	}
 }
 
 // connFlags override the TEMPORAL_* connection settings.
@@ -166,9 +227,10 @@ type connFlags struct {
 	namespace string
 }
 
-func (c *connFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&c.address, "address", "", "Temporal frontend host:port (default TEMPORAL_ADDRESS, else localhost:7233)")
-	fs.StringVar(&c.namespace, "namespace", "", "Temporal namespace (default TEMPORAL_NAMESPACE, else default)")
+func (c *connFlags) register(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&c.address, "address", "", "Temporal frontend host:port (default TEMPORAL_ADDRESS, else localhost:7233)")
+	cmd.Flags().StringVar(&c.namespace, "namespace", "", "Temporal namespace (default TEMPORAL_NAMESPACE, else default)")
+	noFileFlag(cmd, "address", "namespace")
 }
 
 // cliFlags are the same overrides for the printed temporal/gkewi commands.

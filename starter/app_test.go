@@ -250,7 +250,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"revoke", "-f", "testdata/revoke.yaml", "--at", "2099-01-01T00:00:00Z", "--wait"}, "--wait follows a revocation started now"},
 		{[]string{"revoke", "-f", "testdata/revoke.yaml", "--at", "yesterday"}, `--at "yesterday": want an RFC 3339 time`},
 		{[]string{"onboard", "-f", "testdata/onboard.yaml", "stray"}, "unexpected arguments: stray"},
-		{[]string{"status", "--bogus"}, "flag provided but not defined: -bogus"},
+		{[]string{"status", "--bogus"}, "gkewi status: unknown flag: --bogus\nRun 'gkewi status --help' for usage.\n"},
+		{[]string{"list", "--limit", "many"}, `invalid argument "many" for "--limit" flag`},
 	}
 	for _, tc := range cases {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
@@ -262,6 +263,76 @@ func TestUsageErrors(t *testing.T) {
 	r := run(t, nil, "", "help")
 	assert.Equal(t, ExitOK, r.code)
 	assert.Contains(t, r.stdout, "gkewi approve --workflow-id ID --approver EMAIL")
+}
+
+func TestHelp(t *testing.T) {
+	for _, args := range [][]string{{"--help"}, {"-h"}, {"help"}} {
+		r := run(t, nil, "", args...)
+		require.Equal(t, ExitOK, r.code, r.stderr)
+		assert.Empty(t, r.stderr)
+		assert.Contains(t, r.stdout, "Exit status: 0 success, 1 failure, 2 invalid usage or request.")
+		for _, sub := range []string{"onboard", "approve", "reject", "status", "revoke", "extend", "list", "id", "rbac", "plan", "completion"} {
+			assert.Regexp(t, `(?m)^  `+sub+` +\S`, r.stdout, "%v lists %s with its summary", args, sub)
+		}
+	}
+
+	r := run(t, nil, "", "status", "--help")
+	require.Equal(t, ExitOK, r.code, r.stderr)
+	assert.Contains(t, r.stdout, "Usage:\n  gkewi status --workflow-id ID [-o table|json] [flags]\n")
+	assert.Regexp(t, `(?m)^ +--workflow-id string +the Onboard or Revoke workflow ID \(required\)$`, r.stdout)
+	assert.Regexp(t, `(?m)^ +-o, --output string +output: table or json \(default "table"\)$`, r.stdout)
+	assert.Regexp(t, `(?m)^ +--address string +Temporal frontend host:port`, r.stdout)
+
+	// The approval endpoint's default comes from the environment.
+	r = run(t, mapEnv{envApprovalEndpoint: "https://gkewi.example.com"}, "", "approve", "-h")
+	require.Equal(t, ExitOK, r.code, r.stderr)
+	assert.Contains(t, r.stdout, `(default "https://gkewi.example.com")`)
+}
+
+// Each Run builds its commands afresh: a flag given to one run does not stick
+// to the next run of the same App.
+func TestRunsDoNotShareFlags(t *testing.T) {
+	var out bytes.Buffer
+	app := &App{Stdout: &out, Stderr: &out, Stdin: strings.NewReader(""), Env: mapEnv{"TEMPORAL_CONFIG_FILE": filepath.Join(t.TempDir(), "absent.toml")}}
+	id := "gkewi-onboard/p-1/europe-west1/c/ns/k"
+	require.Equal(t, ExitOK, app.Run(context.Background(), []string{"approve", "--workflow-id", id, "--approver", "a@example.com", "--ticket", "SUP-1", "--update", "--dry-run"}), out.String())
+	assert.Contains(t, out.String(), `temporal workflow update execute --workflow-id`)
+	assert.Contains(t, out.String(), `"ticket":"SUP-1"`)
+	out.Reset()
+	require.Equal(t, ExitOK, app.Run(context.Background(), []string{"approve", "--workflow-id", id, "--approver", "a@example.com", "--dry-run"}), out.String())
+	assert.Contains(t, out.String(), `temporal workflow signal --workflow-id`)
+	assert.NotContains(t, out.String(), "SUP-1")
+}
+
+func TestCompletion(t *testing.T) {
+	r := run(t, nil, "", "completion", "bash")
+	require.Equal(t, ExitOK, r.code, r.stderr)
+	assert.Contains(t, r.stdout, "__start_gkewi")
+	r = run(t, nil, "", "completion", "zsh")
+	require.Equal(t, ExitOK, r.code, r.stderr)
+	assert.Contains(t, r.stdout, "#compdef gkewi")
+
+	// What the shell scripts ask: the words that may come next, then ":"
+	// and cobra's directive (4: no file names; 8: files with these extensions).
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"st"}, "status\tShow the state and steps of an Onboard or Revoke workflow\n:4\n"},
+		{[]string{"status", "-o", ""}, "table\njson\n:4\n"},
+		{[]string{"list", "--output", "j"}, "table\njson\n:4\n"},
+		{[]string{"onboard", "-f", ""}, "yaml\nyml\njson\n:8\n"},
+		{[]string{"revoke", "--file", ""}, "yaml\nyml\njson\n:8\n"},
+		{[]string{"status", "--workflow-id", ""}, ":4\n"},
+		{[]string{"id", ""}, ":4\n"},
+	}
+	for _, tc := range cases {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			r := run(t, nil, "", append([]string{"__complete"}, tc.args...)...)
+			require.Equal(t, ExitOK, r.code, r.stderr)
+			assert.Equal(t, tc.want, r.stdout)
+		})
+	}
 }
 
 func TestUnreachableTemporalIsAFailureNamingTheAddress(t *testing.T) {

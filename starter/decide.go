@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"strings"
 
+	"github.com/spf13/cobra"
 	"go.temporal.io/sdk/client"
 	"golang.org/x/oauth2"
 	"google.golang.org/api/idtoken"
@@ -22,81 +23,99 @@ import (
 	"github.com/gkewi/gkewi/workflows"
 )
 
+type decideOptions struct {
+	conn                                         connFlags
+	workflowID, runID, approver, ticket, comment string
+	endpoint, tokenFile                          string
+	update, dryRun                               bool
+}
+
+// decideCommand is approve or reject, as verb says.
+func (a *App) decideCommand(verb string) *cobra.Command {
+	var o decideOptions
+	cmd := newCommand(verb+" --workflow-id ID (--endpoint URL [--id-token-file F] | --approver EMAIL [--update]) [--ticket T] [--comment C]",
+		fmt.Sprintf("Send support's decision: %s an onboarding", verb),
+		fmt.Sprintf(`Send support's decision to %s an onboarding awaiting approval.
+
+With --endpoint (or %s) it proves who decided: it sends your ID token
+(audience: the workflow ID, from --id-token-file, else gcloud, else Application
+Default Credentials) to the worker's approval endpoint, which verifies it and
+hands the workflow the decision. Without, it sends a bare decision naming
+--approver, as the support-approval signal or, with --update, the
+support-decision update; that counts only for grants whose support.proof is
+none.`, verb, envApprovalEndpoint),
+		func(ctx context.Context) error { return a.decide(ctx, verb, o) })
+	endpoint, _ := a.Env.LookupEnv(envApprovalEndpoint)
+	f := cmd.Flags()
+	f.StringVar(&o.endpoint, "endpoint", endpoint, "the worker's approval endpoint, e.g. https://gkewi.example.com: prove who you are with your ID token (env "+envApprovalEndpoint+")")
+	f.StringVar(&o.tokenFile, "id-token-file", "", "read your ID token from this file (- for stdin) instead of asking gcloud or Application Default Credentials")
+	o.conn.register(cmd)
+	f.StringVar(&o.workflowID, "workflow-id", "", "the Onboard workflow ID (required)")
+	f.StringVar(&o.runID, "run-id", "", "a specific run (default: the latest)")
+	f.StringVar(&o.approver, "approver", "", "your email; it must be one of the request's approvers (required without --endpoint)")
+	f.StringVar(&o.ticket, "ticket", "", "the support ticket this decision belongs to")
+	f.StringVar(&o.comment, "comment", "", "a note recorded with the decision")
+	f.BoolVar(&o.update, "update", false, "use the support-decision update: wait for the workflow's verdict instead of firing a signal")
+	f.BoolVar(&o.dryRun, "dry-run", false, "print the equivalent command without sending anything")
+	_ = cmd.MarkFlagFilename("id-token-file")
+	noFileFlag(cmd, "endpoint", "workflow-id", "run-id", "approver", "ticket", "comment")
+	return cmd
+}
+
 // decide sends support's decision. With --endpoint it proves who decided: it
 // sends the approver's ID token (audience: the workflow ID) to the worker's
 // approval endpoint, which verifies it and hands the workflow the decision
 // with its attestation. Without, it sends a bare decision naming --approver,
 // as the support-approval signal or, with --update, the support-decision
 // update; that counts only for grants whose support.proof is none.
-func (a *App) decide(ctx context.Context, verb string, args []string) error {
-	fs := a.flagSet(verb, "--workflow-id ID (--endpoint URL [--id-token-file F] | --approver EMAIL [--update]) [--ticket T] [--comment C]")
-	var (
-		conn                                     connFlags
-		workflowID, runID, approver, ticket, why string
-		endpoint, tokenFile                      string
-		useUpdate, dryRun                        bool
-	)
-	endpoint, _ = a.Env.LookupEnv(envApprovalEndpoint)
-	fs.StringVar(&endpoint, "endpoint", endpoint, "the worker's approval endpoint, e.g. https://gkewi.example.com: prove who you are with your ID token (env "+envApprovalEndpoint+")")
-	fs.StringVar(&tokenFile, "id-token-file", "", "read your ID token from this file (- for stdin) instead of asking gcloud or Application Default Credentials")
-	conn.register(fs)
-	fs.StringVar(&workflowID, "workflow-id", "", "the Onboard workflow ID (required)")
-	fs.StringVar(&runID, "run-id", "", "a specific run (default: the latest)")
-	fs.StringVar(&approver, "approver", "", "your email; it must be one of the request's approvers (required)")
-	fs.StringVar(&ticket, "ticket", "", "the support ticket this decision belongs to")
-	fs.StringVar(&why, "comment", "", "a note recorded with the decision")
-	fs.BoolVar(&useUpdate, "update", false, "use the support-decision update: wait for the workflow's verdict instead of firing a signal")
-	fs.BoolVar(&dryRun, "dry-run", false, "print the equivalent command without sending anything")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	if workflowID == "" {
+func (a *App) decide(ctx context.Context, verb string, o decideOptions) error {
+	if o.workflowID == "" {
 		return usagef("--workflow-id is required")
 	}
-	if endpoint != "" {
-		if useUpdate {
+	if o.endpoint != "" {
+		if o.update {
 			return usagef("--update goes with a bare decision; with --endpoint the worker sends the update")
 		}
-		return a.decideWithProof(ctx, verb, endpoint, tokenFile, workflowID, runID, ticket, why, dryRun)
+		return a.decideWithProof(ctx, verb, o)
 	}
-	if approver == "" {
+	if o.approver == "" {
 		return usagef("--approver is required (your email, one of the request's approvers)")
 	}
-	if addr, err := mail.ParseAddress(approver); err != nil || addr.Address != approver {
-		return usagef("--approver %q: want a bare email address such as you@example.com", approver)
+	if addr, err := mail.ParseAddress(o.approver); err != nil || addr.Address != o.approver {
+		return usagef("--approver %q: want a bare email address such as you@example.com", o.approver)
 	}
-	decision := workflows.ApprovalDecision{Approved: verb == "approve", Approver: approver, Ticket: ticket, Comment: why}
+	decision := workflows.ApprovalDecision{Approved: verb == "approve", Approver: o.approver, Ticket: o.ticket, Comment: o.comment}
 	input, err := compactJSON(decision)
 	if err != nil {
 		return err
 	}
-	equivalent := temporalSignalCommand(conn, workflowID, input)
-	if useUpdate {
-		equivalent = temporalUpdateCommand(conn, workflowID, input)
+	equivalent := temporalSignalCommand(o.conn, o.workflowID, input)
+	if o.update {
+		equivalent = temporalUpdateCommand(o.conn, o.workflowID, input)
 	}
 	fmt.Fprintf(a.Stdout, "Equivalent temporal command:\n  %s\n", equivalent)
 	fmt.Fprintf(a.Stdout, "This decision carries no proof of who you are: it counts only where support.proof is %q. "+
 		"Prove it with --endpoint (the worker's approval endpoint) and your ID token.\n", workflows.ProofNone)
-	if dryRun {
+	if o.dryRun {
 		return nil
 	}
 
-	c, _, err := a.dial(ctx, conn)
+	c, _, err := a.dial(ctx, o.conn)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	if !useUpdate {
-		if err := c.SignalWorkflow(ctx, workflowID, runID, workflows.SignalSupportApproval, decision); err != nil {
-			return fmt.Errorf("signal %s: %w", workflowID, err)
+	if !o.update {
+		if err := c.SignalWorkflow(ctx, o.workflowID, o.runID, workflows.SignalSupportApproval, decision); err != nil {
+			return fmt.Errorf("signal %s: %w", o.workflowID, err)
 		}
 		fmt.Fprintf(a.Stdout, "Sent %s (%s by %s). A signal does not report whether it counted; check with: gkewi status%s --workflow-id %s\n",
-			workflows.SignalSupportApproval, pastTense(verb), approver, conn.cliFlags(), shellQuote(workflowID))
+			workflows.SignalSupportApproval, pastTense(verb), o.approver, o.conn.cliFlags(), shellQuote(o.workflowID))
 		return nil
 	}
 	handle, err := c.UpdateWorkflow(ctx, client.UpdateWorkflowOptions{
-		WorkflowID:   workflowID,
-		RunID:        runID,
+		WorkflowID:   o.workflowID,
+		RunID:        o.runID,
 		UpdateName:   workflows.UpdateSupportDecision,
 		Args:         []any{decision},
 		WaitForStage: client.WorkflowUpdateStageCompleted,
@@ -108,7 +127,7 @@ func (a *App) decide(ctx context.Context, verb string, args []string) error {
 	if err := handle.Get(ctx, &state); err != nil {
 		return fmt.Errorf("decision refused: %w", err)
 	}
-	fmt.Fprintf(a.Stdout, "Decision accepted (%s by %s): the onboarding is now %s.\n", pastTense(verb), approver, state)
+	fmt.Fprintf(a.Stdout, "Decision accepted (%s by %s): the onboarding is now %s.\n", pastTense(verb), o.approver, state)
 	return nil
 }
 
@@ -124,22 +143,22 @@ const envApprovalEndpoint = "GKEWI_APPROVAL_ENDPOINT"
 
 // decideWithProof sends the decision with the approver's ID token to the
 // worker's approval endpoint and reports the workflow's verdict.
-func (a *App) decideWithProof(ctx context.Context, verb, endpoint, tokenFile, workflowID, runID, ticket, comment string, dryRun bool) error {
-	if u, err := neturl.Parse(endpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return usagef("--endpoint %q: want the http(s) URL of the worker's approval endpoint", endpoint)
+func (a *App) decideWithProof(ctx context.Context, verb string, o decideOptions) error {
+	if u, err := neturl.Parse(o.endpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return usagef("--endpoint %q: want the http(s) URL of the worker's approval endpoint", o.endpoint)
 	}
-	url := strings.TrimRight(endpoint, "/") + worker.DecisionPath
+	url := strings.TrimRight(o.endpoint, "/") + worker.DecisionPath
 	approved := verb == "approve"
-	body, err := json.Marshal(worker.DecisionRequest{WorkflowID: workflowID, RunID: runID, Approved: &approved, Ticket: ticket, Comment: comment})
+	body, err := json.Marshal(worker.DecisionRequest{WorkflowID: o.workflowID, RunID: o.runID, Approved: &approved, Ticket: o.ticket, Comment: o.comment})
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(a.Stdout, "Equivalent command:\n  curl -sS -X POST %s -H \"Authorization: Bearer $(gcloud auth print-identity-token --audiences=%s --include-email)\" -d %s\n",
-		shellQuote(url), shellQuote(workflowID), shellQuote(string(body)))
-	if dryRun {
+		shellQuote(url), shellQuote(o.workflowID), shellQuote(string(body)))
+	if o.dryRun {
 		return nil
 	}
-	token, source, err := a.idToken(ctx, tokenFile, workflowID)
+	token, source, err := a.idToken(ctx, o.tokenFile, o.workflowID)
 	if err != nil {
 		return err
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/spf13/cobra"
 	"go.temporal.io/sdk/client"
 
 	"github.com/gkewi/gkewi/activities"
@@ -15,56 +16,67 @@ import (
 // revocation schedule (365 days), as the temporal CLI takes it.
 const revocationCatchupWindow = "8760h"
 
+type extendOptions struct {
+	conn                                connFlags
+	onboardID, at, ttl, tokenExpiryWait string
+	dryRun                              bool
+}
+
+func (a *App) extendCommand() *cobra.Command {
+	var o extendOptions
+	cmd := newCommand("extend --workflow-id ONBOARD_ID (--at RFC3339 | --ttl DURATION) [--token-expiry-wait 30m] [--dry-run]",
+		"Move the revocation of a completed time-bound grant, or schedule one",
+		`Move the revocation of a completed time-bound grant, or schedule one for a
+grant that has none: the grant's revocation schedule is created or moved so
+that Revoke starts at the new time. It prints the equivalent temporal
+schedule command.`,
+		func(ctx context.Context) error { return a.extend(ctx, o) })
+	f := cmd.Flags()
+	o.conn.register(cmd)
+	f.StringVar(&o.onboardID, "workflow-id", "", "the completed Onboard workflow of the grant (required)")
+	f.StringVar(&o.at, "at", "", "revoke the grant at this time, RFC 3339 (2026-12-31T18:00:00Z)")
+	f.StringVar(&o.ttl, "ttl", "", "revoke the grant this long from now, e.g. 720h")
+	f.StringVar(&o.tokenExpiryWait, "token-expiry-wait", "", "token expiry wait of the scheduled revocation (default: the grant's, 30m)")
+	f.BoolVar(&o.dryRun, "dry-run", false, "print the schedule and the equivalent command without changing it")
+	noFileFlag(cmd, "workflow-id", "at", "ttl", "token-expiry-wait")
+	return cmd
+}
+
 // extend moves the revocation of a completed time-bound grant, or schedules one
 // for a grant that has none.
-func (a *App) extend(ctx context.Context, args []string) error {
-	fs := a.flagSet("extend", "--workflow-id ONBOARD_ID (--at RFC3339 | --ttl DURATION) [--token-expiry-wait 30m] [--dry-run]")
-	var (
-		conn                     connFlags
-		onboardID, at, ttl, wait string
-		dryRun                   bool
-	)
-	conn.register(fs)
-	fs.StringVar(&onboardID, "workflow-id", "", "the completed Onboard workflow of the grant (required)")
-	fs.StringVar(&at, "at", "", "revoke the grant at this time, RFC 3339 (2026-12-31T18:00:00Z)")
-	fs.StringVar(&ttl, "ttl", "", "revoke the grant this long from now, e.g. 720h")
-	fs.StringVar(&wait, "token-expiry-wait", "", "token expiry wait of the scheduled revocation (default: the grant's, 30m)")
-	fs.BoolVar(&dryRun, "dry-run", false, "print the schedule and the equivalent command without changing it")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	if onboardID == "" {
+func (a *App) extend(ctx context.Context, o extendOptions) error {
+	if o.onboardID == "" {
 		return usagef("--workflow-id is required")
 	}
-	when, err := a.revocationTime(at, ttl)
+	when, err := a.revocationTime(o.at, o.ttl)
 	if err != nil {
 		return err
 	}
-	c, _, err := a.dial(ctx, conn)
+	c, _, err := a.dial(ctx, o.conn)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	src, err := readOnboarding(ctx, c, onboardID)
+	src, err := readOnboarding(ctx, c, o.onboardID)
 	if err != nil {
 		return err
 	}
 	if src.status != activities.WorkflowStatusCompleted {
 		return fmt.Errorf("onboarding %s is %s: only a completed grant can be extended (a running onboarding schedules its revocation when it completes)",
-			onboardID, src.status)
+			o.onboardID, src.status)
 	}
 	req, err := completedRevokeRequest(ctx, c, src)
 	if err != nil {
 		return err
 	}
-	if wait != "" {
-		req.TokenExpiryWait = workflows.Duration(wait)
+	if o.tokenExpiryWait != "" {
+		req.TokenExpiryWait = workflows.Duration(o.tokenExpiryWait)
 	}
 	req = req.WithDefaults()
 	if err := req.Validate(); err != nil {
-		return invalidRequest("the revoke request of "+onboardID, "revoke", err)
+		return invalidRequest("the revoke request of "+o.onboardID, "revoke", err)
 	}
-	return a.scheduleRevocation(ctx, c, conn, req, when, dryRun)
+	return a.scheduleRevocation(ctx, c, o.conn, req, when, o.dryRun)
 }
 
 // revocationTime is --at, or now plus --ttl; exactly one must be given, and the

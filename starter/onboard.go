@@ -7,29 +7,37 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/spf13/cobra"
 	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/sdk/client"
 
 	"github.com/gkewi/gkewi/workflows"
 )
 
-func (a *App) onboard(ctx context.Context, args []string) error {
-	fs := a.flagSet("onboard", "-f request.yaml [--wait] [--dry-run]")
-	var (
-		conn   connFlags
-		file   string
-		wait   bool
-		dryRun bool
-	)
-	conn.register(fs)
-	fs.StringVar(&file, "f", "", "onboarding request, YAML or JSON (- for stdin)")
-	fs.StringVar(&file, "file", "", "same as -f")
-	fs.BoolVar(&wait, "wait", false, "follow the run until it ends and print its result")
-	fs.BoolVar(&dryRun, "dry-run", false, "validate and print the workflow ID and command without starting anything")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	req, err := a.loadOnboardRequest(file)
+type onboardOptions struct {
+	conn         connFlags
+	file         string
+	wait, dryRun bool
+}
+
+func (a *App) onboardCommand() *cobra.Command {
+	var o onboardOptions
+	cmd := newCommand("onboard -f request.yaml [--wait] [--dry-run]",
+		"Validate an onboarding request and start the Onboard workflow",
+		`Validate an onboarding request and start the Onboard workflow under the ID the
+request derives (gkewi id prints it). It prints the equivalent temporal
+command; support is notified and must approve before anything is granted.
+A second start of the same grant is refused while the first runs.`,
+		func(ctx context.Context) error { return a.onboard(ctx, o) })
+	o.conn.register(cmd)
+	fileFlag(cmd, &o.file, "onboarding request, YAML or JSON (- for stdin)")
+	cmd.Flags().BoolVar(&o.wait, "wait", false, "follow the run until it ends and print its result")
+	cmd.Flags().BoolVar(&o.dryRun, "dry-run", false, "validate and print the workflow ID and command without starting anything")
+	return cmd
+}
+
+func (a *App) onboard(ctx context.Context, o onboardOptions) error {
+	req, err := a.loadOnboardRequest(o.file)
 	if err != nil {
 		return err
 	}
@@ -39,24 +47,24 @@ func (a *App) onboard(ctx context.Context, args []string) error {
 		return err
 	}
 	fmt.Fprintf(a.Stdout, "Workflow ID: %s\n", id)
-	fmt.Fprintf(a.Stdout, "Equivalent temporal command:\n  %s\n", temporalStartCommand(conn, workflows.OnboardWorkflowName, id, input))
-	if dryRun {
+	fmt.Fprintf(a.Stdout, "Equivalent temporal command:\n  %s\n", temporalStartCommand(o.conn, workflows.OnboardWorkflowName, id, input))
+	if o.dryRun {
 		return nil
 	}
 
-	c, _, err := a.dial(ctx, conn)
+	c, _, err := a.dial(ctx, o.conn)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	run, err := startOnce(ctx, c, conn, workflows.OnboardWorkflowName, id, "an onboarding", req)
+	run, err := startOnce(ctx, c, o.conn, workflows.OnboardWorkflowName, id, "an onboarding", req)
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(a.Stdout, "Started %s, run %s.\n", workflows.OnboardWorkflowName, run.GetRunID())
 	fmt.Fprintf(a.Stdout, "Support is notified at %v and must approve; follow with: gkewi status%s --workflow-id %s\n",
-		supportTargets(req), conn.cliFlags(), shellQuote(id))
-	if !wait {
+		supportTargets(req), o.conn.cliFlags(), shellQuote(id))
+	if !o.wait {
 		return nil
 	}
 	var res workflows.OnboardResult
@@ -73,14 +81,19 @@ func supportTargets(req workflows.OnboardRequest) []string {
 	return req.Support.Approvers
 }
 
-func (a *App) id(_ context.Context, args []string) error {
-	fs := a.flagSet("id", "-f request.yaml")
+func (a *App) idCommand() *cobra.Command {
 	var file string
-	fs.StringVar(&file, "f", "", "onboarding request, YAML or JSON (- for stdin)")
-	fs.StringVar(&file, "file", "", "same as -f")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
+	cmd := newCommand("id -f request.yaml",
+		"Print the workflow ID an onboarding request derives",
+		`Print the workflow ID an onboarding request derives: one ID per grant
+(project, location, cluster, namespace, release), so a second start of the
+same grant is refused while the first runs.`,
+		func(context.Context) error { return a.id(file) })
+	fileFlag(cmd, &file, "onboarding request, YAML or JSON (- for stdin)")
+	return cmd
+}
+
+func (a *App) id(file string) error {
 	req, err := a.loadOnboardRequest(file)
 	if err != nil {
 		return err

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/spf13/cobra"
 	"google.golang.org/api/option"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -16,36 +17,49 @@ import (
 	"github.com/gkewi/gkewi/workflows"
 )
 
+type planOptions struct {
+	file, kubeconfig, kubeContext, endpoints, cacheDir string
+	revoke, removeAnnotation                           bool
+}
+
+func (a *App) planCommand() *cobra.Command {
+	var o planOptions
+	cmd := newCommand("plan (-f request.yaml | --revoke -f revoke.yaml [--remove-annotation]) [--kubeconfig F] [--context C] [--gcp-endpoint API=URL,...]",
+		"Print the gcloud, kubectl, helm and bq commands a grant (or its revocation) needs now",
+		`Print the gcloud, kubectl, helm and bq commands that would bring a grant about
+(or, with --revoke, undo it) from the state it reads now: what is in place
+prints nothing. It changes nothing and talks to no Temporal service; it reads
+Google Cloud with Application Default Credentials and the cluster through the
+kubeconfig.`,
+		func(ctx context.Context) error { return a.plan(ctx, o) })
+	f := cmd.Flags()
+	fileFlag(cmd, &o.file, "onboarding request (revoke request with --revoke), YAML or JSON (- for stdin)")
+	f.BoolVar(&o.revoke, "revoke", false, "plan the revocation of the grant -f names (a revoke request, as gkewi revoke -f takes)")
+	f.BoolVar(&o.removeAnnotation, "remove-annotation", false, "with --revoke: also remove the KSA's iam.gke.io/gcp-service-account annotation")
+	f.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig of the cluster (default KUBECONFIG, else ~/.kube/config)")
+	f.StringVar(&o.kubeContext, "context", "", "kubeconfig context (default the cluster's gke_PROJECT_LOCATION_CLUSTER context, else the current one)")
+	f.StringVar(&o.endpoints, "gcp-endpoint", "", "Google API base URLs as API=URL,... (default GKEWI_GCP_ENDPOINTS, else Google's); credentials are Application Default Credentials")
+	f.StringVar(&o.cacheDir, "cache-dir", "", "where downloaded charts are kept (default: the user cache)")
+	_ = cmd.MarkFlagFilename("kubeconfig")
+	_ = cmd.MarkFlagDirname("cache-dir")
+	noFileFlag(cmd, "context", "gcp-endpoint")
+	return cmd
+}
+
 // plan prints the gcloud, kubectl, helm and bq commands that would bring a
 // grant about (or, with --revoke, undo it) from the state it reads now: what is
 // in place prints nothing. It changes nothing and talks to no Temporal service.
-func (a *App) plan(ctx context.Context, args []string) error {
-	fs := a.flagSet("plan", "-f request.yaml | --revoke -f revoke.yaml [--remove-annotation] [--kubeconfig F] [--context C] [--gcp-endpoint API=URL,...]")
-	var (
-		file, kubeconfig, kubeContext, endpoints, cacheDir string
-		revoke, removeAnnotation                           bool
-	)
-	fs.StringVar(&file, "f", "", "onboarding request (revoke request with --revoke), YAML or JSON (- for stdin)")
-	fs.StringVar(&file, "file", "", "same as -f")
-	fs.BoolVar(&revoke, "revoke", false, "plan the revocation of the grant -f names (a revoke request, as gkewi revoke -f takes)")
-	fs.BoolVar(&removeAnnotation, "remove-annotation", false, "with --revoke: also remove the KSA's iam.gke.io/gcp-service-account annotation")
-	fs.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig of the cluster (default KUBECONFIG, else ~/.kube/config)")
-	fs.StringVar(&kubeContext, "context", "", "kubeconfig context (default the cluster's gke_PROJECT_LOCATION_CLUSTER context, else the current one)")
-	fs.StringVar(&endpoints, "gcp-endpoint", "", "Google API base URLs as API=URL,... (default GKEWI_GCP_ENDPOINTS, else Google's); credentials are Application Default Credentials")
-	fs.StringVar(&cacheDir, "cache-dir", "", "where downloaded charts are kept (default: the user cache)")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	if file == "" {
+func (a *App) plan(ctx context.Context, o planOptions) error {
+	if o.file == "" {
 		return usagef("-f request.yaml is required")
 	}
-	if removeAnnotation && !revoke {
+	if o.removeAnnotation && !o.revoke {
 		return usagef("--remove-annotation goes with --revoke")
 	}
-	if endpoints == "" {
-		endpoints, _ = a.Env.LookupEnv("GKEWI_GCP_ENDPOINTS")
+	if o.endpoints == "" {
+		o.endpoints, _ = a.Env.LookupEnv("GKEWI_GCP_ENDPOINTS")
 	}
-	eps, err := parseEndpoints(endpoints)
+	eps, err := parseEndpoints(o.endpoints)
 	if err != nil {
 		return err
 	}
@@ -55,26 +69,26 @@ func (a *App) plan(ctx context.Context, args []string) error {
 		onboardReq workflows.OnboardRequest
 		revokeReq  workflows.RevokeRequest
 	)
-	if revoke {
-		if revokeReq, err = a.loadRevokeRequest(file); err != nil {
+	if o.revoke {
+		if revokeReq, err = a.loadRevokeRequest(o.file); err != nil {
 			return err
 		}
-		if removeAnnotation {
+		if o.removeAnnotation {
 			revokeReq.RemoveAnnotation = true
 		}
 		revokeReq = revokeReq.WithDefaults()
 		if err := revokeReq.Validate(); err != nil {
-			return invalidRequest(file, "revoke", err)
+			return invalidRequest(o.file, "revoke", err)
 		}
-	} else if onboardReq, err = a.loadOnboardRequest(file); err != nil {
+	} else if onboardReq, err = a.loadOnboardRequest(o.file); err != nil {
 		return err
 	}
 	gcp, err := activities.NewGCP(ctx, activities.GCPConfig{Endpoints: eps, Options: []option.ClientOption{option.WithUserAgent("gkewi-plan")}})
 	if err != nil {
 		return err
 	}
-	k := kubeAccess{kubeconfig: kubeconfig, context: kubeContext}
-	if revoke {
+	k := kubeAccess{kubeconfig: o.kubeconfig, context: o.kubeContext}
+	if o.revoke {
 		st, err := readRevokeState(ctx, gcp, k, revokeReq)
 		if err != nil {
 			return err
@@ -82,7 +96,7 @@ func (a *App) plan(ctx context.Context, args []string) error {
 		writePlan(a.Stdout, revokeHeader(st), revokeSteps(st), "Nothing to revoke: the grant is already gone.")
 		return nil
 	}
-	st, err := readOnboardState(ctx, gcp, k, cacheDir, onboardReq)
+	st, err := readOnboardState(ctx, gcp, k, o.cacheDir, onboardReq)
 	if err != nil {
 		return err
 	}

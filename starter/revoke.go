@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/spf13/cobra"
 	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/sdk/client"
@@ -15,37 +16,47 @@ import (
 	"github.com/gkewi/gkewi/workflows"
 )
 
-func (a *App) revoke(ctx context.Context, args []string) error {
-	fs := a.flagSet("revoke", "(--workflow-id ONBOARD_ID | -f revoke.yaml) [--at RFC3339] [--token-expiry-wait 30m] [--reason R] [--remove-annotation] [--wait] [--dry-run]")
-	var (
-		conn                              connFlags
-		onboardID, file, wait, reason, at string
-		removeAnnotation                  bool
-		follow, dryRun                    bool
-	)
-	conn.register(fs)
-	fs.StringVar(&onboardID, "workflow-id", "", "revoke the grant of this Onboard workflow: a completed one (its result holds the revoke request) or a running one (it is canceled first)")
-	fs.StringVar(&file, "f", "", "revoke request, YAML or JSON (- for stdin), instead of --workflow-id")
-	fs.StringVar(&file, "file", "", "same as -f")
-	fs.StringVar(&at, "at", "", "schedule the revocation for this time, RFC 3339, instead of starting it now (the grant's revocation schedule is created or moved)")
-	fs.StringVar(&wait, "token-expiry-wait", "", "wait this long for issued tokens to expire before proving access is gone (default 30m, 0s skips, at most 12h)")
-	fs.StringVar(&reason, "reason", "", "why the grant is revoked, recorded in the status")
-	fs.BoolVar(&removeAnnotation, "remove-annotation", false, "also remove the KSA's iam.gke.io/gcp-service-account annotation")
-	fs.BoolVar(&follow, "wait", false, "follow the run until it ends and print its result")
-	fs.BoolVar(&dryRun, "dry-run", false, "print the workflow ID and command without starting anything")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	if (onboardID == "") == (file == "") {
+type revokeOptions struct {
+	conn                                         connFlags
+	onboardID, file, tokenExpiryWait, reason, at string
+	removeAnnotation, wait, dryRun               bool
+}
+
+func (a *App) revokeCommand() *cobra.Command {
+	var o revokeOptions
+	cmd := newCommand("revoke (--workflow-id ONBOARD_ID | -f revoke.yaml) [--at RFC3339] [--token-expiry-wait 30m] [--reason R] [--remove-annotation] [--wait] [--dry-run]",
+		"Start the Revoke workflow for a grant, now or at a set time",
+		`Start the Revoke workflow for a grant: the one a completed onboarding made (its
+result holds the revoke request), a running onboarding (it is canceled
+first), or the one a revoke request file names. With --at the grant's
+revocation schedule is created or moved instead. After the removals, Revoke
+waits for issued tokens to expire and proves the access is gone.`,
+		func(ctx context.Context) error { return a.revoke(ctx, o) })
+	f := cmd.Flags()
+	o.conn.register(cmd)
+	f.StringVar(&o.onboardID, "workflow-id", "", "revoke the grant of this Onboard workflow: a completed one (its result holds the revoke request) or a running one (it is canceled first)")
+	fileFlag(cmd, &o.file, "revoke request, YAML or JSON (- for stdin), instead of --workflow-id")
+	f.StringVar(&o.at, "at", "", "schedule the revocation for this time, RFC 3339, instead of starting it now (the grant's revocation schedule is created or moved)")
+	f.StringVar(&o.tokenExpiryWait, "token-expiry-wait", "", "wait this long for issued tokens to expire before proving access is gone (default 30m, 0s skips, at most 12h)")
+	f.StringVar(&o.reason, "reason", "", "why the grant is revoked, recorded in the status")
+	f.BoolVar(&o.removeAnnotation, "remove-annotation", false, "also remove the KSA's iam.gke.io/gcp-service-account annotation")
+	f.BoolVar(&o.wait, "wait", false, "follow the run until it ends and print its result")
+	f.BoolVar(&o.dryRun, "dry-run", false, "print the workflow ID and command without starting anything")
+	noFileFlag(cmd, "workflow-id", "at", "token-expiry-wait", "reason")
+	return cmd
+}
+
+func (a *App) revoke(ctx context.Context, o revokeOptions) error {
+	if (o.onboardID == "") == (o.file == "") {
 		return usagef("give exactly one of --workflow-id ONBOARD_ID and -f revoke.yaml")
 	}
 	var when time.Time
-	if at != "" {
-		if follow {
+	if o.at != "" {
+		if o.wait {
 			return usagef("--wait follows a revocation started now; with --at it starts later (follow it then with gkewi status)")
 		}
 		var err error
-		if when, err = a.revocationTime(at, ""); err != nil {
+		if when, err = a.revocationTime(o.at, ""); err != nil {
 			return err
 		}
 	}
@@ -56,13 +67,13 @@ func (a *App) revoke(ctx context.Context, args []string) error {
 		running bool
 		err     error
 	)
-	if onboardID != "" {
-		c, _, err = a.dial(ctx, conn)
+	if o.onboardID != "" {
+		c, _, err = a.dial(ctx, o.conn)
 		if err != nil {
 			return err
 		}
 		defer c.Close()
-		src, err := readOnboarding(ctx, c, onboardID)
+		src, err := readOnboarding(ctx, c, o.onboardID)
 		if err != nil {
 			return err
 		}
@@ -70,47 +81,47 @@ func (a *App) revoke(ctx context.Context, args []string) error {
 		case activities.WorkflowStatusCompleted:
 			req, err = completedRevokeRequest(ctx, c, src)
 		case activities.WorkflowStatusRunning:
-			if at != "" {
-				return usagef("onboarding %s is still running: it sets the grant's revocation schedule itself when it completes; schedule the revocation after that, or revoke now without --at", onboardID)
+			if o.at != "" {
+				return usagef("onboarding %s is still running: it sets the grant's revocation schedule itself when it completes; schedule the revocation after that, or revoke now without --at", o.onboardID)
 			}
 			running = true
-			req, err = a.runningRevokeRequest(ctx, c, conn, src)
+			req, err = a.runningRevokeRequest(ctx, c, o.conn, src)
 		default:
 			err = fmt.Errorf("onboarding %s is %s: only a completed or running onboarding names its grant; for any other, write a revoke request and use -f",
-				onboardID, src.status)
+				o.onboardID, src.status)
 		}
 		if err != nil {
 			return err
 		}
-	} else if req, err = a.loadRevokeRequest(file); err != nil {
+	} else if req, err = a.loadRevokeRequest(o.file); err != nil {
 		return err
 	}
-	if wait != "" {
-		req.TokenExpiryWait = workflows.Duration(wait)
+	if o.tokenExpiryWait != "" {
+		req.TokenExpiryWait = workflows.Duration(o.tokenExpiryWait)
 	}
-	if reason != "" {
-		req.Reason = reason
+	if o.reason != "" {
+		req.Reason = o.reason
 	}
-	if removeAnnotation {
+	if o.removeAnnotation {
 		req.RemoveAnnotation = true
 	}
 	req = req.WithDefaults()
-	source := file
+	source := o.file
 	if source == "" {
-		source = "the revoke request of " + onboardID
+		source = "the revoke request of " + o.onboardID
 	}
 	if err := req.Validate(); err != nil {
 		return invalidRequest(source, "revoke", err)
 	}
 
-	if at != "" {
+	if o.at != "" {
 		if c == nil {
-			if c, _, err = a.dial(ctx, conn); err != nil {
+			if c, _, err = a.dial(ctx, o.conn); err != nil {
 				return err
 			}
 			defer c.Close()
 		}
-		return a.scheduleRevocation(ctx, c, conn, req, when, dryRun)
+		return a.scheduleRevocation(ctx, c, o.conn, req, when, o.dryRun)
 	}
 
 	id := workflows.RevokeWorkflowID(req)
@@ -119,26 +130,26 @@ func (a *App) revoke(ctx context.Context, args []string) error {
 		return err
 	}
 	fmt.Fprintf(a.Stdout, "Workflow ID: %s\n", id)
-	fmt.Fprintf(a.Stdout, "Equivalent temporal command:\n  %s\n", temporalStartCommand(conn, workflows.RevokeWorkflowName, id, input))
-	if dryRun {
+	fmt.Fprintf(a.Stdout, "Equivalent temporal command:\n  %s\n", temporalStartCommand(o.conn, workflows.RevokeWorkflowName, id, input))
+	if o.dryRun {
 		return nil
 	}
 	if c == nil {
-		if c, _, err = a.dial(ctx, conn); err != nil {
+		if c, _, err = a.dial(ctx, o.conn); err != nil {
 			return err
 		}
 		defer c.Close()
 	}
-	run, err := startOnce(ctx, c, conn, workflows.RevokeWorkflowName, id, "a revocation", req)
+	run, err := startOnce(ctx, c, o.conn, workflows.RevokeWorkflowName, id, "a revocation", req)
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(a.Stdout, "Started %s, run %s; token expiry wait %s.\n", workflows.RevokeWorkflowName, run.GetRunID(), req.TokenExpiryWait)
 	if running {
-		fmt.Fprintf(a.Stdout, "It cancels the running onboarding %s first and waits for its clean-up.\n", onboardID)
+		fmt.Fprintf(a.Stdout, "It cancels the running onboarding %s first and waits for its clean-up.\n", o.onboardID)
 	}
-	fmt.Fprintf(a.Stdout, "Follow with: gkewi status%s --workflow-id %s\n", conn.cliFlags(), shellQuote(id))
-	if !follow {
+	fmt.Fprintf(a.Stdout, "Follow with: gkewi status%s --workflow-id %s\n", o.conn.cliFlags(), shellQuote(id))
+	if !o.wait {
 		return nil
 	}
 	var res workflows.RevokeResult

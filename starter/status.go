@@ -9,6 +9,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/spf13/cobra"
 	commonpb "go.temporal.io/api/common/v1"
 	enumspb "go.temporal.io/api/enums/v1"
 	workflowpb "go.temporal.io/api/workflow/v1"
@@ -31,39 +32,47 @@ func queryStatus(ctx context.Context, c client.Client, workflowID, runID string)
 	return st, nil
 }
 
-func (a *App) status(ctx context.Context, args []string) error {
-	fs := a.flagSet("status", "--workflow-id ID [-o table|json]")
-	var (
-		conn              connFlags
-		workflowID, runID string
-		output            string
-	)
-	conn.register(fs)
-	fs.StringVar(&workflowID, "workflow-id", "", "the Onboard or Revoke workflow ID (required)")
-	fs.StringVar(&runID, "run-id", "", "a specific run (default: the latest)")
-	fs.StringVar(&output, "o", "table", "output: table or json")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	if workflowID == "" {
+type statusOptions struct {
+	conn                      connFlags
+	workflowID, runID, output string
+}
+
+func (a *App) statusCommand() *cobra.Command {
+	var o statusOptions
+	cmd := newCommand("status --workflow-id ID [-o table|json]",
+		"Show the state and steps of an Onboard or Revoke workflow",
+		`Show the state and steps of an Onboard or Revoke workflow, as its status query
+reports them: the grant, the approval, each step's attempts, duration and
+last error.`,
+		func(ctx context.Context) error { return a.status(ctx, o) })
+	o.conn.register(cmd)
+	cmd.Flags().StringVar(&o.workflowID, "workflow-id", "", "the Onboard or Revoke workflow ID (required)")
+	cmd.Flags().StringVar(&o.runID, "run-id", "", "a specific run (default: the latest)")
+	outputFlag(cmd, &o.output)
+	noFileFlag(cmd, "workflow-id", "run-id")
+	return cmd
+}
+
+func (a *App) status(ctx context.Context, o statusOptions) error {
+	if o.workflowID == "" {
 		return usagef("--workflow-id is required")
 	}
-	if output != "table" && output != "json" {
-		return usagef("-o %q: want table or json", output)
+	if o.output != "table" && o.output != "json" {
+		return usagef("-o %q: want table or json", o.output)
 	}
-	c, _, err := a.dial(ctx, conn)
+	c, _, err := a.dial(ctx, o.conn)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	st, err := queryStatus(ctx, c, workflowID, runID)
+	st, err := queryStatus(ctx, c, o.workflowID, o.runID)
 	if err != nil {
-		return fmt.Errorf("query %s (%s): %w", workflowID, temporalQueryCommand(conn, workflowID), err)
+		return fmt.Errorf("query %s (%s): %w", o.workflowID, temporalQueryCommand(o.conn, o.workflowID), err)
 	}
-	if output == "json" {
+	if o.output == "json" {
 		return a.printJSON(st)
 	}
-	writeStatus(a.Stdout, workflowID, st, a.Now())
+	writeStatus(a.Stdout, o.workflowID, st, a.Now())
 	return nil
 }
 
@@ -234,57 +243,67 @@ type grant struct {
 // defaultListQuery lists onboardings, the grants.
 const defaultListQuery = "WorkflowType='" + workflows.OnboardWorkflowName + "'"
 
-func (a *App) list(ctx context.Context, args []string) error {
-	fs := a.flagSet("list", "[--query QUERY | --pending [--expiring-within 72h]] [--limit N] [-o table|json]")
-	var (
-		conn           connFlags
-		query          string
-		limit          int
-		output         string
-		pending        bool
-		expiringWithin time.Duration
-	)
-	conn.register(fs)
-	fs.StringVar(&query, "query", defaultListQuery, "visibility query, e.g. \"WorkflowType='Onboard' AND GkewiState='awaiting-approval'\"")
-	fs.IntVar(&limit, "limit", 100, "at most this many rows")
-	fs.StringVar(&output, "o", "table", "output: table or json")
-	fs.BoolVar(&pending, "pending", false, "what needs attention: grants awaiting approval (age, deadline) and grants expiring soon")
-	fs.DurationVar(&expiringWithin, "expiring-within", 72*time.Hour, "with --pending: how soon an expiry counts as soon")
-	if err := parse(fs, args); err != nil {
-		return err
+type listOptions struct {
+	conn           connFlags
+	query, output  string
+	limit          int
+	pending        bool
+	expiringWithin time.Duration
+}
+
+func (a *App) listCommand() *cobra.Command {
+	var o listOptions
+	cmd := newCommand("list [--query QUERY | --pending [--expiring-within 72h]] [--limit N] [-o table|json]",
+		"List grants from Temporal visibility, or what needs attention",
+		`List onboardings (the grants) from Temporal visibility with their state, GSA,
+approver and expiry; --query takes any visibility query. With --pending, list
+what needs someone: grants awaiting approval (oldest first, with their
+deadline) and grants expiring soon.`,
+		func(ctx context.Context) error { return a.list(ctx, o) })
+	f := cmd.Flags()
+	o.conn.register(cmd)
+	f.StringVar(&o.query, "query", defaultListQuery, "visibility query, e.g. \"WorkflowType='Onboard' AND GkewiState='awaiting-approval'\"")
+	f.IntVar(&o.limit, "limit", 100, "at most this many rows")
+	outputFlag(cmd, &o.output)
+	f.BoolVar(&o.pending, "pending", false, "what needs attention: grants awaiting approval (age, deadline) and grants expiring soon")
+	f.DurationVar(&o.expiringWithin, "expiring-within", 72*time.Hour, "with --pending: how soon an expiry counts as soon")
+	noFileFlag(cmd, "query", "limit", "expiring-within")
+	return cmd
+}
+
+func (a *App) list(ctx context.Context, o listOptions) error {
+	if o.output != "table" && o.output != "json" {
+		return usagef("-o %q: want table or json", o.output)
 	}
-	if output != "table" && output != "json" {
-		return usagef("-o %q: want table or json", output)
-	}
-	if limit <= 0 {
+	if o.limit <= 0 {
 		return usagef("--limit must be positive")
 	}
-	if pending && query != defaultListQuery {
+	if o.pending && o.query != defaultListQuery {
 		return usagef("--pending makes its own queries; leave out --query")
 	}
-	if expiringWithin <= 0 {
+	if o.expiringWithin <= 0 {
 		return usagef("--expiring-within must be positive")
 	}
-	c, _, err := a.dial(ctx, conn)
+	c, _, err := a.dial(ctx, o.conn)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	if pending {
-		return a.listPending(ctx, c, conn, expiringWithin, limit, output)
+	if o.pending {
+		return a.listPending(ctx, c, o.conn, o.expiringWithin, o.limit, o.output)
 	}
-	rows, err := listGrants(ctx, c, conn, query, limit)
+	rows, err := listGrants(ctx, c, o.conn, o.query, o.limit)
 	if err != nil {
 		return err
 	}
-	if output == "json" {
+	if o.output == "json" {
 		if rows == nil {
 			rows = []grant{}
 		}
 		return a.printJSON(rows)
 	}
 	if len(rows) == 0 {
-		fmt.Fprintf(a.Stdout, "No workflows match %s\n", query)
+		fmt.Fprintf(a.Stdout, "No workflows match %s\n", o.query)
 		return nil
 	}
 	tw := tabwriter.NewWriter(a.Stdout, 0, 0, 2, ' ', 0)

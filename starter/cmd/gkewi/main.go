@@ -1,5 +1,6 @@
 // Command gkewi starts and steers gkewi's Temporal workflows: onboard, approve,
-// reject, status, revoke, extend, list, id. Run it without arguments for the usage.
+// reject, status, revoke, extend, list, id, rbac, plan. Run gkewi --help for the
+// usage, gkewi completion --help for shell completion.
 package main
 
 import (
