@@ -12,18 +12,20 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"mime"
+	"maps"
 	"net"
 	"net/http"
 	"net/mail"
-	"net/smtp"
 	"net/textproto"
 	"net/url"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
+	gomail "github.com/wneessen/go-mail"
+	"github.com/wneessen/go-mail/smtp"
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/temporal"
 )
@@ -512,7 +514,8 @@ func truncate(s string, n int) string {
 }
 
 // messageID is stable across retries of one activity, so mail clients that dedupe by
-// Message-ID show a retried notification once.
+// Message-ID show a retried notification once. It is written without the angle
+// brackets, which the message adds.
 func messageID(ctx context.Context, from string) string {
 	domain := "gkewi.invalid"
 	if a, err := mail.ParseAddress(from); err == nil {
@@ -529,141 +532,187 @@ func messageID(ctx context.Context, from string) string {
 		_, _ = rand.Read(seed)
 	}
 	sum := sha256.Sum256(seed)
-	return "<gkewi." + hex.EncodeToString(sum[:12]) + "@" + domain + ">"
+	return "gkewi." + hex.EncodeToString(sum[:12]) + "@" + domain
 }
 
-func (n *Notifier) renderEmail(to []emailTarget, msg message, msgID string) []byte {
+// composeEmail renders msg as a plain-text UTF-8 message in 8 bits, as relays
+// that speak 8BITMIME take it.
+func (n *Notifier) composeEmail(to []emailTarget, msg message, msgID string) (*gomail.Msg, error) {
+	m := gomail.NewMsg(gomail.WithEncoding(gomail.NoEncoding), gomail.WithNoDefaultUserAgent())
+	if err := m.From(n.cfg.SMTP.From); err != nil {
+		return nil, configError{fmt.Errorf("SMTP sender %q: %w", n.cfg.SMTP.From, err)}
+	}
 	addrs := make([]string, len(to))
 	for i, t := range to {
 		addrs[i] = t.address
 	}
-	var b bytes.Buffer
-	header := func(k, v string) { fmt.Fprintf(&b, "%s: %s\r\n", k, oneLine(v)) }
-	header("From", n.cfg.SMTP.From)
-	header("To", strings.Join(addrs, ", "))
-	header("Subject", mime.QEncoding.Encode("utf-8", msg.subject))
-	header("Date", time.Now().Format(time.RFC1123Z))
-	header("Message-ID", msgID)
-	header("MIME-Version", "1.0")
-	header("Content-Type", "text/plain; charset=utf-8")
-	header("Content-Transfer-Encoding", "8bit")
-	header("Auto-Submitted", "auto-generated")
-	b.WriteString("\r\n")
-	b.WriteString(strings.ReplaceAll(msg.text, "\n", "\r\n"))
-	return b.Bytes()
+	// A plain header: the envelope is sent by transact, and the header lists
+	// the bare addresses.
+	m.SetGenHeader("To", strings.Join(addrs, ", "))
+	m.Subject(msg.subject)
+	m.SetDate()
+	m.SetMessageIDWithValue(msgID)
+	m.SetGenHeader("Auto-Submitted", "auto-generated")
+	m.SetBodyString(gomail.TypeTextPlain, msg.text)
+	return m, nil
 }
+
+// configError is a failure that only a change of the worker's settings or of
+// the relay can fix: retrying does not help.
+type configError struct{ error }
+
+func (e configError) Unwrap() error { return e.error }
 
 // sendMail delivers one message to all email targets and reports per target; a
 // missing entry means delivered.
 func (n *Notifier) sendMail(ctx context.Context, to []emailTarget, msg message, msgID string) map[string]*deliveryError {
-	out := map[string]*deliveryError{}
-	failAll := func(err error, transient bool) map[string]*deliveryError {
-		for _, t := range to {
-			out[t.target] = &deliveryError{target: t.target, err: err, transient: transient}
-		}
-		return out
+	m, err := n.composeEmail(to, msg, msgID)
+	if err != nil {
+		return failAll(to, err)
 	}
+	client, err := n.smtpClient(ctx)
+	if err != nil {
+		return failAll(to, err)
+	}
+	session, err := client.DialToSMTPClientWithContext(ctx)
+	if err != nil {
+		return failAll(to, dialError(n.cfg.SMTP.Addr, err))
+	}
+	// The session has no context of its own: a cancelled activity closes it.
+	stop := context.AfterFunc(ctx, func() { _ = session.Close() })
+	defer stop()
+	// The relay owns the message once DATA is accepted; a failed QUIT changes nothing.
+	defer func() { _ = client.CloseWithSMTPClient(session) }()
+	return transact(session, to, m)
+}
+
+// smtpClient is the relay client for the configured address, TLS and AUTH
+// settings. The password file is read at each send, so a rotated secret is
+// picked up without a restart.
+func (n *Notifier) smtpClient(ctx context.Context) (*gomail.Client, error) {
 	cfg := n.cfg.SMTP
 	if cfg.Addr == "" || cfg.From == "" {
-		return failAll(errors.New("the worker has no SMTP relay configured (set the SMTP address and sender)"), false)
+		return nil, configError{errors.New("the worker has no SMTP relay configured (set the SMTP address and sender)")}
 	}
-	host, _, err := net.SplitHostPort(cfg.Addr)
+	host, port, err := net.SplitHostPort(cfg.Addr)
 	if err != nil {
-		return failAll(fmt.Errorf("SMTP address %q: %w", cfg.Addr, err), false)
+		return nil, configError{fmt.Errorf("SMTP address %q: %w", cfg.Addr, err)}
 	}
-
-	var dialer net.Dialer
-	conn, err := dialer.DialContext(ctx, "tcp", cfg.Addr)
+	portNum, err := strconv.Atoi(port)
 	if err != nil {
-		return failAll(fmt.Errorf("connect to SMTP relay %s: %w", cfg.Addr, err), true)
+		return nil, configError{fmt.Errorf("SMTP address %q: port: %w", cfg.Addr, err)}
 	}
-	// net/smtp has no context: a cancelled activity closes the connection instead.
-	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
-	defer stop()
-	if dl, ok := ctx.Deadline(); ok {
-		_ = conn.SetDeadline(dl)
+	opts := []gomail.Option{gomail.WithPort(portNum), gomail.WithTLSPolicy(gomail.NoTLS)}
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) > 0 {
+		opts = append(opts, gomail.WithTimeout(time.Until(dl)))
 	}
-	c, err := smtp.NewClient(conn, host)
-	if err != nil {
-		_ = conn.Close()
-		return failAll(fmt.Errorf("SMTP greeting from %s: %w", cfg.Addr, err), smtpTransient(err))
-	}
-	defer func() { _ = c.Close() }()
-
 	if cfg.StartTLS {
-		if ok, _ := c.Extension("STARTTLS"); !ok {
-			return failAll(fmt.Errorf("SMTP relay %s does not offer STARTTLS, which the worker requires", cfg.Addr), false)
-		}
 		tlsCfg, err := smtpTLSConfig(host, cfg.CAFile)
 		if err != nil {
-			return failAll(err, false)
+			return nil, configError{err}
 		}
-		if err := c.StartTLS(tlsCfg); err != nil {
-			return failAll(fmt.Errorf("STARTTLS with %s: %w", cfg.Addr, err), smtpTransient(err))
-		}
+		opts = append(opts, gomail.WithTLSPolicy(gomail.TLSMandatory), gomail.WithTLSConfig(tlsCfg))
 	}
 	if cfg.Username != "" {
 		password, err := readPasswordFile(cfg.PasswordFile)
 		if err != nil {
-			return failAll(err, false)
+			return nil, configError{err}
 		}
-		if ok, _ := c.Extension("AUTH"); !ok {
-			return failAll(fmt.Errorf("SMTP relay %s does not offer AUTH (is STARTTLS needed first?)", cfg.Addr), false)
-		}
-		if err := c.Auth(smtp.PlainAuth("", cfg.Username, password, host)); err != nil {
-			return failAll(fmt.Errorf("SMTP AUTH PLAIN as %s: %w", cfg.Username, err), smtpTransient(err))
-		}
+		opts = append(opts, gomail.WithSMTPAuth(gomail.SMTPAuthPlain), gomail.WithUsername(cfg.Username), gomail.WithPassword(password))
 	}
-	if err := c.Mail(cfg.From); err != nil {
-		return failAll(fmt.Errorf("SMTP MAIL FROM %s: %w", cfg.From, err), smtpTransient(err))
+	client, err := gomail.NewClient(host, opts...)
+	if err != nil {
+		return nil, configError{fmt.Errorf("SMTP relay %s: %w", cfg.Addr, err)}
 	}
+	return client, nil
+}
+
+// dialError says which step of the session setup failed; go-mail reports a
+// relay without STARTTLS or AUTH only in words.
+func dialError(addr string, err error) error {
+	var opErr *net.OpError
+	switch {
+	case errors.As(err, &opErr) && opErr.Op == "dial":
+		return fmt.Errorf("connect to SMTP relay %s: %w", addr, err)
+	case strings.Contains(err.Error(), "does not support STARTTLS"):
+		return configError{fmt.Errorf("SMTP relay %s does not offer STARTTLS, which the worker requires", addr)}
+	case strings.Contains(err.Error(), "does not support SMTP AUTH"), errors.Is(err, gomail.ErrPlainAuthNotSupported):
+		return configError{fmt.Errorf("SMTP relay %s does not offer AUTH PLAIN (is STARTTLS needed first?)", addr)}
+	default:
+		return fmt.Errorf("SMTP session with %s: %w", addr, err)
+	}
+}
+
+// transact sends m in one mail transaction to the recipients the relay
+// accepts; each refused one gets its own error.
+func transact(session *smtp.Client, to []emailTarget, m *gomail.Msg) map[string]*deliveryError {
+	from, err := m.GetSender(false)
+	if err != nil {
+		return failAll(to, configError{fmt.Errorf("SMTP sender: %w", err)})
+	}
+	if err := session.Mail(from); err != nil {
+		return failAll(to, fmt.Errorf("SMTP MAIL FROM %s: %w", from, err))
+	}
+	out := map[string]*deliveryError{}
 	var accepted []emailTarget
 	for _, t := range to {
-		if err := c.Rcpt(t.address); err != nil {
-			out[t.target] = &deliveryError{target: t.target, err: fmt.Errorf("recipient refused: %w", err), transient: smtpTransient(err)}
+		// go-mail's session sends the path as given: in angle brackets.
+		if err := session.Rcpt((&mail.Address{Address: t.address}).String()); err != nil {
+			out[t.target] = newDeliveryError(t.target, fmt.Errorf("recipient refused: %w", err))
 			continue
 		}
 		accepted = append(accepted, t)
 	}
 	if len(accepted) == 0 {
-		_ = c.Reset()
-		_ = c.Quit()
+		_ = session.Reset()
 		return out
 	}
-	failAccepted := func(err error) map[string]*deliveryError {
-		for _, t := range accepted {
-			out[t.target] = &deliveryError{target: t.target, err: err, transient: smtpTransient(err)}
-		}
-		return out
+	if err := writeData(session, m); err != nil {
+		maps.Copy(out, failAll(accepted, err))
 	}
-	w, err := c.Data()
-	if err != nil {
-		return failAccepted(fmt.Errorf("SMTP DATA: %w", err))
-	}
-	if _, err := w.Write(n.renderEmail(to, msg, msgID)); err != nil {
-		return failAccepted(fmt.Errorf("SMTP message body: %w", err))
-	}
-	if err := w.Close(); err != nil {
-		return failAccepted(fmt.Errorf("SMTP relay did not accept the message: %w", err))
-	}
-	// The relay owns the message once DATA is accepted; a failed QUIT changes nothing.
-	_ = c.Quit()
 	return out
 }
 
-// smtpTransient: 4xx replies and connection trouble may pass; 5xx replies and
-// certificate problems will not.
+func writeData(session *smtp.Client, m *gomail.Msg) error {
+	w, err := session.Data()
+	if err != nil {
+		return fmt.Errorf("SMTP DATA: %w", err)
+	}
+	if _, err := m.WriteTo(w); err != nil {
+		return fmt.Errorf("SMTP message body: %w", err)
+	}
+	if err := w.Close(); err != nil {
+		return fmt.Errorf("SMTP relay did not accept the message: %w", err)
+	}
+	return nil
+}
+
+func newDeliveryError(target string, err error) *deliveryError {
+	return &deliveryError{target: target, err: err, transient: smtpTransient(err)}
+}
+
+// failAll gives every target the same failure.
+func failAll(to []emailTarget, err error) map[string]*deliveryError {
+	out := make(map[string]*deliveryError, len(to))
+	for _, t := range to {
+		out[t.target] = newDeliveryError(t.target, err)
+	}
+	return out
+}
+
+// smtpTransient: 4xx replies and connection trouble may pass; 5xx replies,
+// certificate problems and configuration errors will not.
 func smtpTransient(err error) bool {
 	var tpErr *textproto.Error
 	if errors.As(err, &tpErr) {
 		return tpErr.Code < 500
 	}
 	var certErr *tls.CertificateVerificationError
-	if errors.As(err, &certErr) {
+	if errors.As(err, &certErr) || errors.As(err, new(configError)) {
 		return false
 	}
 	if strings.Contains(err.Error(), "unencrypted connection") || strings.Contains(err.Error(), "wrong host name") {
-		return false // net/smtp refusing AUTH PLAIN: a configuration problem
+		return false // AUTH PLAIN refused by the client: a configuration problem
 	}
 	return true
 }

@@ -390,6 +390,10 @@ func TestSMTPConfigurationProblemsAreNotRetryable(t *testing.T) {
 			mutate: func(c *SMTPConfig) { c.Addr = plain.Addr() },
 			want:   "does not offer STARTTLS",
 		},
+		"relay without AUTH": {
+			mutate: func(c *SMTPConfig) { c.Addr, c.StartTLS = plain.Addr(), false },
+			want:   "does not offer AUTH",
+		},
 		"untrusted certificate": {
 			mutate: func(c *SMTPConfig) { c.CAFile = "" },
 			want:   "certificate",
