@@ -95,6 +95,9 @@ type VerifyInput struct {
 	// SERVICE_DISABLED for a few minutes after enabling; within
 	// serviceEnableSettle of this time that answer is "not yet", not a failure.
 	ServiceEnabledAt time.Time `json:"serviceEnabledAt,omitzero"`
+	// WaitAllowed: walk again while access is denied (IAM propagating), until
+	// it is allowed or the attempt nears its deadline.
+	WaitAllowed bool `json:"waitAllowed,omitempty"`
 }
 
 // VerifyResult records how far the token chain got. It never carries a token.

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/api/iamcredentials/v1"
 	"google.golang.org/api/option"
 	"google.golang.org/api/sts/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 )
 
@@ -52,6 +53,21 @@ type Verifier struct {
 	// options are added to every Google client, after the verifier's own
 	// credentials (tests pass an HTTP client here).
 	options []option.ClientOption
+	// pollInterval is how often a walk with WaitAllowed is done again while
+	// access is denied; default defaultVerifyPollInterval.
+	pollInterval time.Duration
+}
+
+// defaultVerifyPollInterval: IAM propagation takes about 2 minutes, so a few
+// seconds between walks finds access within a few percent of when it starts.
+const defaultVerifyPollInterval = 5 * time.Second
+
+// WithPollInterval is the verifier re-walking a denied chain every d when asked
+// to wait for access (VerifyInput.WaitAllowed).
+func (v *Verifier) WithPollInterval(d time.Duration) *Verifier {
+	c := *v
+	c.pollInterval = d
+	return &c
 }
 
 // NewVerifier returns a verifier asking kube for KSA tokens and calling the Google
@@ -78,7 +94,46 @@ func NewVerifierFor(clusters *Clusters, endpoints GCPEndpoints, extra ...option.
 // chain with Allowed false and that stage's detail. Unreachable or failing APIs
 // (transport errors, 429, 5xx) are retryable errors; a misconfigured worker (no
 // permission to create KSA tokens) or a malformed input is a non-retryable one.
+//
+// With in.WaitAllowed a denial is walked again every poll interval until access
+// is allowed or the attempt is about to time out, and the last walk is
+// returned: IAM propagation is found within seconds, with one activity in the
+// history instead of one per walk.
 func (v *Verifier) VerifyAccess(ctx context.Context, in VerifyInput) (VerifyResult, error) {
+	res, err := v.walk(ctx, in)
+	if err != nil || res.Allowed || !in.WaitAllowed {
+		return res, err
+	}
+	interval := v.pollInterval
+	if interval <= 0 {
+		interval = defaultVerifyPollInterval
+	}
+	pollCtx, cancel := beforeAttemptDeadline(ctx, interval)
+	defer cancel()
+	_ = wait.PollUntilContextCancel(pollCtx, interval, false, func(pctx context.Context) (bool, error) {
+		r, werr := v.walk(pctx, in)
+		if werr != nil && pollCtx.Err() != nil && ctx.Err() == nil {
+			// Cut by the poll's own deadline: the last denial stands.
+			return true, nil
+		}
+		res, err = r, werr
+		return err != nil || res.Allowed, nil
+	})
+	return res, err
+}
+
+// beforeAttemptDeadline is ctx ending one interval (at most 10 s) before the
+// activity attempt's deadline, so a wait returns its last answer in time.
+func beforeAttemptDeadline(ctx context.Context, interval time.Duration) (context.Context, context.CancelFunc) {
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		return context.WithCancel(ctx)
+	}
+	return context.WithDeadline(ctx, deadline.Add(-min(interval, 10*time.Second)))
+}
+
+// walk is one walk of the chain.
+func (v *Verifier) walk(ctx context.Context, in VerifyInput) (VerifyResult, error) {
 	if v == nil || v.clusters == nil {
 		return VerifyResult{}, temporal.NewNonRetryableApplicationError(
 			"verify: the worker's verifier has no Kubernetes client; build it with activities.NewVerifier", ErrTypeFailedPrecondition, nil)

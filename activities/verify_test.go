@@ -340,3 +340,52 @@ func TestVerifyAccessErrorsAreClassified(t *testing.T) {
 		assert.False(t, strings.Contains(res.Stages[0].Detail, "eyJ"))
 	})
 }
+
+func TestVerifyAccessWaitsForTheBindingToCount(t *testing.T) {
+	f := newVerifyFixture(t)
+	f.ksa(t, "waiter")
+	gsa := f.gsa(t, "carto-wait")
+	f.grantJobUser(t, gsa)
+	v := f.verifier.WithPollInterval(20 * time.Millisecond)
+	in := f.input("waiter", gsa)
+
+	// Without WaitAllowed a denial is answered at once.
+	res, err := v.VerifyAccess(context.Background(), in)
+	require.NoError(t, err)
+	assert.False(t, res.Allowed)
+
+	// With it, the walk is done again until the binding (made 300ms later) counts.
+	in.WaitAllowed = true
+	f.emu.ResetRequestLog()
+	bound := make(chan struct{})
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		f.bindWorkloadIdentity(t, gsa, "waiter", true)
+		close(bound)
+	}()
+	begin := time.Now()
+	res, err = v.VerifyAccess(context.Background(), in)
+	<-bound
+	require.NoError(t, err)
+	assert.True(t, res.Allowed, "stages: %+v", res.Stages)
+	assert.GreaterOrEqual(t, time.Since(begin), 300*time.Millisecond)
+	assert.Greater(t, f.emu.RequestCounts()["iamcredentials.projects.serviceAccounts.generateAccessToken"], 2, "denied walks were repeated")
+	requireNoTokens(t, res)
+}
+
+func TestVerifyAccessWaitEndsWithTheDenialBeforeTheDeadline(t *testing.T) {
+	f := newVerifyFixture(t)
+	f.ksa(t, "never")
+	gsa := f.gsa(t, "carto-never")
+	v := f.verifier.WithPollInterval(50 * time.Millisecond)
+	in := f.input("never", gsa)
+	in.WaitAllowed = true
+
+	ctx, cancel := context.WithTimeout(context.Background(), 600*time.Millisecond)
+	defer cancel()
+	res, err := v.VerifyAccess(ctx, in)
+	require.NoError(t, err, "a denial is a result, even when the wait ran out")
+	assert.NoError(t, ctx.Err(), "answered before the attempt's deadline")
+	assert.False(t, res.Allowed)
+	assert.Equal(t, StageGenerateAccessToken, res.Stages[len(res.Stages)-1].Name)
+}

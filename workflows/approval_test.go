@@ -16,11 +16,15 @@ func busy() error {
 	return temporal.NewApplicationError("set workload pool: the cluster is busy with another operation, will retry", activities.ErrTypeClusterBusy)
 }
 
+func unavailable() error {
+	return temporal.NewApplicationError("create service account: Google API unavailable (HTTP 503), will retry", activities.ErrTypeUnavailable)
+}
+
 func TestApprovalSignalledBeforeTheWaitCounts(t *testing.T) {
-	fake := newFakeCloud().failNext("EnsureWorkloadPool", busy(), busy(), busy())
+	fake := newFakeCloud().failNext("EnsureServiceAccount", unavailable(), unavailable(), unavailable(), unavailable(), unavailable())
 	req := validRequest()
 	env := newOnboardEnv(t, fake, req)
-	// The cluster is busy for a few minutes; support approves meanwhile.
+	// IAM is unavailable for a few minutes; support approves meanwhile.
 	signalAt(env, 10*time.Second, approve("bob@example.com"))
 	var early Status
 	env.RegisterDelayedCallback(func() { early = queryStatus(t, env) }, 20*time.Second)
@@ -29,7 +33,7 @@ func TestApprovalSignalledBeforeTheWaitCounts(t *testing.T) {
 
 	require.NoError(t, env.GetWorkflowError())
 	assert.Equal(t, StateRunning, early.State)
-	assert.Equal(t, StepRunning, mustStep(t, early, "workload-pool").State)
+	assert.Equal(t, StepRunning, mustStep(t, early, "service-account").State)
 	assert.Equal(t, DecisionApproved, early.Approval.Decision, "the decision shows while the step is retried")
 
 	s := queryStatus(t, env)
@@ -211,7 +215,7 @@ func sendUpdate(env *testsuite.TestWorkflowEnvironment, id string, d ApprovalDec
 }
 
 func TestSupportDecisionUpdate(t *testing.T) {
-	fake := newFakeCloud().failNext("EnsureWorkloadPool", busy())
+	fake := newFakeCloud().failNext("EnsureServiceAccount", unavailable(), unavailable(), unavailable())
 	req := validRequest()
 	env := newOnboardEnv(t, fake, req)
 	var early, unlisted, empty, accepted, again updateResult

@@ -39,6 +39,11 @@ func (o *onboarding) approval(ctx workflow.Context) (State, error) {
 
 	t.begin(ctx, stepApproval)
 	if err := o.awaitDecision(ctx); err != nil {
+		if !temporal.IsCanceledError(err) {
+			// The cluster work failed while support decided.
+			t.failed(ctx, stepApproval, "no longer awaited: "+errorMessage(err))
+			return o.endBeforeGrant(ctx, StateFailed, err)
+		}
 		return o.endBeforeGrant(ctx, StateCanceled, err)
 	}
 	if workflow.GetVersion(ctx, changeApprovalMemo, workflow.DefaultVersion, 1) == 1 {
@@ -102,6 +107,11 @@ func (o *onboarding) awaitDecision(ctx workflow.Context) error {
 		sel.AddFuture(timer, func(f workflow.Future) { remind = f.Get(ctx, nil) == nil })
 	}
 	scheduleReminder()
+	// Work running beside the wait (changeCriticalPath) ends it when it fails.
+	sideFailed := false
+	if c := o.clusterFailed; c != nil {
+		sel.AddReceive(c, func(c workflow.ReceiveChannel, _ bool) { c.Receive(ctx, nil); sideFailed = true })
+	}
 
 	g.awaiting = true
 	defer func() { g.awaiting = false }()
@@ -113,6 +123,9 @@ func (o *onboarding) awaitDecision(ctx workflow.Context) error {
 		}
 		switch {
 		case g.decided():
+		case sideFailed:
+			rec.NextReminderAt = time.Time{}
+			return o.clusterWork.Get(ctx, nil)
 		case timedOut:
 			rec.Decision = DecisionTimedOut
 			rec.DecidedAt = workflow.Now(ctx)

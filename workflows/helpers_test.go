@@ -4,6 +4,7 @@ import (
 	"errors"
 	"log/slog"
 	"os"
+	"slices"
 	"testing"
 	"time"
 
@@ -100,4 +101,21 @@ func workflowAppError(t *testing.T, env *testsuite.TestWorkflowEnvironment) *tem
 	var appErr *temporal.ApplicationError
 	require.Truef(t, errors.As(err, &appErr), "not an ApplicationError: %v", err)
 	return appErr
+}
+
+// assertPhases checks that calls is the phases one after another, each phase's
+// calls in any order (they run side by side).
+func assertPhases(t *testing.T, calls []string, phases ...[]string) {
+	t.Helper()
+	rest := calls
+	for i, phase := range phases {
+		if len(rest) < len(phase) {
+			t.Fatalf("phase %d %v: only %v left of %v", i, phase, rest, calls)
+		}
+		got := slices.Sorted(slices.Values(rest[:len(phase)]))
+		want := slices.Sorted(slices.Values(phase))
+		require.Equal(t, want, got, "phase %d of %v", i, calls)
+		rest = rest[len(phase):]
+	}
+	require.Empty(t, rest, "calls after the last phase in %v", calls)
 }

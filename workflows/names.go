@@ -67,4 +67,10 @@ const (
 	// changeApprovalProof: decisions count only with a proof of the approver's
 	// identity (support.proof, default id-token), checked by an activity.
 	changeApprovalProof = "approval-proof"
+	// changeCriticalPath: Onboard asks support as soon as the GSA exists and runs
+	// the cluster work (API, workload pool, node pools) while support decides;
+	// after the approval, the annotation, BigQuery and Helm run side by side
+	// while the binding propagates, and verification waits for it in the
+	// activity (onboard_overlap.go).
+	changeCriticalPath = "critical-path"
 )

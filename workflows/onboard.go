@@ -81,6 +81,12 @@ type onboarding struct {
 	// serviceEnabledAt is when this run enabled the IAM Credentials API; zero
 	// when it was already on.
 	serviceEnabledAt time.Time
+	// overlap: support is asked early and independent steps run side by side
+	// (changeCriticalPath); clusterWork is the cluster work running meanwhile,
+	// and clusterFailed gets a value when it fails.
+	overlap       bool
+	clusterWork   workflow.Future
+	clusterFailed workflow.Channel
 }
 
 // Onboard grants the KSA of a Helm release on a GKE cluster the identity of a
@@ -99,6 +105,7 @@ type onboarding struct {
 func Onboard(ctx workflow.Context, req OnboardRequest) (OnboardResult, error) {
 	rendered := workflow.GetVersion(ctx, changeRenderedRelease, workflow.DefaultVersion, 1) == 1
 	o := &onboarding{req: req.WithDefaults(), t: newTracker(ctx, OnboardWorkflowName), rendered: rendered}
+	o.overlap = workflow.GetVersion(ctx, changeCriticalPath, workflow.DefaultVersion, 1) == 1
 	if !rendered {
 		o.req = o.req.withLegacyKSA()
 	}
@@ -113,6 +120,10 @@ func Onboard(ctx workflow.Context, req OnboardRequest) (OnboardResult, error) {
 	o.t.listen = func(sel workflow.Selector) {
 		sel.AddReceive(o.gate.signals, func(c workflow.ReceiveChannel, _ bool) {
 			o.gate.takeSignal(ctx, c, true)
+			if o.overlap {
+				// Taken by a step running beside the approval wait: wake it.
+				o.gate.wake.SendAsync(true)
+			}
 			o.t.publish(ctx)
 		})
 	}
@@ -128,7 +139,11 @@ func Onboard(ctx workflow.Context, req OnboardRequest) (OnboardResult, error) {
 		return OnboardResult{}, o.fail(ctx, StateFailed, err)
 	}
 	o.start(ctx)
-	if err := o.prepare(ctx); err != nil {
+	if o.overlap {
+		if state, err := o.askEarly(ctx); err != nil {
+			return OnboardResult{}, o.fail(ctx, state, err)
+		}
+	} else if err := o.prepare(ctx); err != nil {
 		// A revocation cancels an onboarding that has not been approved; what
 		// this run created before the approval step goes too.
 		if temporal.IsCanceledError(err) && workflow.GetVersion(ctx, changeCancelCleanup, workflow.DefaultVersion, 1) == 1 {
@@ -136,8 +151,7 @@ func Onboard(ctx workflow.Context, req OnboardRequest) (OnboardResult, error) {
 			return OnboardResult{}, o.fail(ctx, state, err)
 		}
 		return OnboardResult{}, o.fail(ctx, StateFailed, err)
-	}
-	if state, err := o.approval(ctx); err != nil {
+	} else if state, err := o.approval(ctx); err != nil {
 		return OnboardResult{}, o.fail(ctx, state, err)
 	}
 	if err := o.grant(ctx); err != nil {
@@ -188,7 +202,11 @@ func (o *onboarding) start(ctx workflow.Context) {
 		upsertGrantAttributes(ctx, r.Project, r.Cluster, r.Namespace, r.KSA)
 		o.t.plan(stepPreflight)
 	}
-	o.t.plan(stepIdentitySameness, stepEnableService, stepWorkloadPool, stepListNodePools)
+	o.t.plan(stepIdentitySameness)
+	if o.overlap {
+		o.t.plan(stepServiceAccount, stepTokenCreator, stepApprovalRequest)
+	}
+	o.t.plan(stepEnableService, stepWorkloadPool, stepListNodePools)
 	for _, p := range r.NodePools {
 		o.t.plan(stepNodePoolPrefix + p)
 	}
@@ -207,13 +225,31 @@ func (o *onboarding) start(ctx workflow.Context) {
 // prepare runs the steps before the approval: they make nothing reachable by the
 // workload yet.
 func (o *onboarding) prepare(ctx workflow.Context) error {
-	var gcp *activities.GCP
-	var kube *activities.Kube
 	if o.rendered {
 		if err := o.render(ctx); err != nil {
 			return err
 		}
 	}
+	if err := o.checks(ctx); err != nil {
+		return err
+	}
+	if err := o.enableService(ctx); err != nil {
+		return err
+	}
+	if err := o.workloadPool(ctx); err != nil {
+		return err
+	}
+	if err := o.nodePools(ctx); err != nil {
+		return err
+	}
+	return o.serviceAccount(ctx)
+}
+
+// checks are the read-only steps before any change: the preflight, the
+// worker's Kubernetes access the release needs, and identity sameness.
+func (o *onboarding) checks(ctx workflow.Context) error {
+	var gcp *activities.GCP
+	var kube *activities.Kube
 	r, t := o.req, o.t
 	pre := activities.PreflightInput{Cluster: o.cluster, Namespace: r.Namespace, KSA: r.KSA, Release: r.Helm.Release}
 	if _, err := t.runStep(ctx, stepPreflight, preflightOptions(), kube.Preflight, pre); err != nil {
@@ -225,10 +261,15 @@ func (o *onboarding) prepare(ctx workflow.Context) error {
 			return err
 		}
 	}
-	if _, err := t.runStep(ctx, stepIdentitySameness, preflightOptions(), gcp.CheckIdentitySameness, pre); err != nil {
-		return err
-	}
-	enable := activities.EnableServiceInput{Project: r.Project, Service: iamCredentialsService}
+	_, err := t.runStep(ctx, stepIdentitySameness, preflightOptions(), gcp.CheckIdentitySameness, pre)
+	return err
+}
+
+// enableService turns the IAM Credentials API on: the token chain needs it.
+func (o *onboarding) enableService(ctx workflow.Context) error {
+	var gcp *activities.GCP
+	t := o.t
+	enable := activities.EnableServiceInput{Project: o.req.Project, Service: iamCredentialsService}
 	enabled, err := t.runStep(ctx, stepEnableService, enableServiceOptions(), gcp.EnableService, enable)
 	if err != nil {
 		return err
@@ -236,13 +277,7 @@ func (o *onboarding) prepare(ctx workflow.Context) error {
 	if enabled.Changed {
 		o.serviceEnabledAt = t.step(stepEnableService).EndedAt
 	}
-	if err := o.workloadPool(ctx); err != nil {
-		return err
-	}
-	if err := o.nodePools(ctx); err != nil {
-		return err
-	}
-	return o.serviceAccount(ctx)
+	return nil
 }
 
 // render renders the release as the Helm step will install it and takes the
@@ -362,10 +397,11 @@ func (o *onboarding) serviceAccount(ctx workflow.Context) error {
 // Helm runs once, after the BigQuery grant, with the connection values included:
 // the grant needs only the GSA email, and one release revision with complete
 // values spares the workload a second rollout (and a window where it runs
-// without its connection settings).
+// without its connection settings). With overlap, the annotation, the BigQuery
+// grant and Helm run side by side once the binding is made: none needs another,
+// nor the binding to have propagated; verification waits for all of them.
 func (o *onboarding) grant(ctx workflow.Context) error {
 	var gcp *activities.GCP
-	var kube *activities.Kube
 	var helm *activities.Helm
 	r, t := o.req, o.t
 	wi := activities.ServiceAccountIAMInput{
@@ -376,45 +412,22 @@ func (o *onboarding) grant(ctx workflow.Context) error {
 	if _, err := t.runStep(ctx, stepWorkloadIdentityUser, iamOptions(), gcp.AddServiceAccountIAMMember, wi); err != nil {
 		return err
 	}
-	annotate := activities.AnnotateInput{Cluster: o.cluster, Namespace: r.Namespace, KSA: r.KSA, GSAEmail: o.sa.Email, Release: r.Helm.Release}
-	annotateAfterHelm := false
-	if o.rendered {
-		// Never a KSA of gkewi's own: the chart's, or the existing one it uses.
-		annotate.Release, annotate.MustExist = "", true
-		switch o.release.KSASource {
-		case activities.KSAFromChart:
-			t.skip(ctx, stepAnnotate, fmt.Sprintf("the chart creates %s/%s with the annotation (commonBackendServiceAccount.annotations); verify-release checks it", r.Namespace, r.KSA))
-		case activities.KSAFromChartUnannotated:
-			annotateAfterHelm = true
-		default:
-			if _, err := t.runStep(ctx, stepAnnotate, kubeOptions(), kube.AnnotateServiceAccount, annotate); err != nil {
-				return err
-			}
+	annotate, afterHelm := o.annotation(ctx)
+	deploy := func(ctx workflow.Context) error {
+		if err := o.helmInstall(ctx); err != nil {
+			return err
 		}
-	} else if _, err := t.runStep(ctx, stepAnnotate, kubeOptions(), kube.AnnotateServiceAccount, annotate); err != nil {
-		return err
+		return afterHelm(ctx)
 	}
-	if bq := r.BigQuery; bq != nil {
-		if _, err := t.runStep(ctx, stepBigQuery, iamOptions(), gcp.GrantBigQueryAccess, bigQueryAccess(o.sa.Email, bq)); err != nil {
+	if o.overlap {
+		if err := together(ctx, false, annotate, o.bigQuery, deploy); err != nil {
 			return err
 		}
 	} else {
-		t.skip(ctx, stepBigQuery, "no bigquery in the request")
-	}
-	if err := t.run(ctx, stepHelm, helmOptions(), helm.HelmUpgradeInstall, o.req.HelmInput(o.sa.Email), &o.helm); err != nil {
-		return err
-	}
-	t.status.HelmRevision = o.helm.Revision
-	t.step(stepHelm).Changed = o.helm.Changed
-	detail := fmt.Sprintf("revision %d (%s)", o.helm.Revision, o.helm.Status)
-	if !o.helm.Changed {
-		detail += ", values unchanged"
-	}
-	t.done(ctx, stepHelm, detail, nil)
-
-	if annotateAfterHelm {
-		if _, err := t.runStep(ctx, stepAnnotate, kubeOptions(), kube.AnnotateServiceAccount, annotate); err != nil {
-			return err
+		for _, step := range []func(workflow.Context) error{annotate, o.bigQuery, deploy} {
+			if err := step(ctx); err != nil {
+				return err
+			}
 		}
 	}
 	if o.rendered {
@@ -427,9 +440,68 @@ func (o *onboarding) grant(ctx workflow.Context) error {
 	return err
 }
 
+// annotation says when the KSA is annotated: before Helm (an existing KSA
+// the chart uses), after it (a KSA the chart creates without the annotation),
+// or never (the chart annotates it). It returns the two steps; the one that
+// does not apply does nothing.
+func (o *onboarding) annotation(ctx workflow.Context) (before, after func(workflow.Context) error) {
+	var kube *activities.Kube
+	r, t := o.req, o.t
+	in := activities.AnnotateInput{Cluster: o.cluster, Namespace: r.Namespace, KSA: r.KSA, GSAEmail: o.sa.Email, Release: r.Helm.Release}
+	run := func(ctx workflow.Context) error {
+		_, err := t.runStep(ctx, stepAnnotate, kubeOptions(), kube.AnnotateServiceAccount, in)
+		return err
+	}
+	nothing := func(workflow.Context) error { return nil }
+	if !o.rendered {
+		return run, nothing
+	}
+	// Never a KSA of gkewi's own: the chart's, or the existing one it uses.
+	in.Release, in.MustExist = "", true
+	switch o.release.KSASource {
+	case activities.KSAFromChart:
+		t.skip(ctx, stepAnnotate, fmt.Sprintf("the chart creates %s/%s with the annotation (commonBackendServiceAccount.annotations); verify-release checks it", r.Namespace, r.KSA))
+		return nothing, nothing
+	case activities.KSAFromChartUnannotated:
+		return nothing, run
+	default:
+		return run, nothing
+	}
+}
+
+// bigQuery grants the GSA the connection's BigQuery access, if asked.
+func (o *onboarding) bigQuery(ctx workflow.Context) error {
+	var gcp *activities.GCP
+	bq := o.req.BigQuery
+	if bq == nil {
+		o.t.skip(ctx, stepBigQuery, "no bigquery in the request")
+		return nil
+	}
+	_, err := o.t.runStep(ctx, stepBigQuery, iamOptions(), gcp.GrantBigQueryAccess, bigQueryAccess(o.sa.Email, bq))
+	return err
+}
+
+// helmInstall installs or upgrades the release with the grant's values.
+func (o *onboarding) helmInstall(ctx workflow.Context) error {
+	var helm *activities.Helm
+	t := o.t
+	if err := t.run(ctx, stepHelm, helmOptions(), helm.HelmUpgradeInstall, o.req.HelmInput(o.sa.Email), &o.helm); err != nil {
+		return err
+	}
+	t.status.HelmRevision = o.helm.Revision
+	t.step(stepHelm).Changed = o.helm.Changed
+	detail := fmt.Sprintf("revision %d (%s)", o.helm.Revision, o.helm.Status)
+	if !o.helm.Changed {
+		detail += ", values unchanged"
+	}
+	t.done(ctx, stepHelm, detail, nil)
+	return nil
+}
+
 func (o *onboarding) verifyInput() activities.VerifyInput {
 	in := verifyInput(o.cluster, o.req.Namespace, o.req.KSA, o.sa.Email, o.req.BigQuery)
 	in.ServiceEnabledAt = o.serviceEnabledAt
+	in.WaitAllowed = o.overlap
 	return in
 }
 

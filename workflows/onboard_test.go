@@ -33,13 +33,16 @@ func TestOnboardHappyPathWithBigQuery(t *testing.T) {
 	require.NoError(t, env.GetWorkflowResult(&res))
 
 	// The chart creates and annotates the KSA: no annotation step of gkewi's own.
-	assert.Equal(t, []string{
-		"RenderRelease", "Preflight", "CheckAccess", "CheckIdentitySameness", "EnableService", "EnsureWorkloadPool",
-		"ListNodePools", "SetNodePoolMetadata", "SetNodePoolMetadata",
-		"EnsureServiceAccount", "AddServiceAccountIAMMember", "NotifySupport",
-		"AddServiceAccountIAMMember", "GrantBigQueryAccess",
-		"HelmUpgradeInstall", "VerifyRelease", "VerifyAccess", "DeleteSchedule", "NotifySupport",
-	}, fake.names())
+	// Support is asked as soon as the GSA exists; the cluster work runs while
+	// support decides, and the grants after the binding run side by side.
+	assertPhases(t, fake.names(),
+		[]string{"RenderRelease"}, []string{"Preflight"}, []string{"CheckAccess"}, []string{"CheckIdentitySameness"},
+		[]string{"EnsureServiceAccount"}, []string{"AddServiceAccountIAMMember"},
+		[]string{"NotifySupport", "EnableService", "EnsureWorkloadPool", "ListNodePools", "SetNodePoolMetadata", "SetNodePoolMetadata"},
+		[]string{"AddServiceAccountIAMMember"}, []string{"GrantBigQueryAccess", "HelmUpgradeInstall"},
+		[]string{"VerifyRelease"}, []string{"VerifyAccess"}, []string{"DeleteSchedule"}, []string{"NotifySupport"},
+	)
+	assert.Equal(t, testStart, mustStep(t, midway, "node-pool/gpu-pool").EndedAt, "the node pools were done before the approval")
 	// A grant without expiry drops a revocation schedule an earlier run may have left.
 	assert.Equal(t, []any{activities.ScheduleRef{ScheduleID: "gkewi-expiry/my-project/europe-west1/prod-cluster/carto/carto"}},
 		fake.inputs("DeleteSchedule"))
@@ -82,6 +85,8 @@ func TestOnboardHappyPathWithBigQuery(t *testing.T) {
 		Cluster: cluster, Namespace: "carto", KSA: "carto-common-backend", GSAEmail: wantGSA, BigQueryProject: "my-billing-project",
 		// This run enabled the IAM Credentials API: SERVICE_DISABLED right after is "not yet".
 		ServiceEnabledAt: testStart,
+		// The activity walks again while the binding propagates.
+		WaitAllowed: true,
 	}}, fake.inputs("VerifyAccess"))
 
 	notes := fake.inputs("NotifySupport")
@@ -139,9 +144,9 @@ func TestOnboardHappyPathWithBigQuery(t *testing.T) {
 	assert.Equal(t, "carto", s.Release)
 	assert.Equal(t, "carto-common-backend", s.KSA, "the KSA the rendered release runs as")
 	assert.Equal(t, []string{
-		"render-release", "preflight", "kubernetes-access", "identity-sameness", "enable-iamcredentials", "workload-pool", "list-node-pools",
-		"node-pool/default-pool", "node-pool/gpu-pool", "service-account", "token-creator",
-		"approval-request", "approval", "workload-identity-user", "annotate-ksa", "bigquery", "helm",
+		"render-release", "preflight", "kubernetes-access", "identity-sameness", "service-account", "token-creator",
+		"approval-request", "enable-iamcredentials", "workload-pool", "list-node-pools",
+		"node-pool/default-pool", "node-pool/gpu-pool", "approval", "workload-identity-user", "annotate-ksa", "bigquery", "helm",
 		"verify-release", "verify", "outcome-notification",
 	}, names)
 	assert.Equal(t, "approved by alice@example.com (ticket SUP-42)", mustStep(t, s, "approval").Detail)
@@ -202,8 +207,10 @@ func TestOnboardAnnotatesOnlyWhatTheChartDoesNot(t *testing.T) {
 		ksa    string
 		order  []string
 	}{
+		// The existing KSA is annotated beside BigQuery and Helm; the chart's
+		// only after Helm, with BigQuery beside both.
 		{activities.KSAExisting, "carto-backend", []string{"AnnotateServiceAccount", "GrantBigQueryAccess", "HelmUpgradeInstall", "VerifyRelease"}},
-		{activities.KSAFromChartUnannotated, "", []string{"GrantBigQueryAccess", "HelmUpgradeInstall", "AnnotateServiceAccount", "VerifyRelease"}},
+		{activities.KSAFromChartUnannotated, "", []string{"HelmUpgradeInstall", "AnnotateServiceAccount", "VerifyRelease"}},
 	} {
 		t.Run(tc.source, func(t *testing.T) {
 			fake := newFakeCloud()
@@ -221,7 +228,12 @@ func TestOnboardAnnotatesOnlyWhatTheChartDoesNot(t *testing.T) {
 					after = append(after, n)
 				}
 			}
-			assert.Equal(t, tc.order, after)
+			if tc.source == activities.KSAExisting {
+				assertPhases(t, after, tc.order[:3], tc.order[3:])
+			} else {
+				assert.Equal(t, tc.order, after)
+				assert.Less(t, slices.Index(fake.names(), "GrantBigQueryAccess"), slices.Index(fake.names(), "VerifyRelease"))
+			}
 			want := tc.ksa
 			if want == "" {
 				want = renderedKSA

@@ -59,7 +59,9 @@ func TestNonRetryableErrorFailsTheWorkflow(t *testing.T) {
 	assert.Equal(t, StepFailed, st.State)
 	assert.Equal(t, 2, st.Attempts)
 	assert.Equal(t, denied, st.LastError)
-	assert.Equal(t, StepDone, mustStep(t, s, "node-pool/gpu-pool").State)
+	// The GSA comes first: the cluster was not touched.
+	assert.Equal(t, StepPending, mustStep(t, s, "workload-pool").State)
+	assert.Zero(t, fake.count("EnsureWorkloadPool"))
 	assert.Equal(t, StepPending, mustStep(t, s, "token-creator").State)
 }
 
@@ -73,8 +75,16 @@ func TestErrorTypeNeedingAFixIsNotRetried(t *testing.T) {
 	env.ExecuteWorkflow(Onboard, req)
 
 	appErr := workflowAppError(t, env)
-	assert.Equal(t, "step workload-pool failed after 1 attempt(s): update cluster: permission denied", appErr.Message())
+	// It failed while support was deciding: the wait ended at once, what this
+	// run created went, and support was told.
+	assert.Equal(t, "step workload-pool failed after 1 attempt(s): update cluster: permission denied; deleted service account "+wantGSA+", created by this run", appErr.Message())
 	assert.Equal(t, 1, fake.count("EnsureWorkloadPool"))
+	assert.Equal(t, testStart, env.Now().UTC(), "no wait for a decision that cannot be used")
+	assert.Equal(t, []string{"approval-request", "outcome"}, fake.notifications())
+	s := queryStatus(t, env)
+	assert.Equal(t, StateFailed, s.State)
+	assert.Equal(t, StepFailed, mustStep(t, s, "approval").State)
+	assert.Equal(t, DecisionPending, s.Approval.Decision)
 }
 
 func TestRetriesStopAtMaximumAttempts(t *testing.T) {
