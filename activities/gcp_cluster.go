@@ -13,6 +13,7 @@ import (
 	"go.temporal.io/sdk/temporal"
 	"google.golang.org/api/container/v1"
 	"google.golang.org/api/serviceusage/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 )
 
 const workloadMetadataGKE = "GKE_METADATA"
@@ -50,13 +51,20 @@ func (g *GCP) EnableService(ctx context.Context, in EnableServiceInput) (StepRes
 	if err != nil {
 		return StepResult{}, ClassifyGoogleError(err, action, "serviceusage.services.enable")
 	}
-	for !op.Done {
+	if !op.Done {
 		heartbeat(ctx, op.Name)
-		if err := sleepCtx(ctx, g.pollInterval); err != nil {
-			return StepResult{}, fmt.Errorf("%s: wait for operation %s: %w", action, op.Name, err)
-		}
-		if op, err = g.serviceUsage.Operations.Get(op.Name).Context(ctx).Do(); err != nil {
-			return StepResult{}, ClassifyGoogleError(err, action+": poll operation", "serviceusage.services.get")
+		err := pollEvery(ctx, g.pollInterval, false, action+": wait for operation "+op.Name, func(ctx context.Context) (bool, error) {
+			polled, err := g.serviceUsage.Operations.Get(op.Name).Context(ctx).Do()
+			if err != nil {
+				return false, ClassifyGoogleError(err, action+": poll operation", "serviceusage.services.get")
+			}
+			if op = polled; !op.Done {
+				heartbeat(ctx, op.Name)
+			}
+			return op.Done, nil
+		})
+		if err != nil {
+			return StepResult{}, err
 		}
 	}
 	if op.Error != nil && op.Error.Code != 0 {
@@ -257,6 +265,34 @@ func waitBudget(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithDeadline(ctx, deadline.Add(-margin))
 }
 
+// pollEvery runs poll, at once when immediate, then interval after each run
+// ends, until poll reports done or fails, and returns poll's error. When ctx
+// ends first the error is ctx's, wrapped with waitingFor.
+func pollEvery(ctx context.Context, interval time.Duration, immediate bool, waitingFor string, poll wait.ConditionWithContextFunc) error {
+	var pollErr error
+	err := wait.Backoff{Duration: interval}.DelayFunc().Until(ctx, immediate, true, func(ctx context.Context) (bool, error) {
+		done, err := poll(ctx)
+		pollErr = err
+		return done, err
+	})
+	if err != nil && pollErr == nil {
+		return fmt.Errorf("%s: %w", waitingFor, err)
+	}
+	return err
+}
+
+// sleepCtx waits for d or for ctx to end.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 func logInfo(ctx context.Context, msg string, keyvals ...any) {
 	if activity.IsActivity(ctx) {
 		activity.GetLogger(ctx).Info(msg, keyvals...)
@@ -408,29 +444,32 @@ func isOperationFailure(err error) bool {
 // A failed operation of ours is a retryable error (the next attempt starts over
 // from the cluster state); a failed foreign one is reported so callers can ignore it.
 func (g *GCP) waitOperation(ctx context.Context, p operationProgress, action string) (*container.Operation, error) {
-	for {
+	var op *container.Operation
+	err := pollEvery(ctx, g.pollInterval, true, action+": wait for operation "+p.Operation, func(ctx context.Context) (bool, error) {
 		heartbeat(ctx, p)
-		op, err := g.container.Projects.Locations.Operations.Get(p.Operation).Context(ctx).Do()
-		if err != nil {
+		var err error
+		if op, err = g.container.Projects.Locations.Operations.Get(p.Operation).Context(ctx).Do(); err != nil {
 			if IsNotFound(err) {
-				return nil, err
+				return false, err
 			}
-			return nil, ClassifyGoogleError(err, action+": poll operation "+p.Operation, "container.operations.get")
+			return false, ClassifyGoogleError(err, action+": poll operation "+p.Operation, "container.operations.get")
 		}
-		if op.Status == "DONE" {
-			if op.Error != nil && (op.Error.Code != 0 || op.Error.Message != "") {
-				failed := &operationFailedError{name: p.Operation, message: op.Error.Message}
-				if p.Ours {
-					return op, temporal.NewApplicationErrorWithCause(action+": "+failed.Error(), ErrTypeOperationFailed, failed)
-				}
-				return op, failed
+		if op.Status != "DONE" {
+			return false, nil
+		}
+		if op.Error != nil && (op.Error.Code != 0 || op.Error.Message != "") {
+			failed := &operationFailedError{name: p.Operation, message: op.Error.Message}
+			if p.Ours {
+				return false, temporal.NewApplicationErrorWithCause(action+": "+failed.Error(), ErrTypeOperationFailed, failed)
 			}
-			return op, nil
+			return false, failed
 		}
-		if err := sleepCtx(ctx, g.pollInterval); err != nil {
-			return nil, fmt.Errorf("%s: wait for operation %s: %w", action, p.Operation, err)
-		}
+		return true, nil
+	})
+	if err != nil && !isOperationFailure(err) {
+		return nil, err
 	}
+	return op, err
 }
 
 // findRunningOperation returns the full name of an unfinished operation on the

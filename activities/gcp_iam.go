@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"regexp"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"go.temporal.io/sdk/temporal"
 	"google.golang.org/api/cloudresourcemanager/v3"
 	"google.golang.org/api/iam/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 )
 
 var accountIDRE = regexp.MustCompile(`^[a-z]([-a-z0-9]*[a-z0-9])$`)
@@ -285,21 +287,27 @@ func (g *GCP) whilePropagating(ctx context.Context, isPropagating func(error) bo
 	if d, ok := budget.Deadline(); ok && d.Before(deadline) {
 		deadline = d
 	}
-	wait := min(propagationFirstWait, g.pollInterval)
-	for {
-		changed, err := fn(ctx)
-		if err == nil || !isPropagating(err) {
-			return changed, err
+	backoff := wait.Backoff{Duration: min(propagationFirstWait, g.pollInterval), Factor: 2, Steps: math.MaxInt, Cap: g.pollInterval}
+	var next time.Duration // the wait the last failure asked for
+	var changed bool
+	var last error
+	err := wait.DelayFunc(func() time.Duration { return next }).Until(ctx, true, true, func(ctx context.Context) (bool, error) {
+		changed, last = fn(ctx)
+		if last == nil || !isPropagating(last) {
+			return true, nil
 		}
-		if !time.Now().Add(wait).Before(deadline) {
-			return false, stillPropagating(err, time.Since(start).Round(time.Millisecond))
+		// No wait that would end past the deadline.
+		if next = backoff.Step(); !time.Now().Add(next).Before(deadline) {
+			changed, last = false, stillPropagating(last, time.Since(start).Round(time.Millisecond))
+			return true, nil
 		}
 		heartbeat(ctx)
-		if serr := sleepCtx(ctx, wait); serr != nil {
-			return false, err
-		}
-		wait = min(2*wait, g.pollInterval)
+		return false, nil
+	})
+	if err != nil { // ctx ended during a wait: the last answer stands
+		return false, last
 	}
+	return changed, last
 }
 
 // propagationFirstWait is the first wait for IAM to catch up with a new account.

@@ -273,13 +273,18 @@ func TestPolicyLocksHonourContext(t *testing.T) {
 }
 
 func TestPolicyConflictBackoffGrowsAndIsBounded(t *testing.T) {
-	r := ConflictRetry{InitialBackoff: 100 * time.Millisecond, MaxBackoff: time.Second}.withDefaults()
+	next := ConflictRetry{InitialBackoff: 100 * time.Millisecond, MaxBackoff: time.Second}.withDefaults().delays()
 	for attempt, max := range []time.Duration{100 * time.Millisecond, 200 * time.Millisecond, 400 * time.Millisecond, 800 * time.Millisecond, time.Second, time.Second} {
-		d := r.backoff(attempt)
+		d := next()
 		assert.GreaterOrEqual(t, d, max/2, "attempt %d", attempt)
 		assert.LessOrEqual(t, d, max, "attempt %d", attempt)
 	}
-	assert.LessOrEqual(t, r.backoff(1000), time.Second)
+	for range 1000 {
+		next()
+	}
+	d := next()
+	assert.GreaterOrEqual(t, d, 500*time.Millisecond)
+	assert.LessOrEqual(t, d, time.Second)
 }
 
 func TestGCPDatasetAccessEntries(t *testing.T) {

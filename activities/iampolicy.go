@@ -4,13 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"math/rand/v2"
+	"math"
 	"net/http"
 	"strings"
 	"sync"
 	"time"
 
 	"go.temporal.io/sdk/temporal"
+	"k8s.io/apimachinery/pkg/util/wait"
 )
 
 // Policy is an IAM policy in the JSON shape shared by every Google API with
@@ -165,14 +166,12 @@ func (r ConflictRetry) withDefaults() ConflictRetry {
 	return r
 }
 
-// backoff is the wait before cycle number attempt+1 (attempt counts from 0).
-func (r ConflictRetry) backoff(attempt int) time.Duration {
-	d := r.InitialBackoff << min(attempt, 20)
-	if d <= 0 || d > r.MaxBackoff {
-		d = r.MaxBackoff
-	}
-	// Jitter in [d/2, d) keeps concurrent writers from retrying in lockstep.
-	return d/2 + rand.N(d/2+1)
+// delays returns the waits between cycles: InitialBackoff doubling after each
+// lost race up to MaxBackoff, each drawn from [d/2, d] so concurrent writers do
+// not retry in lockstep (wait's jitter adds up to Jitter times the half).
+func (r ConflictRetry) delays() wait.DelayFunc {
+	half := min(r.InitialBackoff, r.MaxBackoff) / 2
+	return wait.Backoff{Duration: half, Factor: 2, Jitter: 1, Steps: math.MaxInt, Cap: r.MaxBackoff / 2}.DelayFunc()
 }
 
 // resourceLocks serializes read-modify-write cycles on one resource within the
@@ -244,23 +243,21 @@ func (g *GCP) readModifyWrite(ctx context.Context, resource string, cycle func(c
 // attempt the error is retryable, so Temporal tries again later.
 func (g *GCP) retryOnConflict(ctx context.Context, resource string, cycle func(ctx context.Context) error) error {
 	retry := g.conflictRetry
-	var lastErr error
-	for attempt := range retry.Attempts {
-		if attempt > 0 {
-			heartbeat(ctx)
-			if err := sleepCtx(ctx, retry.backoff(attempt-1)); err != nil {
-				return err
-			}
-		}
+	attempts := 0
+	return retry.delays().Until(ctx, true, true, func(ctx context.Context) (bool, error) {
+		attempts++
 		err := cycle(ctx)
 		if err == nil || !IsConcurrentChange(err) {
-			return err
+			return true, err
 		}
-		lastErr = err
-	}
-	return temporal.NewApplicationErrorWithCause(
-		fmt.Sprintf("change to %s kept conflicting with concurrent writers after %d attempts; will retry", resource, retry.Attempts),
-		ErrTypeConcurrentChange, lastErr)
+		if attempts >= retry.Attempts {
+			return true, temporal.NewApplicationErrorWithCause(
+				fmt.Sprintf("change to %s kept conflicting with concurrent writers after %d attempts; will retry", resource, retry.Attempts),
+				ErrTypeConcurrentChange, err)
+		}
+		heartbeat(ctx)
+		return false, nil
+	})
 }
 
 // modifyPolicy applies mutate to the resource's IAM policy with read-modify-write,
@@ -469,15 +466,4 @@ func live(batch []*policyChange) int {
 		}
 	}
 	return n
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }

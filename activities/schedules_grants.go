@@ -124,28 +124,28 @@ func (g *Grants) CancelWorkflowRun(ctx context.Context, in CancelWorkflowRunInpu
 		return WorkflowRun{}, invalidArgument("cancel workflow run: workflowId and runId are required")
 	}
 	requested := false
-	for {
+	var run WorkflowRun
+	err := pollEvery(ctx, closePollInterval, true, "wait for "+in.WorkflowID+" to close", func(ctx context.Context) (bool, error) {
 		desc, err := g.client.DescribeWorkflowExecution(ctx, in.WorkflowID, in.RunID)
 		if err != nil {
-			return WorkflowRun{}, classifyTemporalError(err, "describe workflow "+in.WorkflowID)
+			return false, classifyTemporalError(err, "describe workflow "+in.WorkflowID)
 		}
-		run := runOf(desc.GetWorkflowExecutionInfo(), nil, nil)
-		if run.Status != WorkflowStatusRunning {
-			return run, nil
+		if run = runOf(desc.GetWorkflowExecutionInfo(), nil, nil); run.Status != WorkflowStatusRunning {
+			return true, nil
 		}
 		if !requested {
 			if err := g.client.CancelWorkflow(ctx, in.WorkflowID, in.RunID); err != nil && !isNotFound(err) {
-				return WorkflowRun{}, classifyTemporalError(err, "cancel workflow "+in.WorkflowID)
+				return false, classifyTemporalError(err, "cancel workflow "+in.WorkflowID)
 			}
 			requested = true
 		}
 		heartbeat(ctx, "waiting for "+in.WorkflowID+" to close")
-		select {
-		case <-ctx.Done():
-			return WorkflowRun{}, ctx.Err()
-		case <-time.After(closePollInterval):
-		}
+		return false, nil
+	})
+	if err != nil {
+		return WorkflowRun{}, err
 	}
+	return run, nil
 }
 
 // WorkflowRunResult returns the result of a completed run, as JSON.
