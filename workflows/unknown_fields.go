@@ -8,6 +8,9 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"unicode/utf8"
+
+	"github.com/agnivade/levenshtein"
 )
 
 // Temporal's JSON converter, like encoding/json, drops members that match no
@@ -79,7 +82,10 @@ func renameStruct(err error, name string) error {
 // encoding/json would drop, in document order. Objects decoded into a struct are
 // checked against its fields (matched like encoding/json: exactly, else ignoring
 // case); lists are walked element by element; maps take any key, so free-form
-// values (helm.values) are not walked.
+// values (helm.values) are not walked. A strict decoder such as
+// sigs.k8s.io/json's matches keys case-sensitively and joins keys with dots:
+// it would refuse keys the converter accepts, miss members under a key written
+// in another case, and give "a.b" the path of a nested member.
 func findUnknownFields(raw []byte, t reflect.Type) []unknownField {
 	var out []unknownField
 	seen := map[string]bool{}
@@ -236,13 +242,13 @@ const maxSuggestionDistance = 2
 // key has characters; "" when none is. Ties go to the earlier field.
 func suggestField(t reflect.Type, path, key string) string {
 	best, bestDist := "", maxSuggestionDistance+1
-	k := []rune(strings.ToLower(key))
+	k := strings.ToLower(key)
 	for i := range t.NumField() {
 		name := jsonFieldName(t.Field(i))
 		if name == "" {
 			continue
 		}
-		if d := editDistance(k, []rune(strings.ToLower(name))); d < bestDist && d < len(k) {
+		if d := levenshtein.ComputeDistance(k, strings.ToLower(name)); d < bestDist && d < utf8.RuneCountInString(k) {
 			best, bestDist = name, d
 		}
 	}
@@ -250,25 +256,4 @@ func suggestField(t reflect.Type, path, key string) string {
 		return ""
 	}
 	return memberPath(path, best)
-}
-
-// editDistance is the Levenshtein distance between a and b.
-func editDistance(a, b []rune) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
 }

@@ -1,12 +1,16 @@
 package workflows
 
 import (
+	"net/mail"
 	"net/url"
 	"strings"
+
+	"k8s.io/apimachinery/pkg/util/validation"
 )
 
-// Character-level checks for the names in a request. They are plain functions
-// rather than regular expressions so the rule each one enforces reads directly.
+// Checks for the names in a request. Kubernetes' own validation decides the
+// DNS-style names; the Google names it has no rule for are plain functions, so
+// the rule each one enforces reads directly.
 
 // Rules, as shown to operators after the offending field and value.
 const (
@@ -33,17 +37,10 @@ func isDigit(c byte) bool      { return c >= '0' && c <= '9' }
 func isLowerAlnum(c byte) bool { return isLower(c) || isDigit(c) }
 
 // isLowerHyphenated: lowercase letters, digits and hyphens, starting with a
-// letter and ending with a letter or digit, min..max long.
+// letter and ending with a letter or digit, min..max long (max at most 63):
+// a DNS-1035 label.
 func isLowerHyphenated(s string, min, max int) bool {
-	if len(s) < min || len(s) > max || !isLower(s[0]) || !isLowerAlnum(s[len(s)-1]) {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if !isLowerAlnum(s[i]) && s[i] != '-' {
-			return false
-		}
-	}
-	return true
+	return len(s) >= min && len(s) <= max && len(validation.IsDNS1035Label(s)) == 0
 }
 
 // isProjectID and isAccountID share Google's rule: 6-30 of [a-z][-a-z0-9]*[a-z0-9].
@@ -53,34 +50,16 @@ func isAccountID(s string) bool { return isLowerHyphenated(s, 6, 30) }
 // isGKEName is a GKE cluster or node pool name.
 func isGKEName(s string) bool { return isLowerHyphenated(s, 1, 40) }
 
-// isDNSLabel is a Kubernetes DNS-1123 label of at most max characters.
+// isDNSLabel is a Kubernetes DNS-1123 label of at most max (at most 63) characters.
 func isDNSLabel(s string, max int) bool {
-	if len(s) == 0 || len(s) > max || !isLowerAlnum(s[0]) || !isLowerAlnum(s[len(s)-1]) {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if !isLowerAlnum(s[i]) && s[i] != '-' {
-			return false
-		}
-	}
-	return true
+	return len(s) <= max && len(validation.IsDNS1123Label(s)) == 0
 }
 
 // isDNSSubdomain is a Kubernetes DNS-1123 subdomain, the rule for object names
 // such as service accounts. Like Kubernetes it bounds only the whole name, not
 // each dot-separated part: "<53-character release>-common-backend" is a valid
 // KSA name.
-func isDNSSubdomain(s string) bool {
-	if len(s) == 0 || len(s) > 253 {
-		return false
-	}
-	for _, part := range strings.Split(s, ".") {
-		if !isDNSLabel(part, 253) {
-			return false
-		}
-	}
-	return true
-}
+func isDNSSubdomain(s string) bool { return len(validation.IsDNS1123Subdomain(s)) == 0 }
 
 // isLocation is a Google Cloud region ("europe-west1") or zone ("europe-west1-b").
 func isLocation(s string) bool {
@@ -119,34 +98,23 @@ func allDigits(s string) bool {
 }
 
 // isEmail accepts a plain address local@domain: no display name, no quoting,
-// and a domain of at least two dot-separated labels.
+// an ASCII local part, and a domain of at least two DNS labels.
 func isEmail(s string) bool {
-	if len(s) > 254 {
+	a, err := mail.ParseAddress(s)
+	if err != nil || a.Address != s || len(s) > 254 {
 		return false
 	}
-	local, domain, ok := strings.Cut(s, "@")
-	if !ok || local == "" || len(local) > 64 || strings.Contains(domain, "@") {
+	local, domain, _ := strings.Cut(s, "@")
+	if len(local) > 64 || strings.ContainsFunc(local, func(r rune) bool { return r > '~' }) {
 		return false
-	}
-	if local[0] == '.' || local[len(local)-1] == '.' || strings.Contains(local, "..") {
-		return false
-	}
-	for i := 0; i < len(local); i++ {
-		c := local[i]
-		if !isLowerAlnum(c) && !(c >= 'A' && c <= 'Z') && !strings.ContainsRune(".!#$%&'*+/=?^_`{|}~-", rune(c)) {
-			return false
-		}
 	}
 	labels := strings.Split(strings.ToLower(domain), ".")
-	if len(labels) < 2 {
-		return false
-	}
 	for _, l := range labels {
 		if !isDNSLabel(l, 63) {
 			return false
 		}
 	}
-	return true
+	return len(labels) >= 2
 }
 
 // saEmailDomain ends the email of every user-managed service account.

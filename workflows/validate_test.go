@@ -224,3 +224,27 @@ func TestSearchAttributeFlags(t *testing.T) {
 	assert.Equal(t, "Datetime", types[SearchAttrExpiry].String())
 	assert.Equal(t, "Keyword", types[SearchAttrGSA].String())
 }
+
+// isEmail takes only what an approver list needs: net/mail parses more forms
+// than a plain address, and each of them is refused.
+func TestIsEmailAcceptsOnlyPlainAddresses(t *testing.T) {
+	for s, want := range map[string]bool{
+		"alice@example.com":                      true,
+		"A.Lice+ops@Sub.Example.COM":             true,
+		"o'neil@example.co":                      true,
+		"Alice <alice@example.com>":              false,
+		"<alice@example.com>":                    false,
+		`"alice"@example.com`:                    false,
+		`"a b"@example.com`:                      false,
+		"alice@localhost":                        false,
+		"alice@[192.0.2.1]":                      false,
+		"(ops)alice@example.com":                 false,
+		" alice@example.com":                     false,
+		"élise@example.com":                      false,
+		"a..b@example.com":                       false,
+		"alice@-example.com":                     false,
+		strings.Repeat("a", 65) + "@example.com": false,
+	} {
+		assert.Equal(t, want, isEmail(s), s)
+	}
+}
