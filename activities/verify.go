@@ -62,9 +62,10 @@ type Verifier struct {
 // seconds between walks finds access within a few percent of when it starts.
 const defaultVerifyPollInterval = 5 * time.Second
 
-// WithPollInterval is the verifier re-walking a denied chain every d when asked
-// to wait for access (VerifyInput.WaitAllowed).
-func (v *Verifier) WithPollInterval(d time.Duration) *Verifier {
+// VerifierPollingEvery is v re-walking a denied chain every d when asked to
+// wait for access (VerifyInput.WaitAllowed). A function, not a method: every
+// exported method of an activity struct is registered as an activity.
+func VerifierPollingEvery(v *Verifier, d time.Duration) *Verifier {
 	c := *v
 	c.pollInterval = d
 	return &c

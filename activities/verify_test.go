@@ -346,7 +346,7 @@ func TestVerifyAccessWaitsForTheBindingToCount(t *testing.T) {
 	f.ksa(t, "waiter")
 	gsa := f.gsa(t, "carto-wait")
 	f.grantJobUser(t, gsa)
-	v := f.verifier.WithPollInterval(20 * time.Millisecond)
+	v := VerifierPollingEvery(f.verifier, 20*time.Millisecond)
 	in := f.input("waiter", gsa)
 
 	// Without WaitAllowed a denial is answered at once.
@@ -377,7 +377,7 @@ func TestVerifyAccessWaitEndsWithTheDenialBeforeTheDeadline(t *testing.T) {
 	f := newVerifyFixture(t)
 	f.ksa(t, "never")
 	gsa := f.gsa(t, "carto-never")
-	v := f.verifier.WithPollInterval(50 * time.Millisecond)
+	v := VerifierPollingEvery(f.verifier, 50*time.Millisecond)
 	in := f.input("never", gsa)
 	in.WaitAllowed = true
 

@@ -155,5 +155,6 @@ func NewNotifier(cfg config.Config, topts client.Options, links *activities.Atte
 // It gets no Google credentials of the worker's: each link of the chain calls with
 // the token the previous link produced.
 func NewVerifier(cfg config.Config, clusters *activities.Clusters) *activities.Verifier {
-	return activities.NewVerifierFor(clusters, activities.GCPEndpointsFromMap(cfg.GCPEndpoints))
+	v := activities.NewVerifierFor(clusters, activities.GCPEndpointsFromMap(cfg.GCPEndpoints))
+	return activities.VerifierPollingEvery(v, cfg.VerifyPollInterval.D())
 }

@@ -43,6 +43,9 @@ type Config struct {
 	GCPAccessTokenFile string `json:"gcpAccessTokenFile,omitempty"`
 	// OperationPollInterval is how often long-running Google operations are polled.
 	OperationPollInterval Duration `json:"operationPollInterval,omitempty"`
+	// VerifyPollInterval is how often verification walks the token chain again
+	// while a new binding propagates (about 2 minutes on Google Cloud).
+	VerifyPollInterval Duration `json:"verifyPollInterval,omitempty"`
 	// Helm configures chart installs.
 	Helm Helm `json:"helm"`
 	// SMTP is the mail relay for email notifications.
@@ -138,6 +141,7 @@ func Defaults() Config {
 	return Config{
 		TaskQueue:             workflows.TaskQueue,
 		OperationPollInterval: Duration(2 * time.Second),
+		VerifyPollInterval:    Duration(5 * time.Second),
 		WebhookTimeout:        Duration(10 * time.Second),
 		Concurrency:           Concurrency{MaxConcurrentActivityExecutionSize: 16},
 		SweepInterval:         Duration(workflows.DefaultSweepInterval),
@@ -180,6 +184,9 @@ func (c Config) Validate() error {
 	}
 	if c.OperationPollInterval <= 0 {
 		bad("operationPollInterval (--operation-poll-interval) must be positive")
+	}
+	if c.VerifyPollInterval <= 0 {
+		bad("verifyPollInterval (--verify-poll-interval) must be positive")
 	}
 	if c.WebhookTimeout <= 0 {
 		bad("webhookTimeout (--webhook-timeout) must be positive")

@@ -51,6 +51,7 @@ func settings() []setting {
 		{"gcpEndpoints", "gcp-endpoint", "GKEWI_GCP_ENDPOINTS", "Google API base URL as API=URL, repeatable (env: comma-separated); APIs: " + strings.Join(gcpAPIs, ", "), kindEndpoints},
 		{"gcpAccessTokenFile", "gcp-access-token-file", "GKEWI_GCP_ACCESS_TOKEN_FILE", "send the bearer token in this file instead of Application Default Credentials (emulators only)", kindString},
 		{"operationPollInterval", "operation-poll-interval", "GKEWI_OPERATION_POLL_INTERVAL", "poll interval of long-running Google operations", kindDuration},
+		{"verifyPollInterval", "verify-poll-interval", "GKEWI_VERIFY_POLL_INTERVAL", "how often verification asks again while a binding propagates", kindDuration},
 		{"helm.artifactsDir", "helm-artifacts-dir", "GKEWI_HELM_ARTIFACTS_DIR", "directory for each release's rendered customizations.yaml", kindString},
 		{"helm.cacheDir", "helm-cache-dir", "GKEWI_HELM_CACHE_DIR", "directory for downloaded charts (empty: user cache)", kindString},
 		{"helm.timeout", "helm-timeout", "GKEWI_HELM_TIMEOUT", "bound of one install or upgrade", kindDuration},
