@@ -289,7 +289,7 @@ func (e *Emulator) startContainerOp(c *call, p *projectState, cl *cluster, opTyp
 		NodePool:      pool,
 		OperationType: opType,
 		Start:         start,
-		End:           start.Add(e.cfg.OperationDuration),
+		End:           start.Add(e.containerOpDuration(opType)),
 		// A fault rule can make the operation fail (quota, stockout): it
 		// ends DONE with the error and changes nothing.
 		ErrorMessage: c.operationError,

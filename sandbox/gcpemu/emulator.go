@@ -81,6 +81,9 @@ type Config struct {
 	// PropagationDelay is how long an IAM policy change takes to affect
 	// permission checks.
 	PropagationDelay time.Duration `json:"-"`
+	// Latency sets how long each kind of operation runs, as on Google Cloud;
+	// its zero fields fall back to OperationDuration.
+	Latency OperationLatency `json:"-"`
 	// TokenLifetime of tokens issued without an explicit lifetime; default 1h.
 	TokenLifetime time.Duration `json:"-"`
 	// IAMConsistency models IAM's eventual consistency for service accounts

@@ -149,7 +149,7 @@ func (e *Emulator) startSUOperation(c *call, p *projectState, action string, ser
 		Name:    fmt.Sprintf("operations/acf.p2-%d-%s", p.Number, uuidLike(e.nextSeq())),
 		Project: p.ID,
 		Start:   c.now,
-		End:     c.now.Add(e.cfg.OperationDuration),
+		End:     c.now.Add(e.serviceOpDuration(action)),
 		Action:  action,
 	}
 	if len(services) == 1 && action != suBatchEnable {
