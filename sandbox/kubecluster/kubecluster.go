@@ -293,9 +293,13 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	if err != nil {
 		return nil, err
 	}
+	stages, err := writeStages(opts.Tools.KwokStages, c.dir)
+	if err != nil {
+		return nil, err
+	}
 	kwok, err := c.launch("kwok", opts.Tools.Kwok, logDir,
 		"--kubeconfig="+identities.kubeconfigs["kwok"],
-		"--config="+opts.Tools.KwokStages,
+		"--config="+stages,
 		"--manage-all-nodes=false",
 		"--manage-nodes-with-annotation-selector="+KwokNodeAnnotation+"=fake",
 		"--server-address=127.0.0.1:"+strconv.Itoa(ports.Kwok),

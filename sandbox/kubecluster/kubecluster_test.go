@@ -178,6 +178,45 @@ func TestKubeClusterLifecycle(t *testing.T) {
 		}
 	})
 
+	t.Run("a pod with the ready-delay annotation becomes ready after it", func(t *testing.T) {
+		client := c.Client()
+		ns := createNamespace(t, client, "slow")
+		pod := func(name string, annotations map[string]string) *corev1.Pod {
+			return &corev1.Pod{
+				ObjectMeta: metav1.ObjectMeta{Name: name, Annotations: annotations},
+				Spec: corev1.PodSpec{
+					NodeSelector: map[string]string{NodePoolLabel: "pool-a"},
+					Containers:   []corev1.Container{{Name: "app", Image: "example.invalid/app:1"}},
+				},
+			}
+		}
+		ready := func(name string) func(ctx context.Context) (bool, error) {
+			return func(ctx context.Context) (bool, error) {
+				p, err := client.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+				if err != nil {
+					return false, err
+				}
+				for _, cond := range p.Status.Conditions {
+					if cond.Type == corev1.PodReady && cond.Status == corev1.ConditionTrue {
+						return true, nil
+					}
+				}
+				return false, nil
+			}
+		}
+		begin := time.Now()
+		_, err := client.CoreV1().Pods(ns).Create(ctx, pod("slow", map[string]string{PodReadyDelayAnnotation: "2s"}), metav1.CreateOptions{})
+		require.NoError(t, err)
+		_, err = client.CoreV1().Pods(ns).Create(ctx, pod("quick", nil), metav1.CreateOptions{})
+		require.NoError(t, err)
+		require.NoError(t, wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 30*time.Second, true, ready("quick")))
+		quick := time.Since(begin)
+		require.NoError(t, wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 30*time.Second, true, ready("slow")))
+		slow := time.Since(begin)
+		assert.Less(t, quick, 2*time.Second, "a pod without the annotation is ready at once")
+		assert.GreaterOrEqual(t, slow, 2*time.Second)
+	})
+
 	t.Run("node pool labels can be changed", func(t *testing.T) {
 		require.NoError(t, c.SetNodePoolLabels(ctx, "pool-a", map[string]string{"iam.gke.io/gke-metadata-server-enabled": "true"}))
 		nodes, err := c.Client().CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: "iam.gke.io/gke-metadata-server-enabled=true"})

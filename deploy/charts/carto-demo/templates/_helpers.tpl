@@ -72,9 +72,14 @@ spec:
       labels:
         {{- include "carto-demo.labels" $root | nindent 8 }}
         app.kubernetes.io/component: {{ .component }}
-      {{- if .backend }}
+      {{- if or .backend .values.podAnnotations }}
       annotations:
+        {{- if .backend }}
         checksum/config: {{ $root.Values.appConfigValues | toJson | sha256sum }}
+        {{- end }}
+        {{- with .values.podAnnotations }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
       {{- end }}
     spec:
       serviceAccountName: {{ .serviceAccountName }}
