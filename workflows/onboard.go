@@ -414,6 +414,12 @@ func (o *onboarding) grant(ctx workflow.Context) error {
 	}
 	annotate, afterHelm := o.annotation(ctx)
 	deploy := func(ctx workflow.Context) error {
+		if o.clusterWork != nil {
+			// The node pools may still be switching to the GKE metadata server.
+			if err := t.wait(ctx, o.clusterWork, nil); err != nil {
+				return err
+			}
+		}
 		if err := o.helmInstall(ctx); err != nil {
 			return err
 		}

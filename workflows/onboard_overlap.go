@@ -13,11 +13,14 @@ import (
 // the request allows (the request names the GSA, so the GSA comes first) and
 // runs the cluster work while support decides:
 //
-//	checks -> GSA -> token creator -> approval request -> approval ---------+
-//	                                 \-> enable API                         |-> bind -> annotate | BigQuery | Helm -> verify
-//	                                 \-> workload pool -> node pools -------+
+//	checks -> GSA -> token creator -> approval request -> approval --+-> bind -> annotate | BigQuery ---+-> verify
+//	                                 \-> workload pool ---------------+                                  |
+//	                                                  \-> node pools ----------------------> Helm -------+
+//	                                 \-> enable API ------------------------------------------------------+
 //
-// The grant continues when both the approval and the cluster work are done.
+// The binding waits for the approval and the workload pool; the rollout also
+// for the node pools (pods must start on nodes with the GKE metadata server,
+// or they would run as the nodes' identity); verification for everything.
 
 // askEarly runs the steps before the grant with support asked early. A
 // rejection, a timeout, a cancellation or a failure of the cluster work (at
@@ -44,9 +47,12 @@ func (o *onboarding) askEarly(ctx workflow.Context) (State, error) {
 	}
 	clusterCtx, stopClusterWork := workflow.WithCancel(ctx)
 	o.clusterFailed = workflow.NewBufferedChannel(ctx, 1)
+	poolReady, poolSettled := workflow.NewFuture(ctx)
 	o.clusterWork = goFuture(clusterCtx, func(ctx workflow.Context) error {
 		err := together(ctx, true, o.enableService, func(ctx workflow.Context) error {
-			if err := o.workloadPool(ctx); err != nil {
+			err := o.workloadPool(ctx)
+			poolSettled.Set(nil, err)
+			if err != nil {
 				return err
 			}
 			return o.nodePools(ctx)
@@ -62,7 +68,9 @@ func (o *onboarding) askEarly(ctx workflow.Context) (State, error) {
 		_ = o.t.wait(ctx, o.clusterWork, nil)
 		return state, err
 	}
-	if err := o.t.wait(ctx, o.clusterWork, nil); err != nil {
+	// The binding needs the workload pool (IAM refuses members of a pool that
+	// does not exist); the node pools are waited for by the rollout.
+	if err := o.t.wait(ctx, poolReady, nil); err != nil {
 		return before(err)
 	}
 	return "", nil

@@ -47,8 +47,11 @@ func TestSupportIsAskedBeforeTheNodePoolsAreDone(t *testing.T) {
 	assert.Equal(t, testStart, asked, "support is asked as soon as the GSA exists")
 	assert.True(t, pools.After(testStart.Add(4*time.Minute)), "the node pools took %s", pools.Sub(testStart))
 	assert.Equal(t, testStart.Add(time.Minute), s.Approval.DecidedAt)
-	// The grant waits for both.
-	assert.False(t, mustStep(t, s, "workload-identity-user").StartedAt.Before(pools))
+	// The binding needs only the approval and the workload pool; the rollout
+	// waits for the node pools too.
+	assert.Equal(t, s.Approval.DecidedAt, mustStep(t, s, "workload-identity-user").StartedAt)
+	assert.Equal(t, s.Approval.DecidedAt, mustStep(t, s, "bigquery").StartedAt)
+	assert.Equal(t, pools, mustStep(t, s, "helm").StartedAt)
 	assert.Equal(t, 6, fake.count("SetNodePoolMetadata"), "four busy answers, then both pools")
 }
 
@@ -77,7 +80,7 @@ func TestRejectionStopsTheClusterWorkAndUndoesWhatTheRunCreated(t *testing.T) {
 	assert.Equal(t, StepPending, mustStep(t, s, "node-pool/gpu-pool").State)
 }
 
-func TestClusterFailureAfterTheApprovalEndsTheRunBeforeTheGrant(t *testing.T) {
+func TestNodePoolFailureAfterTheApprovalStopsTheRollout(t *testing.T) {
 	fake := busyCluster(2).failNext("SetNodePoolMetadata",
 		temporal.NewNonRetryableApplicationError("update node pool: quota exceeded", activities.ErrTypeQuotaExceeded, nil))
 	req := validRequest()
@@ -88,13 +91,18 @@ func TestClusterFailureAfterTheApprovalEndsTheRunBeforeTheGrant(t *testing.T) {
 
 	appErr := workflowAppError(t, env)
 	assert.Equal(t, activities.ErrTypeQuotaExceeded, appErr.Type())
-	assert.Contains(t, appErr.Message(), "step node-pool/default-pool failed after 3 attempt(s)")
-	assert.Contains(t, appErr.Message(), "deleted service account "+wantGSA)
-	assert.Equal(t, 1, fake.count("AddServiceAccountIAMMember"), "only the token creator binding: nothing was granted")
-	assert.Equal(t, []string{"approval-request", "outcome"}, fake.notifications(), "support hears the approved grant did not happen")
+	assert.Equal(t, "step node-pool/default-pool failed after 3 attempt(s): update node pool: quota exceeded", appErr.Message())
+	// What was granted after the approval stays (fix the quota, run again);
+	// nothing was deployed on nodes without the GKE metadata server.
+	assert.Equal(t, 2, fake.count("AddServiceAccountIAMMember"))
+	assert.Equal(t, 1, fake.count("GrantBigQueryAccess"))
+	assert.Zero(t, fake.count("HelmUpgradeInstall"))
+	assert.Zero(t, fake.count("DeleteServiceAccount"))
+	assert.Equal(t, []string{"approval-request", "outcome"}, fake.notifications(), "support hears the approved grant did not complete")
 	s := queryStatus(t, env)
 	assert.Equal(t, StateFailed, s.State)
 	assert.Equal(t, DecisionApproved, s.Approval.Decision)
+	assert.Equal(t, StepPending, mustStep(t, s, "helm").State)
 }
 
 func TestGrantsAfterTheBindingRunSideBySide(t *testing.T) {
