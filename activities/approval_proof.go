@@ -16,6 +16,8 @@ import (
 
 	"github.com/coreos/go-oidc/v3/oidc"
 	"go.temporal.io/sdk/temporal"
+
+	"github.com/gkewi/gkewi/contract"
 )
 
 // ProofIDToken is the proof method of a decision whose approver presented an
@@ -24,10 +26,6 @@ const ProofIDToken = "id-token"
 
 // GoogleIssuer is the issuer of Google's ID tokens.
 const GoogleIssuer = "https://accounts.google.com"
-
-// ErrTypeProofRefused is the error type of an ID token the approval endpoint
-// refuses (bad signature, issuer, audience, expiry, unverified email).
-const ErrTypeProofRefused = "ProofRefused"
 
 // DecisionProof is the worker's attestation that the approver of a decision
 // proved who they are: the verified claims of their ID token, never the token,
@@ -120,7 +118,7 @@ func (a *Attestor) Issuer() string { return a.issuer }
 
 // Attest verifies rawToken as an ID token of the issuer with audience
 // d.WorkflowID and a verified email, and returns the proof of d by that email
-// for run runID. A refused token is an ErrTypeProofRefused error naming why.
+// for run runID. A refused token is an contract.ErrTypeProofRefused error naming why.
 func (a *Attestor) Attest(ctx context.Context, d AttestedDecision, runID, rawToken string) (DecisionProof, error) {
 	if len(a.secret) == 0 {
 		return DecisionProof{}, errors.New("this worker has no approval secret configured: it can neither make nor check proofs")
@@ -134,22 +132,22 @@ func (a *Attestor) Attest(ctx context.Context, d AttestedDecision, runID, rawTok
 		if couldNotCheck(ctx, err) {
 			return DecisionProof{}, fmt.Errorf("the ID token could not be checked, try again: %w", err)
 		}
-		return DecisionProof{}, temporal.NewNonRetryableApplicationError("ID token refused: "+err.Error(), ErrTypeProofRefused, nil)
+		return DecisionProof{}, temporal.NewNonRetryableApplicationError("ID token refused: "+err.Error(), contract.ErrTypeProofRefused, nil)
 	}
 	var claims struct {
 		Email         string `json:"email"`
 		EmailVerified any    `json:"email_verified"`
 	}
 	if err := tok.Claims(&claims); err != nil {
-		return DecisionProof{}, temporal.NewNonRetryableApplicationError("ID token refused: unreadable claims: "+err.Error(), ErrTypeProofRefused, nil)
+		return DecisionProof{}, temporal.NewNonRetryableApplicationError("ID token refused: unreadable claims: "+err.Error(), contract.ErrTypeProofRefused, nil)
 	}
 	switch {
 	case claims.Email == "":
 		return DecisionProof{}, temporal.NewNonRetryableApplicationError(
-			"ID token refused: it carries no email (gcloud: --include-email)", ErrTypeProofRefused, nil)
+			"ID token refused: it carries no email (gcloud: --include-email)", contract.ErrTypeProofRefused, nil)
 	case !isTrue(claims.EmailVerified):
 		return DecisionProof{}, temporal.NewNonRetryableApplicationError(
-			fmt.Sprintf("ID token refused: the email %s is not verified (email_verified is not true)", claims.Email), ErrTypeProofRefused, nil)
+			fmt.Sprintf("ID token refused: the email %s is not verified (email_verified is not true)", claims.Email), contract.ErrTypeProofRefused, nil)
 	}
 	sum := sha256.Sum256([]byte(rawToken))
 	p := DecisionProof{
@@ -225,14 +223,10 @@ func NewApprovals(a *Attestor) *Approvals { return &Approvals{attestor: a} }
 func (a *Approvals) CheckDecisionProof(_ context.Context, in CheckProofInput) (ProofCheck, error) {
 	if len(a.attestor.secret) == 0 {
 		return ProofCheck{}, temporal.NewApplicationError(
-			"this worker has no approval secret (--approval-secret-file), so it cannot check proofs; a worker with it will", ErrTypeNoApprovalSecret)
+			"this worker has no approval secret (--approval-secret-file), so it cannot check proofs; a worker with it will", contract.ErrTypeNoApprovalSecret)
 	}
 	return a.attestor.Check(in), nil
 }
-
-// ErrTypeNoApprovalSecret: a worker without the approval secret was asked to
-// check a proof (retryable: another worker may have it).
-const ErrTypeNoApprovalSecret = "NoApprovalSecret"
 
 // Check is CheckDecisionProof's verdict.
 func (a *Attestor) Check(in CheckProofInput) ProofCheck {
@@ -301,10 +295,10 @@ func (a *Attestor) linkMAC(payload string) string {
 }
 
 // OpenLink checks a link token's signature and expiry and returns its claims;
-// a bad one is an ErrTypeProofRefused error.
+// a bad one is an contract.ErrTypeProofRefused error.
 func (a *Attestor) OpenLink(token string) (LinkClaims, error) {
 	refuse := func(why string) (LinkClaims, error) {
-		return LinkClaims{}, temporal.NewNonRetryableApplicationError("decision link refused: "+why, ErrTypeProofRefused, nil)
+		return LinkClaims{}, temporal.NewNonRetryableApplicationError("decision link refused: "+why, contract.ErrTypeProofRefused, nil)
 	}
 	if len(a.secret) == 0 {
 		return refuse("this worker has no approval secret configured")

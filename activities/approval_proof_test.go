@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.temporal.io/sdk/temporal"
 
+	"github.com/gkewi/gkewi/contract"
 	"github.com/gkewi/gkewi/sandbox/gcpemu"
 )
 
@@ -120,7 +121,7 @@ func TestAttestRefusesTokens(t *testing.T) {
 			_, err := a.Attest(context.Background(), d, "run-1", tc.token)
 			var appErr *temporal.ApplicationError
 			require.ErrorAs(t, err, &appErr)
-			assert.Equal(t, ErrTypeProofRefused, appErr.Type())
+			assert.Equal(t, contract.ErrTypeProofRefused, appErr.Type())
 			assert.Contains(t, appErr.Message(), tc.reason)
 		})
 	}
@@ -167,7 +168,7 @@ func TestSignedDecisionLinks(t *testing.T) {
 		_, err := a.OpenLink(bad)
 		var appErr *temporal.ApplicationError
 		require.ErrorAs(t, err, &appErr, name)
-		assert.Equal(t, ErrTypeProofRefused, appErr.Type(), name)
+		assert.Equal(t, contract.ErrTypeProofRefused, appErr.Type(), name)
 	}
 	_, err = NewAttestor(AttestorConfig{}).SignLink(c)
 	assert.ErrorContains(t, err, "no approval secret")
@@ -186,6 +187,6 @@ func TestCheckWithoutSecretIsRetryable(t *testing.T) {
 	_, err := NewApprovals(NewAttestor(AttestorConfig{})).CheckDecisionProof(context.Background(), CheckProofInput{WorkflowID: grantID})
 	var appErr *temporal.ApplicationError
 	require.ErrorAs(t, err, &appErr)
-	assert.Equal(t, ErrTypeNoApprovalSecret, appErr.Type())
+	assert.Equal(t, contract.ErrTypeNoApprovalSecret, appErr.Type())
 	assert.False(t, appErr.NonRetryable())
 }

@@ -13,29 +13,8 @@ import (
 	"github.com/googleapis/gax-go/v2/apierror"
 	"go.temporal.io/sdk/temporal"
 	"google.golang.org/api/googleapi"
-)
 
-// Types of the ApplicationErrors the activities return. Workflows and operators
-// match on them, so they are part of the contract.
-const (
-	ErrTypeInvalidArgument      = "InvalidArgument"
-	ErrTypeFailedPrecondition   = "FailedPrecondition"
-	ErrTypePermissionDenied     = "PermissionDenied"
-	ErrTypeNotFound             = "NotFound"
-	ErrTypeAlreadyExists        = "AlreadyExists"
-	ErrTypeUnauthenticated      = "Unauthenticated"
-	ErrTypeServiceDisabled      = "ServiceDisabled"
-	ErrTypeConcurrentChange     = "ConcurrentChange"
-	ErrTypeClusterBusy          = "ClusterBusy"
-	ErrTypeUnavailable          = "Unavailable"
-	ErrTypeOperationFailed      = "OperationFailed"
-	ErrTypeOperationPending     = "OperationPending"
-	ErrTypePropagating          = "Propagating"
-	ErrTypeWorkloadPoolMissing  = "WorkloadPoolMissing"
-	ErrTypeWorkloadPoolNotReady = "WorkloadPoolNotReady"
-	// ErrTypeQuotaExceeded is a quota or limit reached: retrying will not help
-	// before someone raises the quota or frees some of it.
-	ErrTypeQuotaExceeded = "QuotaExceeded"
+	"github.com/gkewi/gkewi/contract"
 )
 
 // GoogleAPIError is the useful part of an error returned by a Google REST API.
@@ -383,26 +362,26 @@ func ClassifyGoogleError(err error, action, permission string) error {
 	}
 	switch {
 	case isQuotaExhausted(e):
-		return fatal(ErrTypeQuotaExceeded, quotaMessage(action, e))
+		return fatal(contract.ErrTypeQuotaExceeded, quotaMessage(action, e))
 	case IsPolicyTooLarge(err):
-		return fatal(ErrTypeQuotaExceeded, fmt.Sprintf("%s: the IAM policy would hold more principals than IAM allows (1,500, a limit that cannot be raised); "+
+		return fatal(contract.ErrTypeQuotaExceeded, fmt.Sprintf("%s: the IAM policy would hold more principals than IAM allows (1,500, a limit that cannot be raised); "+
 			"remove principals that are no longer needed (deleted: members first) or grant a Google group instead: %s", action, e.Message))
 	case e.HTTPCode == http.StatusTooManyRequests || e.HTTPCode >= 500:
-		return retryable(ErrTypeUnavailable, fmt.Sprintf("%s: Google API unavailable (HTTP %d), will retry: %s", action, e.HTTPCode, e.Message))
+		return retryable(contract.ErrTypeUnavailable, fmt.Sprintf("%s: Google API unavailable (HTTP %d), will retry: %s", action, e.HTTPCode, e.Message))
 	case IsConcurrentChange(err):
-		return retryable(ErrTypeConcurrentChange, fmt.Sprintf("%s: concurrent change, will retry: %s", action, e.Message))
+		return retryable(contract.ErrTypeConcurrentChange, fmt.Sprintf("%s: concurrent change, will retry: %s", action, e.Message))
 	case IsClusterBusy(err):
-		return retryable(ErrTypeClusterBusy, fmt.Sprintf("%s: the cluster is busy with another operation, will retry: %s", action, e.Message))
+		return retryable(contract.ErrTypeClusterBusy, fmt.Sprintf("%s: the cluster is busy with another operation, will retry: %s", action, e.Message))
 	case IsWorkloadPoolMissing(err):
 		// Callers check that a cluster has the pool first; IAM learns of a new pool
 		// some minutes after it is enabled.
-		return retryable(ErrTypeWorkloadPoolNotReady, fmt.Sprintf("%s: IAM does not know the workload pool yet, will retry: %s", action, e.Message))
+		return retryable(contract.ErrTypeWorkloadPoolNotReady, fmt.Sprintf("%s: IAM does not know the workload pool yet, will retry: %s", action, e.Message))
 	case e.HTTPCode == http.StatusConflict:
-		return fatal(ErrTypeAlreadyExists, fmt.Sprintf("%s: already exists: %s", action, e.Message))
+		return fatal(contract.ErrTypeAlreadyExists, fmt.Sprintf("%s: already exists: %s", action, e.Message))
 	case e.HTTPCode == http.StatusUnauthorized:
-		return fatal(ErrTypeUnauthenticated, fmt.Sprintf("%s: the worker's Google credentials were rejected; check its Application Default Credentials: %s", action, e.Message))
+		return fatal(contract.ErrTypeUnauthenticated, fmt.Sprintf("%s: the worker's Google credentials were rejected; check its Application Default Credentials: %s", action, e.Message))
 	case e.HTTPCode == http.StatusForbidden && isRateLimited(e):
-		return retryable(ErrTypeUnavailable, fmt.Sprintf("%s: rate limited, will retry: %s", action, e.Message))
+		return retryable(contract.ErrTypeUnavailable, fmt.Sprintf("%s: rate limited, will retry: %s", action, e.Message))
 	case e.HTTPCode == http.StatusForbidden && isServiceDisabled(e):
 		svc, consumer := e.Metadata["service"], e.Metadata["consumer"]
 		fix := "enable the API named in the message"
@@ -412,17 +391,17 @@ func ClassifyGoogleError(err error, action, permission string) error {
 				fix += " in " + consumer
 			}
 		}
-		return fatal(ErrTypeServiceDisabled, fmt.Sprintf("%s: API disabled: %s (then retry): %s", action, fix, e.Message))
+		return fatal(contract.ErrTypeServiceDisabled, fmt.Sprintf("%s: API disabled: %s (then retry): %s", action, fix, e.Message))
 	case e.HTTPCode == http.StatusForbidden:
-		return fatal(ErrTypePermissionDenied, permissionDeniedMessage(action, permission, e))
+		return fatal(contract.ErrTypePermissionDenied, permissionDeniedMessage(action, permission, e))
 	case e.HTTPCode == http.StatusNotFound:
-		return fatal(ErrTypeNotFound, fmt.Sprintf("%s: not found; check the project, location and names in the request: %s", action, e.Message))
+		return fatal(contract.ErrTypeNotFound, fmt.Sprintf("%s: not found; check the project, location and names in the request: %s", action, e.Message))
 	case e.HTTPCode == http.StatusBadRequest && (e.Status == "FAILED_PRECONDITION" || e.Reason == "failedPrecondition"):
-		return fatal(ErrTypeFailedPrecondition, fmt.Sprintf("%s: precondition failed; fix the state described and retry: %s", action, e.Message))
+		return fatal(contract.ErrTypeFailedPrecondition, fmt.Sprintf("%s: precondition failed; fix the state described and retry: %s", action, e.Message))
 	case e.HTTPCode == http.StatusBadRequest:
-		return fatal(ErrTypeInvalidArgument, fmt.Sprintf("%s: invalid request; fix the request: %s", action, e.Message))
+		return fatal(contract.ErrTypeInvalidArgument, fmt.Sprintf("%s: invalid request; fix the request: %s", action, e.Message))
 	default:
-		return fatal(ErrTypeInvalidArgument, fmt.Sprintf("%s: HTTP %d: %s", action, e.HTTPCode, e.Message))
+		return fatal(contract.ErrTypeInvalidArgument, fmt.Sprintf("%s: HTTP %d: %s", action, e.HTTPCode, e.Message))
 	}
 }
 
@@ -443,5 +422,5 @@ func permissionDeniedMessage(action, permission string, e GoogleAPIError) string
 
 // invalidArgument is a non-retryable error about the activity's own input.
 func invalidArgument(format string, args ...any) error {
-	return temporal.NewNonRetryableApplicationError(fmt.Sprintf(format, args...), ErrTypeInvalidArgument, nil)
+	return temporal.NewNonRetryableApplicationError(fmt.Sprintf(format, args...), contract.ErrTypeInvalidArgument, nil)
 }

@@ -14,6 +14,8 @@ import (
 	"google.golang.org/api/container/v1"
 	"google.golang.org/api/serviceusage/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
+
+	"github.com/gkewi/gkewi/contract"
 )
 
 const workloadMetadataGKE = "GKE_METADATA"
@@ -69,7 +71,7 @@ func (g *GCP) EnableService(ctx context.Context, in EnableServiceInput) (StepRes
 	}
 	if op.Error != nil && op.Error.Code != 0 {
 		return StepResult{}, temporal.NewApplicationError(
-			fmt.Sprintf("%s: operation %s failed: %s", action, op.Name, op.Error.Message), ErrTypeOperationFailed)
+			fmt.Sprintf("%s: operation %s failed: %s", action, op.Name, op.Error.Message), contract.ErrTypeOperationFailed)
 	}
 	return StepResult{Changed: true, Detail: in.Service + " enabled"}, nil
 }
@@ -94,7 +96,7 @@ func (g *GCP) EnsureWorkloadPool(ctx context.Context, in ClusterRef) (WorkloadPo
 			// Autopilot sets the pool itself; any other pool is not one gkewi can fix.
 			return WorkloadPoolResult{}, temporal.NewNonRetryableApplicationError(fmt.Sprintf(
 				"Autopilot cluster %s has workload pool %q, not %s; GKE manages it on Autopilot clusters", in, pool, in.WorkloadPool()),
-				ErrTypeFailedPrecondition, nil)
+				contract.ErrTypeFailedPrecondition, nil)
 		}
 		return WorkloadPoolResult{Autopilot: true, StepResult: StepResult{
 			Detail: "Autopilot cluster: Workload Identity is always on (workload pool " + pool + "); GKE manages the node pools, all on the GKE metadata server",
@@ -250,7 +252,7 @@ func (g *GCP) changeCluster(ctx context.Context, ch clusterChange) (StepResult, 
 	if err != nil && wctx.Err() != nil && ctx.Err() == nil {
 		return StepResult{}, temporal.NewApplicationErrorWithCause(
 			ch.action+": still waiting for an operation when this attempt ran out of time; the next attempt resumes the wait",
-			ErrTypeOperationPending, err)
+			contract.ErrTypeOperationPending, err)
 	}
 	return res, err
 }
@@ -323,7 +325,7 @@ func (g *GCP) changeClusterWithin(ctx context.Context, ch clusterChange) (StepRe
 		}
 		if !done && startedHere {
 			return StepResult{}, temporal.NewApplicationError(
-				ch.action+": the operation finished but the change is not visible yet; will retry", ErrTypeOperationFailed)
+				ch.action+": the operation finished but the change is not visible yet; will retry", contract.ErrTypeOperationFailed)
 		}
 		if done {
 			if changed {
@@ -405,11 +407,11 @@ func (g *GCP) repeatedFailure(ctx context.Context, ch clusterChange, failed *con
 	}
 	return temporal.NewNonRetryableApplicationError(fmt.Sprintf(
 		"%s: the last %d operations failed the same way (latest %s): %s; gkewi does not issue it again: fix the cause (quota, capacity in the location) and run the onboarding again",
-		ch.action, n, failed.Name, failed.Error.Message), ErrTypeOperationFailed, err)
+		ch.action, n, failed.Name, failed.Error.Message), contract.ErrTypeOperationFailed, err)
 }
 
 func busyError(action string, cause error) error {
-	return temporal.NewApplicationErrorWithCause(action+": the cluster stayed busy; will retry", ErrTypeClusterBusy, cause)
+	return temporal.NewApplicationErrorWithCause(action+": the cluster stayed busy; will retry", contract.ErrTypeClusterBusy, cause)
 }
 
 // containerOperationName is the full name of a GKE operation, which the API
@@ -460,7 +462,7 @@ func (g *GCP) waitOperation(ctx context.Context, p operationProgress, action str
 		if op.Error != nil && (op.Error.Code != 0 || op.Error.Message != "") {
 			failed := &operationFailedError{name: p.Operation, message: op.Error.Message}
 			if p.Ours {
-				return false, temporal.NewApplicationErrorWithCause(action+": "+failed.Error(), ErrTypeOperationFailed, failed)
+				return false, temporal.NewApplicationErrorWithCause(action+": "+failed.Error(), contract.ErrTypeOperationFailed, failed)
 			}
 			return false, failed
 		}

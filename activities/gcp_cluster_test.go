@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"google.golang.org/api/iamcredentials/v1"
 
+	"github.com/gkewi/gkewi/contract"
 	"github.com/gkewi/gkewi/sandbox/gcpemu"
 )
 
@@ -59,7 +60,7 @@ func TestGCPRepeatedOperationFailureIsFinal(t *testing.T) {
 	for attempt := 1; attempt <= maxIdenticalOperationFailures; attempt++ {
 		_, err := e.run(e.gcp.SetNodePoolMetadata, in)
 		appErr := requireActivityAppError(t, err)
-		assert.Equal(t, ErrTypeOperationFailed, appErr.Type())
+		assert.Equal(t, contract.ErrTypeOperationFailed, appErr.Type())
 		assert.Contains(t, appErr.Error(), quota)
 		if attempt < maxIdenticalOperationFailures {
 			assert.False(t, appErr.NonRetryable(), "attempt %d: a failed operation may be a passing shortage", attempt)
@@ -100,5 +101,5 @@ func TestVerifyJustEnabledAPI(t *testing.T) {
 	assert.False(t, VerifyInput{}.justEnabled(err, now), "an API that was on before is really off")
 	assert.False(t, VerifyInput{ServiceEnabledAt: now.Add(-serviceEnableSettle - time.Second)}.justEnabled(err, now), "bounded")
 	denied := requireActivityAppError(t, ClassifyGoogleError(err, "generate access token", ""))
-	assert.Equal(t, ErrTypeServiceDisabled, denied.Type())
+	assert.Equal(t, contract.ErrTypeServiceDisabled, denied.Type())
 }

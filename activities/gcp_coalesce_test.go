@@ -12,6 +12,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/gkewi/gkewi/contract"
 )
 
 func coalescingGCP(window time.Duration) *GCP {
@@ -171,7 +173,7 @@ func TestCoalesceConflictsExhaustedReachEveryCaller(t *testing.T) {
 			_, err := g.modifyPolicy(context.Background(), store.access("r"), addMember("roles/viewer", fmt.Sprintf("user:u%d@x.com", i)))
 			appErr := requireAppError(t, err)
 			assert.False(t, appErr.NonRetryable())
-			assert.Equal(t, ErrTypeConcurrentChange, appErr.Type())
+			assert.Equal(t, contract.ErrTypeConcurrentChange, appErr.Type())
 		})
 	}
 	wg.Wait()
@@ -352,7 +354,7 @@ func TestCoalesceReadErrorReachesEveryCaller(t *testing.T) {
 	for _, o := range out {
 		appErr := requireAppError(t, o.err)
 		assert.True(t, appErr.NonRetryable())
-		assert.Equal(t, ErrTypePermissionDenied, appErr.Type())
+		assert.Equal(t, contract.ErrTypePermissionDenied, appErr.Type())
 	}
 	assert.Zero(t, store.setCalls())
 }

@@ -26,6 +26,7 @@ import (
 	"google.golang.org/api/option"
 	"google.golang.org/api/sts/v1"
 
+	"github.com/gkewi/gkewi/contract"
 	"github.com/gkewi/gkewi/sandbox/gcpemu"
 )
 
@@ -395,13 +396,13 @@ func TestGCPEnsureServiceAccount(t *testing.T) {
 	_, err = e.run(e.gcp.EnsureServiceAccount, EnsureServiceAccountInput{Email: "nobody@" + emuProject + ".iam.gserviceaccount.com"})
 	appErr := requireActivityAppError(t, err)
 	assert.True(t, appErr.NonRetryable())
-	assert.Equal(t, ErrTypeNotFound, appErr.Type())
+	assert.Equal(t, contract.ErrTypeNotFound, appErr.Type())
 	assert.Contains(t, appErr.Error(), "service account nobody@"+emuProject+".iam.gserviceaccount.com does not exist; create it or give gsa.accountId instead")
 
 	_, err = e.run(e.gcp.EnsureServiceAccount, EnsureServiceAccountInput{Project: emuProject, AccountID: "Bad_Id"})
 	appErr = requireActivityAppError(t, err)
 	assert.True(t, appErr.NonRetryable())
-	assert.Equal(t, ErrTypeInvalidArgument, appErr.Type())
+	assert.Equal(t, contract.ErrTypeInvalidArgument, appErr.Type())
 
 	assert.Zero(t, e.count("iam.projects.serviceAccounts.keys.create"), "never keys")
 }
@@ -472,7 +473,7 @@ func TestGCPServiceAccountIAMMemberLifecycle(t *testing.T) {
 	_, err := e.run(e.gcp.AddServiceAccountIAMMember, add)
 	appErr := requireActivityAppError(t, err)
 	assert.True(t, appErr.NonRetryable())
-	assert.Equal(t, ErrTypeWorkloadPoolMissing, appErr.Type())
+	assert.Equal(t, contract.ErrTypeWorkloadPoolMissing, appErr.Type())
 	assert.Contains(t, appErr.Error(), "workload pool "+emuProject+".svc.id.goog does not exist: enable Workload Identity on a cluster of project "+emuProject+" first")
 	assert.Zero(t, e.count("iam.projects.serviceAccounts.setIamPolicy"))
 
@@ -590,14 +591,14 @@ func TestGCPPermissionDeniedNamesPermissionAndRole(t *testing.T) {
 	_, err := e.run(e.gcp.EnsureServiceAccount, EnsureServiceAccountInput{Project: emuProject, AccountID: "carto-backend"})
 	appErr := requireActivityAppError(t, err)
 	assert.True(t, appErr.NonRetryable())
-	assert.Equal(t, ErrTypePermissionDenied, appErr.Type())
+	assert.Equal(t, contract.ErrTypePermissionDenied, appErr.Type())
 	assert.Contains(t, appErr.Error(), "iam.serviceAccounts.create")
 	assert.Contains(t, appErr.Error(), "roles/iam.serviceAccountAdmin")
 
 	_, err = e.run(e.gcp.SetWorkloadPool, emuClusterRef)
 	appErr = requireActivityAppError(t, err)
 	assert.True(t, appErr.NonRetryable())
-	assert.Equal(t, ErrTypePermissionDenied, appErr.Type())
+	assert.Equal(t, contract.ErrTypePermissionDenied, appErr.Type())
 	assert.Contains(t, appErr.Error(), "container.clusters.update")
 	assert.Contains(t, appErr.Error(), "roles/container.clusterAdmin")
 
@@ -784,7 +785,7 @@ func TestGCPSetWorkloadPoolStopsBeforeDeadlineRetryably(t *testing.T) {
 	assert.NoError(t, ctx.Err(), "it returned before the deadline")
 	appErr := requireActivityAppError(t, err)
 	assert.False(t, appErr.NonRetryable(), "a busy cluster never fails the onboarding")
-	assert.Equal(t, ErrTypeOperationPending, appErr.Type())
+	assert.Equal(t, contract.ErrTypeOperationPending, appErr.Type())
 }
 
 // The Verifier builds its clients with these helpers; they must reach the same
@@ -800,7 +801,7 @@ func TestGCPVerifierClientsWalkTheChain(t *testing.T) {
 	req := &iamcredentials.GenerateAccessTokenRequest{Scope: []string{"https://www.googleapis.com/auth/cloud-platform"}}
 	_, err = creds.Projects.ServiceAccounts.GenerateAccessToken(serviceAccountResource(sa.Email), req).Do()
 	appErr := requireActivityAppError(t, ClassifyGoogleError(err, "generate access token", ""))
-	assert.Equal(t, ErrTypePermissionDenied, appErr.Type())
+	assert.Equal(t, contract.ErrTypePermissionDenied, appErr.Type())
 	assert.Contains(t, appErr.Error(), "iam.serviceAccounts.getAccessToken")
 
 	e.runStep(e.gcp.AddServiceAccountIAMMember, ServiceAccountIAMInput{
@@ -814,7 +815,7 @@ func TestGCPVerifierClientsWalkTheChain(t *testing.T) {
 	require.NoError(t, err)
 	_, err = asGSA.Jobs.Query("bill-proj", &bigquery.QueryRequest{Query: "SELECT 1", UseLegacySql: new(false)}).Do()
 	appErr = requireActivityAppError(t, ClassifyGoogleError(err, "run query", ""))
-	assert.Equal(t, ErrTypePermissionDenied, appErr.Type(), "no BigQuery roles yet")
+	assert.Equal(t, contract.ErrTypePermissionDenied, appErr.Type(), "no BigQuery roles yet")
 
 	e.runStep(e.gcp.GrantBigQueryAccess, BigQueryAccessInput{
 		Member: "serviceAccount:" + sa.Email, DataProject: "data-proj", BillingProject: "bill-proj", TempDataset: "carto_temp",

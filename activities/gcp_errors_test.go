@@ -13,6 +13,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.temporal.io/sdk/temporal"
 	"google.golang.org/api/googleapi"
+
+	"github.com/gkewi/gkewi/contract"
 )
 
 // googleErr builds the error the generated clients return for a JSON error body.
@@ -78,7 +80,7 @@ func TestClassifyPermissionDeniedNamesPermissionAndRole(t *testing.T) {
 			err := ClassifyGoogleError(googleErr(403, "PERMISSION_DENIED", tc.message, tc.details...), "do the thing", tc.hint)
 			appErr := requireAppError(t, err)
 			assert.True(t, appErr.NonRetryable())
-			assert.Equal(t, ErrTypePermissionDenied, appErr.Type())
+			assert.Equal(t, contract.ErrTypePermissionDenied, appErr.Type())
 			assert.Contains(t, appErr.Error(), tc.wantPerm)
 			assert.Contains(t, appErr.Error(), tc.wantRole)
 			assert.Contains(t, appErr.Error(), "do the thing")
@@ -95,22 +97,22 @@ func TestClassifyGoogleErrorRetryability(t *testing.T) {
 		retryable bool
 		errType   string
 	}{
-		{"invalid argument", googleErr(400, "INVALID_ARGUMENT", "bad account id"), false, ErrTypeInvalidArgument},
-		{"failed precondition", googleErr(400, "FAILED_PRECONDITION", "Workload Identity is not enabled"), false, ErrTypeFailedPrecondition},
-		{"not found", googleErr(404, "NOT_FOUND", "cluster c not found"), false, ErrTypeNotFound},
-		{"unauthenticated", googleErr(401, "UNAUTHENTICATED", "invalid credentials"), false, ErrTypeUnauthenticated},
-		{"already exists", googleErr(409, "ALREADY_EXISTS", "account already exists"), false, ErrTypeAlreadyExists},
-		{"aborted", googleErr(409, "ABORTED", "There were concurrent policy changes."), true, ErrTypeConcurrentChange},
-		{"etag precondition", googleErr(412, "FAILED_PRECONDITION", "Precondition check failed."), true, ErrTypeConcurrentChange},
-		{"rate limited", googleErr(429, "RESOURCE_EXHAUSTED", "quota"), true, ErrTypeUnavailable},
-		{"bigquery rate limit is a 403", &googleapi.Error{Code: 403, Message: "Exceeded rate limits", Errors: []googleapi.ErrorItem{{Reason: "rateLimitExceeded"}}}, true, ErrTypeUnavailable},
-		{"unavailable", googleErr(503, "UNAVAILABLE", "try again"), true, ErrTypeUnavailable},
-		{"internal", googleErr(500, "INTERNAL", "oops"), true, ErrTypeUnavailable},
-		{"busy cluster", googleErr(400, "FAILED_PRECONDITION", "Operation operation-1700000000000-abc is currently upgrading cluster c. Please wait and try again once it is done."), true, ErrTypeClusterBusy},
-		{"busy cluster reason", googleErr(400, "FAILED_PRECONDITION", "Cluster is running incompatible operation operation-17-x.", errorInfo("CLUSTER_ALREADY_HAS_OPERATION", nil)), true, ErrTypeClusterBusy},
-		{"pool not yet known to IAM", googleErr(400, "INVALID_ARGUMENT", "Identity Pool does not exist (p.svc.id.goog). Please check that you specified a valid resource name as returned in the `name` attribute in the configuration API."), true, ErrTypeWorkloadPoolNotReady},
+		{"invalid argument", googleErr(400, "INVALID_ARGUMENT", "bad account id"), false, contract.ErrTypeInvalidArgument},
+		{"failed precondition", googleErr(400, "FAILED_PRECONDITION", "Workload Identity is not enabled"), false, contract.ErrTypeFailedPrecondition},
+		{"not found", googleErr(404, "NOT_FOUND", "cluster c not found"), false, contract.ErrTypeNotFound},
+		{"unauthenticated", googleErr(401, "UNAUTHENTICATED", "invalid credentials"), false, contract.ErrTypeUnauthenticated},
+		{"already exists", googleErr(409, "ALREADY_EXISTS", "account already exists"), false, contract.ErrTypeAlreadyExists},
+		{"aborted", googleErr(409, "ABORTED", "There were concurrent policy changes."), true, contract.ErrTypeConcurrentChange},
+		{"etag precondition", googleErr(412, "FAILED_PRECONDITION", "Precondition check failed."), true, contract.ErrTypeConcurrentChange},
+		{"rate limited", googleErr(429, "RESOURCE_EXHAUSTED", "quota"), true, contract.ErrTypeUnavailable},
+		{"bigquery rate limit is a 403", &googleapi.Error{Code: 403, Message: "Exceeded rate limits", Errors: []googleapi.ErrorItem{{Reason: "rateLimitExceeded"}}}, true, contract.ErrTypeUnavailable},
+		{"unavailable", googleErr(503, "UNAVAILABLE", "try again"), true, contract.ErrTypeUnavailable},
+		{"internal", googleErr(500, "INTERNAL", "oops"), true, contract.ErrTypeUnavailable},
+		{"busy cluster", googleErr(400, "FAILED_PRECONDITION", "Operation operation-1700000000000-abc is currently upgrading cluster c. Please wait and try again once it is done."), true, contract.ErrTypeClusterBusy},
+		{"busy cluster reason", googleErr(400, "FAILED_PRECONDITION", "Cluster is running incompatible operation operation-17-x.", errorInfo("CLUSTER_ALREADY_HAS_OPERATION", nil)), true, contract.ErrTypeClusterBusy},
+		{"pool not yet known to IAM", googleErr(400, "INVALID_ARGUMENT", "Identity Pool does not exist (p.svc.id.goog). Please check that you specified a valid resource name as returned in the `name` attribute in the configuration API."), true, contract.ErrTypeWorkloadPoolNotReady},
 		{"service disabled", googleErr(403, "PERMISSION_DENIED", "IAM Service Account Credentials API has not been used in project 123 before or it is disabled.",
-			errorInfo("SERVICE_DISABLED", map[string]string{"service": "iamcredentials.googleapis.com", "consumer": "projects/123"})), false, ErrTypeServiceDisabled},
+			errorInfo("SERVICE_DISABLED", map[string]string{"service": "iamcredentials.googleapis.com", "consumer": "projects/123"})), false, contract.ErrTypeServiceDisabled},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -143,7 +145,7 @@ func TestClassifyDetailsNextToLegacyErrors(t *testing.T) {
 	assert.Equal(t, "SERVICE_DISABLED", e.Reason)
 	assert.Equal(t, "PERMISSION_DENIED", e.Status)
 	appErr := requireAppError(t, ClassifyGoogleError(disabled, "act", ""))
-	assert.Equal(t, ErrTypeServiceDisabled, appErr.Type())
+	assert.Equal(t, contract.ErrTypeServiceDisabled, appErr.Type())
 	assert.Contains(t, appErr.Error(), "enable cloudresourcemanager.googleapis.com in projects/123")
 
 	msg = "Maximum number of service accounts on project reached."
@@ -152,7 +154,7 @@ func TestClassifyDetailsNextToLegacyErrors(t *testing.T) {
 	e, ok = ParseGoogleAPIError(quota)
 	require.True(t, ok)
 	assert.Equal(t, 86401*time.Second, e.RetryDelay)
-	assert.Equal(t, ErrTypeQuotaExceeded, requireAppError(t, ClassifyGoogleError(quota, "act", "")).Type())
+	assert.Equal(t, contract.ErrTypeQuotaExceeded, requireAppError(t, ClassifyGoogleError(quota, "act", "")).Type())
 }
 
 func TestClassifyNonGoogleErrors(t *testing.T) {

@@ -15,6 +15,8 @@ import (
 	"google.golang.org/api/cloudresourcemanager/v3"
 	"google.golang.org/api/iam/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
+
+	"github.com/gkewi/gkewi/contract"
 )
 
 var accountIDRE = regexp.MustCompile(`^[a-z]([-a-z0-9]*[a-z0-9])$`)
@@ -97,7 +99,7 @@ func (g *GCP) existingServiceAccount(ctx context.Context, email string) (Service
 	sa, err := g.iam.Projects.ServiceAccounts.Get(serviceAccountResource(email)).Context(ctx).Do()
 	if IsNotFound(err) {
 		return ServiceAccount{}, temporal.NewNonRetryableApplicationError(
-			fmt.Sprintf("service account %s does not exist; create it or give gsa.accountId instead", email), ErrTypeNotFound, err)
+			fmt.Sprintf("service account %s does not exist; create it or give gsa.accountId instead", email), contract.ErrTypeNotFound, err)
 	}
 	if err != nil {
 		return ServiceAccount{}, ClassifyGoogleError(err, "read service account "+email, "iam.serviceAccounts.get")
@@ -114,7 +116,7 @@ func checkOwnAccount(ctx context.Context, sa *iam.ServiceAccount, project, email
 	if !strings.EqualFold(sa.Email, email) || (sa.ProjectId != "" && sa.ProjectId != project) {
 		return ServiceAccount{}, temporal.NewNonRetryableApplicationError(
 			fmt.Sprintf("service account %s (project %s) is not the expected %s of project %s", sa.Email, sa.ProjectId, email, project),
-			ErrTypeFailedPrecondition, nil)
+			contract.ErrTypeFailedPrecondition, nil)
 	}
 	if sa.Disabled {
 		return ServiceAccount{}, disabledAccountError(sa.Email)
@@ -126,7 +128,7 @@ func checkOwnAccount(ctx context.Context, sa *iam.ServiceAccount, project, email
 func disabledAccountError(email string) error {
 	return temporal.NewNonRetryableApplicationError(
 		fmt.Sprintf("service account %s is disabled; enable it (gcloud iam service-accounts enable %s) or use another account", email, email),
-		ErrTypeFailedPrecondition, nil)
+		contract.ErrTypeFailedPrecondition, nil)
 }
 
 // DeleteServiceAccount deletes a GSA by its unique id: an account created later
@@ -326,7 +328,7 @@ func stillPropagating(err error, waited time.Duration) error {
 		msg = appErr.Message()
 	}
 	return temporal.NewApplicationErrorWithCause(
-		fmt.Sprintf("IAM does not know the service account everywhere yet after %s; will retry: %s", waited, msg), ErrTypePropagating, err)
+		fmt.Sprintf("IAM does not know the service account everywhere yet after %s; will retry: %s", waited, msg), contract.ErrTypePropagating, err)
 }
 
 // newAccountPropagating matches what IAM answers about a service account it does
@@ -425,5 +427,5 @@ func (g *GCP) checkWorkloadPoolOf(ctx context.Context, member string) error {
 	}
 	return temporal.NewNonRetryableApplicationError(
 		fmt.Sprintf("workload pool %s does not exist: enable Workload Identity on a cluster of project %s first", pool, project),
-		ErrTypeWorkloadPoolMissing, nil)
+		contract.ErrTypeWorkloadPoolMissing, nil)
 }

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/api/googleapi"
 	"google.golang.org/api/iam/v1"
 
+	"github.com/gkewi/gkewi/contract"
 	"github.com/gkewi/gkewi/sandbox/gcpemu"
 )
 
@@ -126,7 +127,7 @@ func TestGCPNewAccountNeverVisibleIsRetryable(t *testing.T) {
 		ServiceAccountEmail: sa.Email, Role: "roles/iam.serviceAccountTokenCreator", Member: "serviceAccount:" + sa.Email})
 	appErr := requireActivityAppError(t, err)
 	assert.False(t, appErr.NonRetryable())
-	assert.Equal(t, ErrTypePropagating, appErr.Type())
+	assert.Equal(t, contract.ErrTypePropagating, appErr.Type())
 	// Up to the propagation timeout (1s here), less the last poll interval.
 	assert.GreaterOrEqual(t, time.Since(begin), time.Second-50*time.Millisecond, "retried for the propagation timeout first")
 	assert.Greater(t, e.count("iam.projects.serviceAccounts.getIamPolicy"), 3)
@@ -134,7 +135,7 @@ func TestGCPNewAccountNeverVisibleIsRetryable(t *testing.T) {
 	_, err = e.run(e.gcp.EnsureServiceAccount, in)
 	appErr = requireActivityAppError(t, err)
 	assert.False(t, appErr.NonRetryable())
-	assert.Equal(t, ErrTypePropagating, appErr.Type())
+	assert.Equal(t, contract.ErrTypePropagating, appErr.Type())
 	assert.Equal(t, 1, e.accountsNamed(sa.Email), "never a second account")
 }
 
@@ -181,7 +182,7 @@ func TestGCPRemoveMemberOfDeletedAccount(t *testing.T) {
 		ServiceAccountEmail: live.Email, Role: self.Role, Member: "serviceAccount:" + live.Email})
 	appErr := requireActivityAppError(t, err)
 	assert.True(t, appErr.NonRetryable())
-	assert.Equal(t, ErrTypePermissionDenied, appErr.Type())
+	assert.Equal(t, contract.ErrTypePermissionDenied, appErr.Type())
 }
 
 func TestGCPServiceAccountQuotaIsNotRetried(t *testing.T) {
@@ -194,7 +195,7 @@ func TestGCPServiceAccountQuotaIsNotRetried(t *testing.T) {
 	_, err := e.run(e.gcp.EnsureServiceAccount, EnsureServiceAccountInput{Project: emuProject, AccountID: "second-account"})
 	appErr := requireActivityAppError(t, err)
 	assert.True(t, appErr.NonRetryable())
-	assert.Equal(t, ErrTypeQuotaExceeded, appErr.Type())
+	assert.Equal(t, contract.ErrTypeQuotaExceeded, appErr.Type())
 	for _, want := range []string{"service account quota", "request an increase", "console.cloud.google.com/iam-admin/quotas",
 		"Maximum number of service accounts on project reached."} {
 		assert.Contains(t, appErr.Error(), want)
@@ -217,7 +218,7 @@ func TestGCPPolicyMemberLimitIsNotRetried(t *testing.T) {
 		ServiceAccountEmail: sa.Email, Role: "roles/iam.serviceAccountTokenCreator", Member: "serviceAccount:" + sa.Email})
 	appErr := requireActivityAppError(t, err)
 	assert.True(t, appErr.NonRetryable())
-	assert.Equal(t, ErrTypeQuotaExceeded, appErr.Type())
+	assert.Equal(t, contract.ErrTypeQuotaExceeded, appErr.Type())
 	assert.Contains(t, appErr.Error(), "1,500")
 	assert.Contains(t, appErr.Error(), "cannot be raised")
 	assert.Equal(t, 2, e.count("iam.projects.serviceAccounts.setIamPolicy"), "the fixture's write and one refused write, not retried")
@@ -245,10 +246,10 @@ func TestClassifyQuotaAgainstRateLimit(t *testing.T) {
 			gerr := &googleapi.Error{Code: 429, Message: tc.msg, Body: body(tc.msg, tc.delay)}
 			appErr := requireActivityAppError(t, ClassifyGoogleError(gerr, "create service account x", "iam.serviceAccounts.create"))
 			if tc.quota {
-				assert.Equal(t, ErrTypeQuotaExceeded, appErr.Type())
+				assert.Equal(t, contract.ErrTypeQuotaExceeded, appErr.Type())
 				assert.True(t, appErr.NonRetryable())
 			} else {
-				assert.Equal(t, ErrTypeUnavailable, appErr.Type())
+				assert.Equal(t, contract.ErrTypeUnavailable, appErr.Type())
 				assert.False(t, appErr.NonRetryable())
 			}
 		})

@@ -13,6 +13,8 @@ import (
 	"google.golang.org/api/bigquery/v2"
 	"google.golang.org/api/cloudresourcemanager/v3"
 	"google.golang.org/api/iam/v1"
+
+	"github.com/gkewi/gkewi/contract"
 )
 
 func TestPolicyAddMemberKeepsOtherBindingsAndConditions(t *testing.T) {
@@ -203,7 +205,7 @@ func TestPolicyReadModifyWriteGivesUpRetryably(t *testing.T) {
 	_, err := g.modifyPolicy(context.Background(), store.access("r"), func(p *Policy) bool { return p.AddMember("roles/viewer", "user:me@x.com") })
 	appErr := requireAppError(t, err)
 	assert.False(t, appErr.NonRetryable())
-	assert.Equal(t, ErrTypeConcurrentChange, appErr.Type())
+	assert.Equal(t, contract.ErrTypeConcurrentChange, appErr.Type())
 	assert.Equal(t, 4, store.conflicts)
 }
 
@@ -389,7 +391,7 @@ func TestPolicyWhilePropagatingEndsWithinTheAttempt(t *testing.T) {
 	})
 	require.NoError(t, ctx.Err(), "ended before the attempt's deadline")
 	appErr := requireAppError(t, err)
-	assert.Equal(t, ErrTypePropagating, appErr.Type())
+	assert.Equal(t, contract.ErrTypePropagating, appErr.Type())
 	assert.False(t, appErr.NonRetryable(), "the next attempt tries again")
 	assert.Contains(t, appErr.Message(), "does not exist")
 	assert.Greater(t, calls, 1)
@@ -424,5 +426,5 @@ func TestPolicyWhilePropagatingRetriesOnlyPropagationErrors(t *testing.T) {
 		return false, ClassifyGoogleError(googleErr(403, "PERMISSION_DENIED", "Permission 'iam.serviceAccounts.getIamPolicy' denied"), "read", "")
 	})
 	assert.Less(t, time.Since(start), time.Second, "bounded by the propagation timeout")
-	assert.Equal(t, ErrTypePermissionDenied, requireAppError(t, err).Type())
+	assert.Equal(t, contract.ErrTypePermissionDenied, requireAppError(t, err).Type())
 }

@@ -28,6 +28,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/yaml"
+
+	"github.com/gkewi/gkewi/contract"
 )
 
 // HelmConfig configures the Helm activities.
@@ -406,7 +408,7 @@ func (h *Helm) releaseInterrupted(cfg *action.Configuration, name string, abando
 	if !abandoned && age < 2*h.cfg.Timeout {
 		return temporal.NewApplicationError(
 			fmt.Sprintf("helm: release %s revision %d is %s since %s ago; waiting for that operation to end", name, rel.Version, rel.Info.Status, age.Round(time.Second)),
-			ErrTypeHelmBusy)
+			contract.ErrTypeHelmBusy)
 	}
 	was := rel.Info.Status
 	rel.Info.Status = rcommon.StatusFailed

@@ -13,6 +13,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
+
+	"github.com/gkewi/gkewi/contract"
 )
 
 // releaseLeaseDuration is how long a Helm operation's lease lasts unrenewed. The
@@ -95,7 +97,7 @@ func (l *releaseLease) acquire(ctx context.Context) (leaseState, error) {
 		if left := leaseLeft(cur, now.Time); left > 0 {
 			// Retried once it runs out, when nobody renewed it by then.
 			return leaseState{}, temporal.NewApplicationErrorWithOptions(l.busyMessage("held by "+holder+" for "+left.Round(time.Second).String()+" more"),
-				ErrTypeHelmBusy, temporal.ApplicationErrorOptions{NextRetryDelay: left + time.Second})
+				contract.ErrTypeHelmBusy, temporal.ApplicationErrorOptions{NextRetryDelay: left + time.Second})
 		}
 		st.previousExpired = true
 	}
@@ -125,7 +127,7 @@ func (l *releaseLease) busyMessage(why string) string {
 }
 
 func (l *releaseLease) busy(why string) error {
-	return temporal.NewApplicationError(l.busyMessage(why), ErrTypeHelmBusy)
+	return temporal.NewApplicationError(l.busyMessage(why), contract.ErrTypeHelmBusy)
 }
 
 // renew extends the lease; a failed renewal is left to the next tick.

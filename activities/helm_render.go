@@ -21,11 +21,9 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
-)
 
-// ErrTypeReleaseIdentity: the rendered or deployed release does not run the
-// workload as a KSA the grant can serve (none, several, or another one).
-const ErrTypeReleaseIdentity = "ReleaseIdentity"
+	"github.com/gkewi/gkewi/contract"
+)
 
 // RenderInput is the release as gkewi will install it.
 type RenderInput struct {
@@ -132,7 +130,7 @@ func (h *Helm) RenderRelease(ctx context.Context, in RenderInput) (RenderResult,
 		case apierrors.IsNotFound(err):
 			return RenderResult{}, temporal.NewNonRetryableApplicationError(fmt.Sprintf(
 				"render: the release's workloads run as %s, which the chart does not create (commonBackendServiceAccount.create: false) and which does not exist: create it (kubectl create serviceaccount %s -n %s), then start the onboarding again",
-				target, res.KSA, in.Helm.Namespace), ErrTypeReleaseIdentity, nil)
+				target, res.KSA, in.Helm.Namespace), contract.ErrTypeReleaseIdentity, nil)
 		case err != nil:
 			return RenderResult{}, classifyKubeError("render: reading "+target, err)
 		}
@@ -214,7 +212,7 @@ func renderObjects(ctx context.Context, ch *chart.Chart, values map[string]any, 
 	if err != nil {
 		return nil, temporal.NewNonRetryableApplicationError(
 			fmt.Sprintf("render: chart %s %s does not render with the onboarding's values: %v", ch.Metadata.Name, ch.Metadata.Version, err),
-			ErrTypeInvalidArgument, nil)
+			contract.ErrTypeInvalidArgument, nil)
 	}
 	rel, ok := out.(*release.Release)
 	if !ok {
@@ -301,7 +299,7 @@ func planRelease(objects []renderedObject, in RenderInput, ch *chart.Chart, mapp
 	refuse := func(format string, args ...any) (RenderResult, error) {
 		return RenderResult{}, temporal.NewNonRetryableApplicationError(
 			fmt.Sprintf("render: release %s/%s (chart %s): ", ns, in.Helm.Release, res.Chart)+fmt.Sprintf(format, args...),
-			ErrTypeReleaseIdentity, nil)
+			contract.ErrTypeReleaseIdentity, nil)
 	}
 	if len(all) == 0 {
 		return refuse("no workload in namespace %s: nothing would run as the granted KSA", ns)
@@ -435,7 +433,7 @@ func accessTargetOf(obj *unstructured.Unstructured, releaseNS string, mapper met
 		if meta.IsNoMatchError(err) {
 			return accessTarget{}, temporal.NewNonRetryableApplicationError(fmt.Sprintf(
 				"render: the chart renders %s %q (%s), a kind the cluster does not serve: install its API (CRD) or turn that part of the chart off in the values",
-				gvk.Kind, obj.GetName(), gvk.GroupVersion()), ErrTypeFailedPrecondition, nil)
+				gvk.Kind, obj.GetName(), gvk.GroupVersion()), contract.ErrTypeFailedPrecondition, nil)
 		}
 		if err != nil {
 			return accessTarget{}, classifyKubeError("render: mapping "+gvk.String(), err)

@@ -42,6 +42,8 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/yaml"
+
+	"github.com/gkewi/gkewi/contract"
 )
 
 // helmDemoChartDir is the stand-in for the vendor chart.
@@ -260,7 +262,7 @@ func TestHelmFailedUpgradeRollsBack(t *testing.T) {
 	in.Values["workspaceApi"].(map[string]any)["nodeSelector"] = map[string]any{"cloud.google.com/gke-nodepool": "no-such-pool"}
 	short := newKubeTestHelm(t, c.RESTConfig(), func(hc *HelmConfig) { hc.Timeout = 8 * time.Second })
 	_, err = short.HelmUpgradeInstall(ctx, in)
-	appErr := requireKubeAppError(t, err, ErrTypeHelmNotReady, false)
+	appErr := requireKubeAppError(t, err, contract.ErrTypeHelmNotReady, false)
 	assert.Contains(t, appErr.Error(), "rolled back")
 
 	assert.Equal(t, []string{"1:superseded", "2:failed", "3:deployed"}, helmHistory(t, c.RESTConfig(), ns, "carto"))
@@ -328,7 +330,7 @@ func TestHelmInstallFromHTTPRepository(t *testing.T) {
 
 	in.Version = "9.9.9"
 	_, err = h.HelmUpgradeInstall(ctx, in)
-	appErr := requireKubeAppError(t, err, ErrTypeHelmChart, true)
+	appErr := requireKubeAppError(t, err, contract.ErrTypeHelmChart, true)
 	assert.Contains(t, appErr.Error(), "9.9.9")
 }
 
@@ -337,7 +339,7 @@ func TestHelmUnreachableRepositoryIsRetried(t *testing.T) {
 	in := helmTestInput("carto")
 	in.Chart, in.RepoURL = "carto-demo", "http://127.0.0.1:1"
 	_, err := h.HelmUpgradeInstall(context.Background(), in)
-	requireKubeAppError(t, err, ErrTypeUnavailable, false)
+	requireKubeAppError(t, err, contract.ErrTypeUnavailable, false)
 }
 
 func TestHelmMissingLocalChartIsFinal(t *testing.T) {
@@ -345,11 +347,11 @@ func TestHelmMissingLocalChartIsFinal(t *testing.T) {
 	in := helmTestInput("carto")
 	in.Chart = filepath.Join(t.TempDir(), "no-chart-here")
 	_, err := h.HelmUpgradeInstall(context.Background(), in)
-	requireKubeAppError(t, err, ErrTypeHelmChart, true)
+	requireKubeAppError(t, err, contract.ErrTypeHelmChart, true)
 
 	in.Release = "Not_A_Release"
 	_, err = h.HelmUpgradeInstall(context.Background(), in)
-	requireKubeAppError(t, err, ErrTypeInvalidArgument, true)
+	requireKubeAppError(t, err, contract.ErrTypeInvalidArgument, true)
 }
 
 func TestHelmInstallFromOCIRegistry(t *testing.T) {
@@ -380,7 +382,7 @@ func TestHelmInstallFromOCIRegistry(t *testing.T) {
 
 	in.Version = "9.9.9" // not in the registry
 	_, err = h.HelmUpgradeInstall(ctx, in)
-	requireKubeAppError(t, err, ErrTypeHelmChart, true)
+	requireKubeAppError(t, err, contract.ErrTypeHelmChart, true)
 }
 
 func TestHelmHeartbeatsWhileWaiting(t *testing.T) {
@@ -497,14 +499,14 @@ func TestHelmErrorClassification(t *testing.T) {
 		errType      string
 		nonRetryable bool
 	}{
-		{"another operation (install/upgrade/rollback) is in progress", ErrTypeHelmBusy, false},
-		{`Unable to continue with install: ServiceAccount "x" in namespace "n" exists and cannot be imported into the current release: invalid ownership metadata`, ErrTypeHelmOwnership, true},
-		{"release carto failed, and has been rolled back due to rollback-on-failure being set: context deadline exceeded", ErrTypeHelmNotReady, false},
-		{"release carto failed, and has been rolled back due to rollback-on-failure being set: template: bad", ErrTypeHelmRelease, true},
-		{`template: carto-demo/templates/x.yaml:3:4: executing "x" at <.Values.a.b>: nil pointer`, ErrTypeHelmRelease, true},
-		{"an error occurred while uninstalling the release. original install error: resource Deployment/ns/x not ready: context deadline exceeded: failed to delete release: x", ErrTypeHelmRelease, true},
-		{`an error occurred while rolling back the release. original upgrade error: boom: deployments.apps "x" is forbidden: User "u" cannot patch resource "deployments"`, ErrTypePermissionDenied, true},
-		{"resource Deployment/ns/x not ready. status: InProgress: context deadline exceeded", ErrTypeHelmNotReady, false},
+		{"another operation (install/upgrade/rollback) is in progress", contract.ErrTypeHelmBusy, false},
+		{`Unable to continue with install: ServiceAccount "x" in namespace "n" exists and cannot be imported into the current release: invalid ownership metadata`, contract.ErrTypeHelmOwnership, true},
+		{"release carto failed, and has been rolled back due to rollback-on-failure being set: context deadline exceeded", contract.ErrTypeHelmNotReady, false},
+		{"release carto failed, and has been rolled back due to rollback-on-failure being set: template: bad", contract.ErrTypeHelmRelease, true},
+		{`template: carto-demo/templates/x.yaml:3:4: executing "x" at <.Values.a.b>: nil pointer`, contract.ErrTypeHelmRelease, true},
+		{"an error occurred while uninstalling the release. original install error: resource Deployment/ns/x not ready: context deadline exceeded: failed to delete release: x", contract.ErrTypeHelmRelease, true},
+		{`an error occurred while rolling back the release. original upgrade error: boom: deployments.apps "x" is forbidden: User "u" cannot patch resource "deployments"`, contract.ErrTypePermissionDenied, true},
+		{"resource Deployment/ns/x not ready. status: InProgress: context deadline exceeded", contract.ErrTypeHelmNotReady, false},
 	} {
 		err := classifyHelmError("helm upgrade", errors.New(tc.err))
 		requireKubeAppError(t, err, tc.errType, tc.nonRetryable)
@@ -675,7 +677,7 @@ func TestHelmRecoversReleaseLeftPending(t *testing.T) {
 
 	in.Values["workspaceApi"].(map[string]any)["replicaCount"] = 1
 	_, err = h.HelmUpgradeInstall(ctx, in)
-	appErr := requireKubeAppError(t, err, ErrTypeHelmBusy, false)
+	appErr := requireKubeAppError(t, err, contract.ErrTypeHelmBusy, false)
 	assert.Contains(t, appErr.Error(), "pending-upgrade")
 
 	pending.Info.LastDeployed = time.Now().Add(-2 * time.Minute)
@@ -717,7 +719,7 @@ func TestHelmTakesOverAReleaseWhoseLeaseExpired(t *testing.T) {
 
 	in.Values["workspaceApi"].(map[string]any)["replicaCount"] = 1
 	_, err = h.HelmUpgradeInstall(ctx, in)
-	appErr := requireKubeAppError(t, err, ErrTypeHelmBusy, false)
+	appErr := requireKubeAppError(t, err, contract.ErrTypeHelmBusy, false)
 	assert.Contains(t, appErr.Error(), "held by gkewi-onboard/x/12#1@dead-worker/1 for ")
 	assert.InDelta(t, 21*time.Second, appErr.NextRetryDelay(), float64(2*time.Second), "retried once the lease runs out")
 

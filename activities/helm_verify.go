@@ -16,6 +16,8 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
+
+	"github.com/gkewi/gkewi/contract"
 )
 
 // Node labels GKE sets.
@@ -25,9 +27,6 @@ const (
 	MetadataServerNodeLabel = "iam.gke.io/gke-metadata-server-enabled"
 	nodePoolNodeLabel       = "cloud.google.com/gke-nodepool"
 )
-
-// ErrTypeNotReady: pods of the release are not scheduled yet; a retry looks again.
-const ErrTypeNotReady = "NotReady"
 
 // VerifyReleaseInput names the deployed release and the grant it must run with.
 type VerifyReleaseInput struct {
@@ -59,7 +58,7 @@ func (h *Helm) VerifyRelease(ctx context.Context, in VerifyReleaseInput) (StepRe
 	deployed, err := cfg.Releases.Deployed(in.Release)
 	if err != nil {
 		return StepResult{}, temporal.NewNonRetryableApplicationError(
-			fmt.Sprintf("verify release: release %s/%s has no deployed revision: %v", in.Namespace, in.Release, err), ErrTypeReleaseIdentity, nil)
+			fmt.Sprintf("verify release: release %s/%s has no deployed revision: %v", in.Namespace, in.Release, err), contract.ErrTypeReleaseIdentity, nil)
 	}
 	rel, ok := deployed.(*release.Release)
 	if !ok {
@@ -72,7 +71,7 @@ func (h *Helm) VerifyRelease(ctx context.Context, in VerifyReleaseInput) (StepRe
 	fail := func(format string, args ...any) (StepResult, error) {
 		return StepResult{}, temporal.NewNonRetryableApplicationError(
 			fmt.Sprintf("verify release: release %s/%s revision %d: ", in.Namespace, in.Release, rel.Version)+fmt.Sprintf(format, args...),
-			ErrTypeReleaseIdentity, nil)
+			contract.ErrTypeReleaseIdentity, nil)
 	}
 
 	var ours []*unstructured.Unstructured
@@ -132,7 +131,7 @@ func (h *Helm) VerifyRelease(ctx context.Context, in VerifyReleaseInput) (StepRe
 			}
 			if p.Spec.NodeName == "" {
 				return StepResult{}, temporal.NewApplicationError(
-					fmt.Sprintf("verify release: pod %s of %s is not scheduled yet (will retry)", p.Name, name), ErrTypeNotReady)
+					fmt.Sprintf("verify release: pod %s of %s is not scheduled yet (will retry)", p.Name, name), contract.ErrTypeNotReady)
 			}
 			node, ok := nodes[p.Spec.NodeName]
 			if !ok {
@@ -145,7 +144,7 @@ func (h *Helm) VerifyRelease(ctx context.Context, in VerifyReleaseInput) (StepRe
 			if node.Labels[MetadataServerNodeLabel] != "true" {
 				return StepResult{}, temporal.NewApplicationError(fmt.Sprintf(
 					"verify release: pod %s of %s runs on node %s (node pool %q), which does not serve the GKE metadata server (no %s=true): the pool is not in GKE_METADATA mode yet (will retry)",
-					p.Name, name, node.Name, node.Labels[nodePoolNodeLabel], MetadataServerNodeLabel), ErrTypeNotReady)
+					p.Name, name, node.Name, node.Labels[nodePoolNodeLabel], MetadataServerNodeLabel), contract.ErrTypeNotReady)
 			}
 			pods++
 		}

@@ -12,6 +12,8 @@ import (
 
 	"go.temporal.io/sdk/temporal"
 	"k8s.io/apimachinery/pkg/util/wait"
+
+	"github.com/gkewi/gkewi/contract"
 )
 
 // Policy is an IAM policy in the JSON shape shared by every Google API with
@@ -253,7 +255,7 @@ func (g *GCP) retryOnConflict(ctx context.Context, resource string, cycle func(c
 		if attempts >= retry.Attempts {
 			return true, temporal.NewApplicationErrorWithCause(
 				fmt.Sprintf("change to %s kept conflicting with concurrent writers after %d attempts; will retry", resource, retry.Attempts),
-				ErrTypeConcurrentChange, err)
+				contract.ErrTypeConcurrentChange, err)
 		}
 		heartbeat(ctx)
 		return false, nil

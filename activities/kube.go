@@ -17,6 +17,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/version"
 	applycorev1 "k8s.io/client-go/applyconfigurations/core/v1"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/gkewi/gkewi/contract"
 )
 
 // Kubernetes names gkewi reads and writes.
@@ -81,7 +83,7 @@ func (k *Kube) Preflight(ctx context.Context, in PreflightInput) (StepResult, er
 	case v.LessThan(version.MajorMinor(1, 12)):
 		return StepResult{}, temporal.NewNonRetryableApplicationError(
 			fmt.Sprintf("preflight: cluster version %s is older than 1.12, the first with Workload Identity; upgrade the cluster first", sv.GitVersion),
-			ErrTypePreflightRefused, nil)
+			contract.ErrTypePreflightRefused, nil)
 	default:
 		checked = append(checked, "version "+sv.GitVersion)
 	}
@@ -105,7 +107,7 @@ func (k *Kube) Preflight(ctx context.Context, in PreflightInput) (StepResult, er
 				return StepResult{}, temporal.NewNonRetryableApplicationError(
 					fmt.Sprintf("preflight: pods %s of release %q run as %s/%s with hostNetwork: true; Workload Identity cannot serve pods on the host network (they reach the node's metadata server, not the GKE metadata server). Turn hostNetwork off for these workloads or use another service account for them",
 						strings.Join(refused, ", "), in.Release, in.Namespace, in.KSA),
-					ErrTypePreflightRefused, nil)
+					contract.ErrTypePreflightRefused, nil)
 			}
 			checked = append(checked, "no hostNetwork pods")
 		}
@@ -210,7 +212,7 @@ func (k *Kube) AnnotateServiceAccount(ctx context.Context, in AnnotateInput) (St
 	if apierrors.IsNotFound(err) && in.MustExist {
 		return StepResult{}, temporal.NewNonRetryableApplicationError(
 			fmt.Sprintf("annotate: %s does not exist; the release's workloads run as it: create it, then run the onboarding again", target),
-			ErrTypeNotFound, nil)
+			contract.ErrTypeNotFound, nil)
 	}
 	if apierrors.IsNotFound(err) {
 		sa = &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{
@@ -326,7 +328,7 @@ func (k *Kube) RemoveServiceAccountAnnotation(ctx context.Context, in AnnotateIn
 		metav1.PatchOptions{FieldManager: KubeFieldManager})
 	if apierrors.IsInvalid(err) {
 		return StepResult{}, temporal.NewApplicationErrorWithCause(
-			fmt.Sprintf("remove annotation: %s changed meanwhile (will retry)", target), ErrTypeConcurrentChange, err)
+			fmt.Sprintf("remove annotation: %s changed meanwhile (will retry)", target), contract.ErrTypeConcurrentChange, err)
 	}
 	if err != nil {
 		return StepResult{}, classifyKubeError("remove annotation: patching "+target, err)

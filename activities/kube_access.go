@@ -16,11 +16,9 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/component-helpers/auth/rbac/validation"
 	"sigs.k8s.io/yaml"
-)
 
-// ErrTypeAccessMissing: the worker's Kubernetes identity lacks permissions the
-// release needs; the error names each and carries a Role that grants them.
-const ErrTypeAccessMissing = "AccessMissing"
+	"github.com/gkewi/gkewi/contract"
+)
 
 // AccessInput asks whether the worker may do all of Access on the cluster.
 type AccessInput struct {
@@ -94,7 +92,7 @@ func (k *Kube) CheckAccess(ctx context.Context, in AccessInput) (StepResult, err
 	}
 	return StepResult{}, temporal.NewNonRetryableApplicationError(fmt.Sprintf(
 		"access check: the worker (%s) may not do what release %s needs; nothing was changed. Missing:\n%s\nApply this (`gkewi rbac -f REQUEST` prints the whole set for the release), then start the onboarding again:\n%s",
-		subjectString(subject), in.Release, strings.Join(lines, "\n"), manifest), ErrTypeAccessMissing, nil, missing)
+		subjectString(subject), in.Release, strings.Join(lines, "\n"), manifest), contract.ErrTypeAccessMissing, nil, missing)
 }
 
 // listedRules are the worker's rules in namespace ns as the API server lists

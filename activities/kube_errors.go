@@ -8,14 +8,8 @@ import (
 
 	"go.temporal.io/sdk/temporal"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-)
 
-// Kubernetes errors use the shared error types (errors.go): PermissionDenied,
-// Unauthenticated, InvalidArgument, NotFound, ConcurrentChange and Unavailable,
-// plus this one.
-const (
-	// ErrTypePreflightRefused: the workload cannot use Workload Identity as it is.
-	ErrTypePreflightRefused = "PreflightRefused"
+	"github.com/gkewi/gkewi/contract"
 )
 
 // kubeRBACHint tells the operator where the worker's permissions are defined.
@@ -35,30 +29,30 @@ func classifyKubeError(action string, err error) error {
 	switch {
 	case apierrors.IsForbidden(err):
 		return temporal.NewNonRetryableApplicationError(
-			fmt.Sprintf("%s: permission denied: %v; %s", action, err, kubeRBACHint), ErrTypePermissionDenied, err)
+			fmt.Sprintf("%s: permission denied: %v; %s", action, err, kubeRBACHint), contract.ErrTypePermissionDenied, err)
 	case apierrors.IsUnauthorized(err):
 		return temporal.NewNonRetryableApplicationError(
 			fmt.Sprintf("%s: the Kubernetes API server rejected the worker's credentials: %v; check the worker's kubeconfig or in-cluster service account", action, err),
-			ErrTypeUnauthenticated, err)
+			contract.ErrTypeUnauthenticated, err)
 	case apierrors.IsInvalid(err), apierrors.IsBadRequest(err), apierrors.IsRequestEntityTooLargeError(err):
-		return temporal.NewNonRetryableApplicationError(fmt.Sprintf("%s: invalid request: %v", action, err), ErrTypeInvalidArgument, err)
+		return temporal.NewNonRetryableApplicationError(fmt.Sprintf("%s: invalid request: %v", action, err), contract.ErrTypeInvalidArgument, err)
 	case apierrors.IsNotFound(err):
-		return temporal.NewNonRetryableApplicationError(fmt.Sprintf("%s: not found: %v", action, err), ErrTypeNotFound, err)
+		return temporal.NewNonRetryableApplicationError(fmt.Sprintf("%s: not found: %v", action, err), contract.ErrTypeNotFound, err)
 	case apierrors.IsConflict(err), apierrors.IsAlreadyExists(err):
-		return temporal.NewApplicationErrorWithCause(fmt.Sprintf("%s: concurrent change, will retry: %v", action, err), ErrTypeConcurrentChange, err)
+		return temporal.NewApplicationErrorWithCause(fmt.Sprintf("%s: concurrent change, will retry: %v", action, err), contract.ErrTypeConcurrentChange, err)
 	case apierrors.IsServerTimeout(err), apierrors.IsTimeout(err), apierrors.IsTooManyRequests(err),
 		apierrors.IsServiceUnavailable(err), apierrors.IsInternalError(err), apierrors.IsUnexpectedServerError(err):
-		return temporal.NewApplicationErrorWithCause(fmt.Sprintf("%s: Kubernetes API unavailable, will retry: %v", action, err), ErrTypeUnavailable, err)
+		return temporal.NewApplicationErrorWithCause(fmt.Sprintf("%s: Kubernetes API unavailable, will retry: %v", action, err), contract.ErrTypeUnavailable, err)
 	}
 	var netErr net.Error
 	if errors.As(err, &netErr) || errors.Is(err, context.DeadlineExceeded) {
-		return temporal.NewApplicationErrorWithCause(fmt.Sprintf("%s: cannot reach the Kubernetes API server: %v (will retry)", action, err), ErrTypeUnavailable, err)
+		return temporal.NewApplicationErrorWithCause(fmt.Sprintf("%s: cannot reach the Kubernetes API server: %v (will retry)", action, err), contract.ErrTypeUnavailable, err)
 	}
 	// Unknown failures are retried: the retry policy bounds them.
-	return temporal.NewApplicationErrorWithCause(fmt.Sprintf("%s: %v", action, err), ErrTypeUnavailable, err)
+	return temporal.NewApplicationErrorWithCause(fmt.Sprintf("%s: %v", action, err), contract.ErrTypeUnavailable, err)
 }
 
 // kubeInvalidInput is a final error for a malformed activity input.
 func kubeInvalidInput(format string, args ...any) error {
-	return temporal.NewNonRetryableApplicationError(fmt.Sprintf(format, args...), ErrTypeInvalidArgument, nil)
+	return temporal.NewNonRetryableApplicationError(fmt.Sprintf(format, args...), contract.ErrTypeInvalidArgument, nil)
 }

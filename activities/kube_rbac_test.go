@@ -13,6 +13,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/gkewi/gkewi/contract"
 )
 
 // The worker, bound only to the roles of deploy/rbac, runs every Kubernetes and
@@ -71,7 +73,7 @@ func TestKubeLeastPrivilegeRBAC(t *testing.T) {
 		broken.Chart, broken.Release = helmDemoChartDir(t), "broken"
 		broken.Values["workspaceApi"].(map[string]any)["nodeSelector"] = map[string]any{"cloud.google.com/gke-nodepool": "no-such-pool"}
 		_, err := newKubeTestHelm(t, workerCfg, func(hc *HelmConfig) { hc.Timeout = 5 * time.Second }).HelmUpgradeInstall(ctx, broken)
-		appErr := requireKubeAppError(t, err, ErrTypeHelmNotReady, false)
+		appErr := requireKubeAppError(t, err, contract.ErrTypeHelmNotReady, false)
 		assert.Contains(t, appErr.Error(), "uninstalled")
 		left, err := admin.CoreV1().ServiceAccounts(releaseNS).Get(ctx, "broken-common-backend", metav1.GetOptions{})
 		assert.True(t, apierrors.IsNotFound(err), "the failed release's KSA is gone: %v %v", left, err)
@@ -115,7 +117,7 @@ func TestKubeLeastPrivilegeRBAC(t *testing.T) {
 		in.Values["workspaceApi"].(map[string]any)["nodeSelector"] = map[string]any{"cloud.google.com/gke-nodepool": "no-such-pool"}
 		short := newKubeTestHelm(t, workerCfg, func(hc *HelmConfig) { hc.Timeout = 8 * time.Second })
 		_, err = short.HelmUpgradeInstall(ctx, in)
-		requireKubeAppError(t, err, ErrTypeHelmNotReady, false)
+		requireKubeAppError(t, err, contract.ErrTypeHelmNotReady, false)
 		assert.Equal(t, []string{"1:superseded", "2:superseded", "3:failed", "4:deployed"}, helmHistory(t, c.RESTConfig(), releaseNS, "carto"))
 
 		token, _, err := RequestKSAToken(ctx, worker, releaseNS, ksa, ClusterRef{Project: kubeTestProject}.WorkloadPool(), time.Hour)
@@ -132,7 +134,7 @@ func TestKubeLeastPrivilegeRBAC(t *testing.T) {
 		unbound := fmt.Sprintf("lp-unbound-%d", time.Now().UnixNano()%1_000_000)
 		t.Cleanup(func() { _ = admin.CoreV1().Namespaces().Delete(context.Background(), unbound, metav1.DeleteOptions{}) })
 		_, err := k.AnnotateServiceAccount(ctx, AnnotateInput{Namespace: unbound, KSA: ksa, GSAEmail: kubeTestGSA, Release: "carto"})
-		appErr := requireKubeAppError(t, err, ErrTypePermissionDenied, true)
+		appErr := requireKubeAppError(t, err, contract.ErrTypePermissionDenied, true)
 		assert.Contains(t, appErr.Error(), `cannot get resource "serviceaccounts"`)
 		assert.Contains(t, appErr.Error(), unbound)
 
@@ -156,7 +158,7 @@ func TestKubeLeastPrivilegeRBAC(t *testing.T) {
 			{Namespace: releaseNS, Resource: "persistentvolumeclaims", Verbs: []string{"get", "create"}, Why: "the chart renders it"},
 			{Namespace: releaseNS, Resource: "configmaps", Verbs: []string{"get"}},
 		}})
-		appErr = requireKubeAppError(t, err, ErrTypeAccessMissing, true)
+		appErr = requireKubeAppError(t, err, contract.ErrTypeAccessMissing, true)
 		assert.Contains(t, appErr.Error(), "persistentvolumeclaims in namespace "+releaseNS+" (get, create): the chart renders it")
 		assert.NotContains(t, appErr.Error(), "configmaps in namespace", "what is allowed is not listed")
 		assert.Contains(t, appErr.Error(), "kind: Role")

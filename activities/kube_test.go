@@ -19,6 +19,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/client-go/rest"
+
+	"github.com/gkewi/gkewi/contract"
 )
 
 const (
@@ -169,11 +171,11 @@ func TestKubeRemoveServiceAccountAnnotation(t *testing.T) {
 func TestKubeAnnotateRejectsIncompleteInput(t *testing.T) {
 	k := NewKube(fake.NewClientset())
 	_, err := k.AnnotateServiceAccount(context.Background(), AnnotateInput{Namespace: "ns", KSA: "ksa"})
-	requireKubeAppError(t, err, ErrTypeInvalidArgument, true)
+	requireKubeAppError(t, err, contract.ErrTypeInvalidArgument, true)
 	_, err = k.RemoveServiceAccountAnnotation(context.Background(), AnnotateInput{KSA: "ksa"})
-	requireKubeAppError(t, err, ErrTypeInvalidArgument, true)
+	requireKubeAppError(t, err, contract.ErrTypeInvalidArgument, true)
 	_, err = k.Preflight(context.Background(), PreflightInput{Namespace: "ns"})
-	requireKubeAppError(t, err, ErrTypeInvalidArgument, true)
+	requireKubeAppError(t, err, contract.ErrTypeInvalidArgument, true)
 }
 
 func TestKubeForbiddenIsFinalAndNamesThePermission(t *testing.T) {
@@ -189,7 +191,7 @@ func TestKubeForbiddenIsFinalAndNamesThePermission(t *testing.T) {
 	require.NoError(t, err)
 
 	_, err = NewKube(nobody).AnnotateServiceAccount(ctx, AnnotateInput{Namespace: ns, KSA: "backend", GSAEmail: kubeTestGSA, Release: "carto"})
-	appErr := requireKubeAppError(t, err, ErrTypePermissionDenied, true)
+	appErr := requireKubeAppError(t, err, contract.ErrTypePermissionDenied, true)
 	assert.Contains(t, appErr.Error(), `cannot get resource "namespaces"`)
 	assert.Contains(t, appErr.Error(), "deploy/rbac")
 }
@@ -199,7 +201,7 @@ func TestKubeErrorClassification(t *testing.T) {
 	// A refused connection is retried.
 	unreachable := kubernetes.NewForConfigOrDie(kubeUnreachableConfig())
 	_, err := NewKube(unreachable).AnnotateServiceAccount(ctx, AnnotateInput{Namespace: "ns", KSA: "ksa", GSAEmail: kubeTestGSA})
-	requireKubeAppError(t, err, ErrTypeUnavailable, false)
+	requireKubeAppError(t, err, contract.ErrTypeUnavailable, false)
 }
 
 func TestPreflightRefusesHostNetworkPods(t *testing.T) {
@@ -235,7 +237,7 @@ func TestPreflightRefusesHostNetworkPods(t *testing.T) {
 
 	pod("carto-router", "carto", "carto-common-backend", true)
 	_, err = k.Preflight(ctx, in)
-	appErr := requireKubeAppError(t, err, ErrTypePreflightRefused, true)
+	appErr := requireKubeAppError(t, err, contract.ErrTypePreflightRefused, true)
 	assert.Contains(t, appErr.Error(), "carto-router")
 	assert.NotContains(t, appErr.Error(), "carto-api")
 	assert.Contains(t, appErr.Error(), "hostNetwork")
@@ -277,7 +279,7 @@ func TestPreflightRefusesClustersOlderThan112(t *testing.T) {
 	client := fake.NewClientset()
 	client.Discovery().(*fakediscovery.FakeDiscovery).FakedServerVersion = &version.Info{Major: "1", Minor: "11", GitVersion: "v1.11.10-gke.5"}
 	_, err := NewKube(client).Preflight(context.Background(), PreflightInput{Namespace: "ns", KSA: "ksa"})
-	appErr := requireKubeAppError(t, err, ErrTypePreflightRefused, true)
+	appErr := requireKubeAppError(t, err, contract.ErrTypePreflightRefused, true)
 	assert.Contains(t, appErr.Error(), "v1.11.10-gke.5 is older than 1.12")
 
 	client.Discovery().(*fakediscovery.FakeDiscovery).FakedServerVersion = &version.Info{Major: "1", Minor: "12", GitVersion: "v1.12.0"}
@@ -346,9 +348,9 @@ func TestTokenRequestForKSAHasGKEIssuerAndPoolAudience(t *testing.T) {
 	assert.Equal(t, expiry.Unix(), claims.Exp)
 
 	_, _, err = RequestKSAToken(ctx, client, ns, "no-such-ksa", pool, time.Hour)
-	requireKubeAppError(t, err, ErrTypeNotFound, true)
+	requireKubeAppError(t, err, contract.ErrTypeNotFound, true)
 	_, _, err = RequestKSAToken(ctx, client, ns, "carto-common-backend", "", time.Hour)
-	requireKubeAppError(t, err, ErrTypeInvalidArgument, true)
+	requireKubeAppError(t, err, contract.ErrTypeInvalidArgument, true)
 }
 
 // kubeUnreachableConfig points at a port where nothing listens.

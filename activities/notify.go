@@ -28,20 +28,8 @@ import (
 	"github.com/wneessen/go-mail/smtp"
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/temporal"
-)
 
-// Notification kinds.
-const (
-	NotifyApprovalRequest = "approval-request"
-	NotifyReminder        = "reminder"
-	NotifyOutcome         = "outcome"
-)
-
-// Names under which the Onboard workflow receives the support decision. The
-// notifier writes them into the commands it sends to support.
-const (
-	ApprovalSignalName = "support-approval"
-	ApprovalUpdateName = "support-decision"
+	"github.com/gkewi/gkewi/contract"
 )
 
 // SMTPConfig says how to reach the mail relay. It holds a path to the password,
@@ -114,10 +102,10 @@ func NewNotifier(cfg NotifierConfig) *Notifier {
 // anything is sent, with a message saying which one to fix.
 func (n *Notifier) NotifySupport(ctx context.Context, in Notification) (NotifyResult, error) {
 	switch in.Kind {
-	case NotifyApprovalRequest, NotifyReminder, NotifyOutcome:
+	case contract.NotifyApprovalRequest, contract.NotifyReminder, contract.NotifyOutcome:
 	default:
 		return NotifyResult{}, temporal.NewNonRetryableApplicationError(
-			fmt.Sprintf("notification kind %q is not one of %s, %s, %s", in.Kind, NotifyApprovalRequest, NotifyReminder, NotifyOutcome),
+			fmt.Sprintf("notification kind %q is not one of %s, %s, %s", in.Kind, contract.NotifyApprovalRequest, contract.NotifyReminder, contract.NotifyOutcome),
 			"InvalidArgument", nil)
 	}
 	if in.WorkflowID == "" {
@@ -185,7 +173,7 @@ func (n *Notifier) NotifySupport(ctx context.Context, in Notification) (NotifyRe
 // decision links (an approver's address, when proof is required and links can
 // be signed) from those that share the plain one.
 func (n *Notifier) splitForLinks(in Notification, emails []emailTarget) (shared, own []emailTarget) {
-	if !in.ProofRequired || in.Kind == NotifyOutcome || n.cfg.Links == nil || n.cfg.ApprovalURL == "" {
+	if !in.ProofRequired || in.Kind == contract.NotifyOutcome || n.cfg.Links == nil || n.cfg.ApprovalURL == "" {
 		return emails, nil
 	}
 	for _, e := range emails {
@@ -355,11 +343,11 @@ func buildApprovalCommands(workflowID, namespace string) approvalCommands {
 	}
 	id := shellQuote(workflowID)
 	signal := func(approved bool) string {
-		return "temporal workflow signal" + ns + " --workflow-id " + id + " --name " + ApprovalSignalName +
+		return "temporal workflow signal" + ns + " --workflow-id " + id + " --name " + contract.SignalSupportApproval +
 			" --input " + shellQuote(approvalInputExample(approved))
 	}
 	update := func(approved bool) string {
-		return "temporal workflow update execute" + ns + " --workflow-id " + id + " --name " + ApprovalUpdateName +
+		return "temporal workflow update execute" + ns + " --workflow-id " + id + " --name " + contract.UpdateSupportDecision +
 			" --input " + shellQuote(approvalInputExample(approved))
 	}
 	return approvalCommands{
@@ -423,10 +411,10 @@ func composeMessage(in Notification, cfg NotifierConfig) message {
 	grant := fmt.Sprintf("%s/%s", in.Namespace, in.KSA)
 	var subject, intro string
 	switch in.Kind {
-	case NotifyApprovalRequest:
+	case contract.NotifyApprovalRequest:
 		subject = fmt.Sprintf("[gkewi] Approval needed: Workload Identity for %s in %s/%s", grant, in.Project, in.Cluster)
 		intro = fmt.Sprintf("An onboarding waits for a support decision: the Kubernetes service account %s would act as the Google service account %s.", grant, in.GSAEmail)
-	case NotifyReminder:
+	case contract.NotifyReminder:
 		subject = fmt.Sprintf("[gkewi] Reminder: approval still needed for %s in %s/%s", grant, in.Project, in.Cluster)
 		intro = fmt.Sprintf("Reminder: this onboarding still waits for a support decision: the Kubernetes service account %s would act as the Google service account %s.", grant, in.GSAEmail)
 	default:
@@ -470,7 +458,7 @@ func composeMessage(in Notification, cfg NotifierConfig) message {
 		{Type: "section", Text: &slackText{Type: "mrkdwn", Text: strings.TrimRight(mdDetails.String(), "\n")}},
 	}
 
-	if in.Kind != NotifyOutcome {
+	if in.Kind != contract.NotifyOutcome {
 		sections := decisionSections(in, cfg)
 		for _, s := range sections {
 			fmt.Fprintf(&text, "\n%s:\n", s[0])

@@ -21,6 +21,7 @@ import (
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/testsuite"
 
+	"github.com/gkewi/gkewi/contract"
 	"github.com/gkewi/gkewi/sandbox/smtpsink"
 )
 
@@ -143,7 +144,7 @@ func TestApprovalRequestReachesEmailAndWebhook(t *testing.T) {
 	var env testsuite.WorkflowTestSuite
 	aenv := env.NewTestActivityEnvironment()
 	aenv.RegisterActivity(n)
-	in := testNotification(NotifyApprovalRequest, "support@acme.example", "Oncall <oncall@acme.example>", hook.url())
+	in := testNotification(contract.NotifyApprovalRequest, "support@acme.example", "Oncall <oncall@acme.example>", hook.url())
 	val, err := aenv.ExecuteActivity(n.NotifySupport, in)
 	require.NoError(t, err)
 	var res NotifyResult
@@ -224,7 +225,7 @@ func TestMessageIDFollowsTheActivityIdentity(t *testing.T) {
 	require.NoError(t, err)
 	defer sink.Close()
 	n := NewNotifier(testNotifierConfig(SMTPConfig{Addr: sink.Addr(), From: "gkewi@acme.example"}))
-	in := testNotification(NotifyReminder, "support@acme.example")
+	in := testNotification(contract.NotifyReminder, "support@acme.example")
 
 	// Two test environments both run "activity 0 of the same workflow run", which is
 	// what a retry of one activity looks like; the second call in one environment is
@@ -260,7 +261,7 @@ func TestOutcomeCarriesNoApprovalCommands(t *testing.T) {
 	cfg := testNotifierConfig(SMTPConfig{})
 	cfg.TemporalUIURL = ""
 	n := NewNotifier(cfg)
-	in := testNotification(NotifyOutcome, hook.url())
+	in := testNotification(contract.NotifyOutcome, hook.url())
 	in.Outcome = "completed: access verified"
 	res, err := n.NotifySupport(context.Background(), in)
 	require.NoError(t, err)
@@ -304,7 +305,7 @@ func TestPartialFailureSucceedsAndRecordsMissedTargets(t *testing.T) {
 	n := NewNotifier(testNotifierConfig(relay.smtpConfig()))
 
 	res, err := n.NotifySupport(context.Background(),
-		testNotification(NotifyApprovalRequest, "gone@acme.example", "support@acme.example", broken.url()))
+		testNotification(contract.NotifyApprovalRequest, "gone@acme.example", "support@acme.example", broken.url()))
 	require.NoError(t, err, "one target was reached: no retry that would send it again")
 	assert.Equal(t, []string{"support@acme.example"}, res.Delivered)
 	assert.Equal(t, []string{"gone@acme.example", broken.url()}, res.Failed)
@@ -333,7 +334,7 @@ func TestAllTargetsFailingTransientlyIsRetryable(t *testing.T) {
 	busy := newWebhook(t, http.StatusTooManyRequests)
 	n := NewNotifier(testNotifierConfig(SMTPConfig{Addr: closedAddr(t), From: "gkewi@acme.example"}))
 	res, err := n.NotifySupport(context.Background(),
-		testNotification(NotifyApprovalRequest, "support@acme.example", busy.url()))
+		testNotification(contract.NotifyApprovalRequest, "support@acme.example", busy.url()))
 	appErr := applicationError(t, err)
 	assert.False(t, appErr.NonRetryable())
 	assert.Equal(t, "NotifyUnavailable", appErr.Type())
@@ -349,7 +350,7 @@ func TestAllTargetsRejectedIsNotRetryable(t *testing.T) {
 	gone := newWebhook(t, http.StatusNotFound)
 	n := NewNotifier(testNotifierConfig(relay.smtpConfig()))
 	_, err := n.NotifySupport(context.Background(),
-		testNotification(NotifyReminder, "support@acme.example", gone.url()))
+		testNotification(contract.NotifyReminder, "support@acme.example", gone.url()))
 	appErr := applicationError(t, err)
 	assert.True(t, appErr.NonRetryable())
 	assert.Equal(t, "NotifyRejected", appErr.Type())
@@ -363,7 +364,7 @@ func TestInvalidTargetsAreRefusedBeforeSending(t *testing.T) {
 	relay := startSecureSink(t, smtpsink.Options{})
 	n := NewNotifier(testNotifierConfig(relay.smtpConfig()))
 	_, err := n.NotifySupport(context.Background(),
-		testNotification(NotifyApprovalRequest, hook.url(), "support@acme.example", "not an address", "ftp://files.example/x"))
+		testNotification(contract.NotifyApprovalRequest, hook.url(), "support@acme.example", "not an address", "ftp://files.example/x"))
 	appErr := applicationError(t, err)
 	assert.True(t, appErr.NonRetryable())
 	assert.Equal(t, "InvalidArgument", appErr.Type())
@@ -416,7 +417,7 @@ func TestSMTPConfigurationProblemsAreNotRetryable(t *testing.T) {
 			cfg := relay.smtpConfig()
 			tc.mutate(&cfg)
 			n := NewNotifier(testNotifierConfig(cfg))
-			_, err := n.NotifySupport(context.Background(), testNotification(NotifyApprovalRequest, "support@acme.example"))
+			_, err := n.NotifySupport(context.Background(), testNotification(contract.NotifyApprovalRequest, "support@acme.example"))
 			appErr := applicationError(t, err)
 			assert.True(t, appErr.NonRetryable(), "%v", err)
 			assert.Contains(t, appErr.Error(), tc.want)
@@ -430,7 +431,7 @@ func TestPasswordFileIsReadAtSendTime(t *testing.T) {
 	cfg := relay.smtpConfig()
 	require.NoError(t, os.WriteFile(cfg.PasswordFile, []byte("old-pass"), 0o600))
 	n := NewNotifier(testNotifierConfig(cfg))
-	in := testNotification(NotifyApprovalRequest, "support@acme.example")
+	in := testNotification(contract.NotifyApprovalRequest, "support@acme.example")
 
 	_, err := n.NotifySupport(context.Background(), in)
 	require.Error(t, err)
@@ -445,7 +446,7 @@ func TestPasswordFileIsReadAtSendTime(t *testing.T) {
 
 func TestNoTargetsSendsNothing(t *testing.T) {
 	n := NewNotifier(testNotifierConfig(SMTPConfig{}))
-	res, err := n.NotifySupport(context.Background(), testNotification(NotifyApprovalRequest))
+	res, err := n.NotifySupport(context.Background(), testNotification(contract.NotifyApprovalRequest))
 	require.NoError(t, err)
 	assert.Empty(t, res.Delivered)
 	assert.Empty(t, res.Failed)
@@ -456,7 +457,7 @@ func TestNoTargetsSendsNothing(t *testing.T) {
 func TestApprovalRequestSaysHowToProveTheDecision(t *testing.T) {
 	cfg := testNotifierConfig(SMTPConfig{})
 	cfg.ApprovalURL = "https://gkewi.example.com"
-	in := testNotification(NotifyApprovalRequest, "support@example.com")
+	in := testNotification(contract.NotifyApprovalRequest, "support@example.com")
 	in.ProofRequired = true
 	text := composeMessage(in, cfg).text
 	assert.Contains(t, text, "gkewi approve --endpoint https://gkewi.example.com --workflow-id '"+in.WorkflowID+"' --run-id '"+in.RunID+"' --ticket TICKET")
@@ -479,7 +480,7 @@ func TestApproversGetTheirOwnDecisionLinks(t *testing.T) {
 	cfg.ApprovalURL = "https://gkewi.example.com/"
 	cfg.Links = NewAttestor(AttestorConfig{Secret: []byte("0123456789abcdef0123456789abcdef")})
 	n := NewNotifier(cfg)
-	in := testNotification(NotifyApprovalRequest, "support@acme.example", "Lead <lead@acme.example>")
+	in := testNotification(contract.NotifyApprovalRequest, "support@acme.example", "Lead <lead@acme.example>")
 	in.ProofRequired = true
 	in.Approvers = []string{"LEAD@acme.example"}
 	in.Deadline = time.Now().Add(time.Hour).Truncate(time.Second).UTC()

@@ -10,6 +10,8 @@ import (
 	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/temporal"
+
+	"github.com/gkewi/gkewi/contract"
 )
 
 // revocationCatchupWindow is how late a one-off schedule still fires after the
@@ -177,7 +179,7 @@ func (s *Schedules) EnsureSweepSchedule(ctx context.Context, in RecurringSchedul
 func (s *Schedules) ready() error {
 	if s == nil || s.client == nil {
 		return temporal.NewNonRetryableApplicationError(
-			"schedules: no Temporal client; build the activities with activities.NewSchedules", ErrTypeFailedPrecondition, nil)
+			"schedules: no Temporal client; build the activities with activities.NewSchedules", contract.ErrTypeFailedPrecondition, nil)
 	}
 	return nil
 }
@@ -249,13 +251,13 @@ func classifyTemporalError(err error, action string) error {
 	)
 	switch {
 	case errors.As(err, &invalid):
-		return temporal.NewNonRetryableApplicationError(fmt.Sprintf("%s: Temporal refused the request: %v", action, err), ErrTypeInvalidArgument, err)
+		return temporal.NewNonRetryableApplicationError(fmt.Sprintf("%s: Temporal refused the request: %v", action, err), contract.ErrTypeInvalidArgument, err)
 	case errors.As(err, &denied):
-		return temporal.NewNonRetryableApplicationError(fmt.Sprintf("%s: permission denied by Temporal: give the worker's identity access to the namespace: %v", action, err), ErrTypePermissionDenied, err)
+		return temporal.NewNonRetryableApplicationError(fmt.Sprintf("%s: permission denied by Temporal: give the worker's identity access to the namespace: %v", action, err), contract.ErrTypePermissionDenied, err)
 	case errors.As(err, &nsAbsent):
-		return temporal.NewNonRetryableApplicationError(fmt.Sprintf("%s: %v (check TEMPORAL_NAMESPACE)", action, err), ErrTypeNotFound, err)
+		return temporal.NewNonRetryableApplicationError(fmt.Sprintf("%s: %v (check TEMPORAL_NAMESPACE)", action, err), contract.ErrTypeNotFound, err)
 	case errors.As(err, &notFound):
-		return temporal.NewNonRetryableApplicationError(fmt.Sprintf("%s: %v", action, err), ErrTypeNotFound, err)
+		return temporal.NewNonRetryableApplicationError(fmt.Sprintf("%s: %v", action, err), contract.ErrTypeNotFound, err)
 	}
-	return temporal.NewApplicationErrorWithCause(fmt.Sprintf("%s: %v; will retry", action, err), ErrTypeUnavailable, err)
+	return temporal.NewApplicationErrorWithCause(fmt.Sprintf("%s: %v; will retry", action, err), contract.ErrTypeUnavailable, err)
 }

@@ -13,6 +13,8 @@ import (
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/converter"
 	"go.temporal.io/sdk/temporal"
+
+	"github.com/gkewi/gkewi/contract"
 )
 
 // Defaults of Grants.
@@ -107,7 +109,7 @@ func (g *Grants) DescribeWorkflowRun(ctx context.Context, in DescribeWorkflowRun
 	var raw json.RawMessage
 	if err := v.Get(&raw); err != nil {
 		return WorkflowRunDescription{}, temporal.NewNonRetryableApplicationError(
-			fmt.Sprintf("query %s of workflow %s: the answer is not JSON: %v", in.Query, in.WorkflowID, err), ErrTypeFailedPrecondition, nil)
+			fmt.Sprintf("query %s of workflow %s: the answer is not JSON: %v", in.Query, in.WorkflowID, err), contract.ErrTypeFailedPrecondition, nil)
 	}
 	out.QueryResult = raw
 	return out, nil
@@ -164,7 +166,7 @@ func (g *Grants) WorkflowRunResult(ctx context.Context, in WorkflowRunRef) (json
 	if st := info.GetStatus(); st != enumspb.WORKFLOW_EXECUTION_STATUS_COMPLETED {
 		return nil, temporal.NewNonRetryableApplicationError(
 			fmt.Sprintf("workflow %s run %s is %s: only a completed run has a result", in.WorkflowID, info.GetExecution().GetRunId(), st),
-			ErrTypeFailedPrecondition, nil)
+			contract.ErrTypeFailedPrecondition, nil)
 	}
 	var raw json.RawMessage
 	if err := g.client.GetWorkflow(ctx, in.WorkflowID, info.GetExecution().GetRunId()).Get(ctx, &raw); err != nil {
@@ -176,7 +178,7 @@ func (g *Grants) WorkflowRunResult(ctx context.Context, in WorkflowRunRef) (json
 func (g *Grants) ready() error {
 	if g == nil || g.client == nil {
 		return temporal.NewNonRetryableApplicationError(
-			"grants: no Temporal client; build the activities with activities.NewGrants", ErrTypeFailedPrecondition, nil)
+			"grants: no Temporal client; build the activities with activities.NewGrants", contract.ErrTypeFailedPrecondition, nil)
 	}
 	return nil
 }

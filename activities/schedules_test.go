@@ -24,6 +24,7 @@ import (
 	"go.temporal.io/sdk/worker"
 	"go.temporal.io/sdk/workflow"
 
+	"github.com/gkewi/gkewi/contract"
 	"github.com/gkewi/gkewi/sandbox/toolpath"
 )
 
@@ -221,23 +222,23 @@ func TestSchedulesAndGrantsRefuseBadInput(t *testing.T) {
 	ctx := context.Background()
 	var nilSchedules *Schedules
 	_, err := nilSchedules.SetRevocationTime(ctx, RevocationScheduleInput{})
-	requireTemporalAppError(t, err, ErrTypeFailedPrecondition, true)
+	requireTemporalAppError(t, err, contract.ErrTypeFailedPrecondition, true)
 	_, err = NewGrants(nil).ListWorkflowRuns(ctx, ListWorkflowRunsInput{Query: "x"})
-	requireTemporalAppError(t, err, ErrTypeFailedPrecondition, true)
+	requireTemporalAppError(t, err, contract.ErrTypeFailedPrecondition, true)
 
 	// A client is needed to get past the nil check; these fail before using it.
 	s := &Schedules{client: unusedClient{}}
 	_, err = s.SetRevocationTime(ctx, RevocationScheduleInput{ScheduleID: "x"})
-	requireTemporalAppError(t, err, ErrTypeInvalidArgument, true)
+	requireTemporalAppError(t, err, contract.ErrTypeInvalidArgument, true)
 	_, err = s.SetRevocationTime(ctx, RevocationScheduleInput{ScheduleID: "x", At: time.Now(), Action: WorkflowAction{WorkflowType: "Revoke"}})
-	requireTemporalAppError(t, err, ErrTypeInvalidArgument, true)
+	requireTemporalAppError(t, err, contract.ErrTypeInvalidArgument, true)
 	_, err = s.EnsureSweepSchedule(ctx, RecurringScheduleInput{ScheduleID: "x", Every: time.Millisecond})
-	requireTemporalAppError(t, err, ErrTypeInvalidArgument, true)
+	requireTemporalAppError(t, err, contract.ErrTypeInvalidArgument, true)
 	g := &Grants{client: unusedClient{}}
 	_, err = g.ListWorkflowRuns(ctx, ListWorkflowRunsInput{})
-	requireTemporalAppError(t, err, ErrTypeInvalidArgument, true)
+	requireTemporalAppError(t, err, contract.ErrTypeInvalidArgument, true)
 	_, err = g.CancelWorkflowRun(ctx, CancelWorkflowRunInput{WorkflowID: "x"})
-	requireTemporalAppError(t, err, ErrTypeInvalidArgument, true)
+	requireTemporalAppError(t, err, contract.ErrTypeInvalidArgument, true)
 }
 
 func TestScheduleTimeRounding(t *testing.T) {
@@ -318,7 +319,7 @@ func TestGrantsListWorkflowRunsOnDevServer(t *testing.T) {
 	assert.True(t, res.Truncated)
 
 	_, err = g.ListWorkflowRuns(ctx, ListWorkflowRunsInput{Query: "GkewiState = "})
-	appErr := requireTemporalAppError(t, err, ErrTypeInvalidArgument, true)
+	appErr := requireTemporalAppError(t, err, contract.ErrTypeInvalidArgument, true)
 	assert.Contains(t, appErr.Message(), `list workflows matching "GkewiState = ": Temporal refused the request`)
 }
 
@@ -356,7 +357,7 @@ func TestGrantsCancelAnOnboardingOnDevServer(t *testing.T) {
 
 	// No result for a canceled run; none of an unknown workflow.
 	_, err = g.WorkflowRunResult(ctx, WorkflowRunRef{WorkflowID: id})
-	requireTemporalAppError(t, err, ErrTypeFailedPrecondition, true)
+	requireTemporalAppError(t, err, contract.ErrTypeFailedPrecondition, true)
 	d, err = g.DescribeWorkflowRun(ctx, DescribeWorkflowRunInput{WorkflowID: "gkewi-onboard/p/l/c/none/ksa"})
 	require.NoError(t, err)
 	assert.False(t, d.Found)

@@ -18,6 +18,8 @@ import (
 	"google.golang.org/api/sts/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/gkewi/gkewi/contract"
 )
 
 // Stages of the token chain, in the order a pod's GKE metadata server walks them.
@@ -137,7 +139,7 @@ func beforeAttemptDeadline(ctx context.Context, interval time.Duration) (context
 func (v *Verifier) walk(ctx context.Context, in VerifyInput) (VerifyResult, error) {
 	if v == nil || v.clusters == nil {
 		return VerifyResult{}, temporal.NewNonRetryableApplicationError(
-			"verify: the worker's verifier has no Kubernetes client; build it with activities.NewVerifier", ErrTypeFailedPrecondition, nil)
+			"verify: the worker's verifier has no Kubernetes client; build it with activities.NewVerifier", contract.ErrTypeFailedPrecondition, nil)
 	}
 	if err := in.validate(); err != nil {
 		return VerifyResult{}, err
@@ -161,7 +163,7 @@ func (v *Verifier) walk(ctx context.Context, in VerifyInput) (VerifyResult, erro
 	ksaToken, ksaExpiry, err := RequestKSAToken(ctx, kube, in.Namespace, in.KSA, pool, verifyKSATokenLifetime)
 	if err != nil {
 		var appErr *temporal.ApplicationError
-		if errors.As(err, &appErr) && appErr.Type() == ErrTypeNotFound {
+		if errors.As(err, &appErr) && appErr.Type() == contract.ErrTypeNotFound {
 			return deny(StageKSAToken, fmt.Sprintf("Kubernetes service account %s does not exist", ksa))
 		}
 		return res, err

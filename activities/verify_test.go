@@ -18,6 +18,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/gkewi/gkewi/contract"
 	"github.com/gkewi/gkewi/sandbox/gcpemu"
 )
 
@@ -305,7 +306,7 @@ func TestVerifyAccessErrorsAreClassified(t *testing.T) {
 		_, err := f.verify(t, f.input("backend", gsa))
 		appErr := appError(t, err)
 		assert.False(t, appErr.NonRetryable(), "error: %v", err)
-		assert.Equal(t, ErrTypeUnavailable, appErr.Type())
+		assert.Equal(t, contract.ErrTypeUnavailable, appErr.Type())
 	})
 
 	t.Run("unavailable IAM credentials is retryable", func(t *testing.T) {
@@ -328,7 +329,7 @@ func TestVerifyAccessErrorsAreClassified(t *testing.T) {
 		_, err := f.verify(t, VerifyInput{Cluster: f.cluster, KSA: "backend"})
 		appErr := appError(t, err)
 		assert.True(t, appErr.NonRetryable())
-		assert.Equal(t, ErrTypeInvalidArgument, appErr.Type())
+		assert.Equal(t, contract.ErrTypeInvalidArgument, appErr.Type())
 		assert.Contains(t, err.Error(), "gsaEmail")
 		assert.Contains(t, err.Error(), "namespace")
 	})

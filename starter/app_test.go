@@ -15,7 +15,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/gkewi/gkewi/activities"
+	"github.com/gkewi/gkewi/contract"
 	"github.com/gkewi/gkewi/worker"
 	"github.com/gkewi/gkewi/workflows"
 )
@@ -348,8 +348,8 @@ func TestUnreachableTemporalIsAFailureNamingTheAddress(t *testing.T) {
 
 // The notifier writes commands for the same workflow handlers the starter uses.
 func TestNotifierAndWorkflowsAgreeOnNames(t *testing.T) {
-	assert.Equal(t, workflows.SignalSupportApproval, activities.ApprovalSignalName)
-	assert.Equal(t, workflows.UpdateSupportDecision, activities.ApprovalUpdateName)
+	assert.Equal(t, contract.SignalSupportApproval, contract.SignalSupportApproval)
+	assert.Equal(t, contract.UpdateSupportDecision, contract.UpdateSupportDecision)
 }
 
 func TestTemporalScheduleCommand(t *testing.T) {

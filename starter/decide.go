@@ -19,6 +19,7 @@ import (
 	"golang.org/x/oauth2"
 	"google.golang.org/api/idtoken"
 
+	"github.com/gkewi/gkewi/contract"
 	"github.com/gkewi/gkewi/worker"
 	"github.com/gkewi/gkewi/workflows"
 )
@@ -106,17 +107,17 @@ func (a *App) decide(ctx context.Context, verb string, o decideOptions) error {
 	}
 	defer c.Close()
 	if !o.update {
-		if err := c.SignalWorkflow(ctx, o.workflowID, o.runID, workflows.SignalSupportApproval, decision); err != nil {
+		if err := c.SignalWorkflow(ctx, o.workflowID, o.runID, contract.SignalSupportApproval, decision); err != nil {
 			return fmt.Errorf("signal %s: %w", o.workflowID, err)
 		}
 		fmt.Fprintf(a.Stdout, "Sent %s (%s by %s). A signal does not report whether it counted; check with: gkewi status%s --workflow-id %s\n",
-			workflows.SignalSupportApproval, pastTense(verb), o.approver, o.conn.cliFlags(), shellQuote(o.workflowID))
+			contract.SignalSupportApproval, pastTense(verb), o.approver, o.conn.cliFlags(), shellQuote(o.workflowID))
 		return nil
 	}
 	handle, err := c.UpdateWorkflow(ctx, client.UpdateWorkflowOptions{
 		WorkflowID:   o.workflowID,
 		RunID:        o.runID,
-		UpdateName:   workflows.UpdateSupportDecision,
+		UpdateName:   contract.UpdateSupportDecision,
 		Args:         []any{decision},
 		WaitForStage: client.WorkflowUpdateStageCompleted,
 	})

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/gkewi/gkewi/contract"
 	"github.com/gkewi/gkewi/workflows"
 )
 
@@ -35,7 +36,7 @@ func temporalStartCommand(conn connFlags, workflowType, workflowID, input string
 func temporalSignalCommand(conn connFlags, workflowID, input string) string {
 	return "temporal workflow signal" + conn.cliFlags() +
 		" --workflow-id " + shellQuote(workflowID) +
-		" --name " + workflows.SignalSupportApproval +
+		" --name " + contract.SignalSupportApproval +
 		" --input " + shellQuote(input)
 }
 
@@ -43,7 +44,7 @@ func temporalSignalCommand(conn connFlags, workflowID, input string) string {
 func temporalUpdateCommand(conn connFlags, workflowID, input string) string {
 	return "temporal workflow update execute" + conn.cliFlags() +
 		" --workflow-id " + shellQuote(workflowID) +
-		" --name " + workflows.UpdateSupportDecision +
+		" --name " + contract.UpdateSupportDecision +
 		" --input " + shellQuote(input)
 }
 
@@ -51,5 +52,5 @@ func temporalUpdateCommand(conn connFlags, workflowID, input string) string {
 func temporalQueryCommand(conn connFlags, workflowID string) string {
 	return "temporal workflow query" + conn.cliFlags() +
 		" --workflow-id " + shellQuote(workflowID) +
-		" --type " + workflows.QueryStatus
+		" --type " + contract.QueryStatus
 }

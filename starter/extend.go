@@ -9,6 +9,7 @@ import (
 	"go.temporal.io/sdk/client"
 
 	"github.com/gkewi/gkewi/activities"
+	"github.com/gkewi/gkewi/contract"
 	"github.com/gkewi/gkewi/workflows"
 )
 
@@ -70,7 +71,7 @@ func (a *App) extend(ctx context.Context, o extendOptions) error {
 		return err
 	}
 	if o.tokenExpiryWait != "" {
-		req.TokenExpiryWait = workflows.Duration(o.tokenExpiryWait)
+		req.TokenExpiryWait = contract.Duration(o.tokenExpiryWait)
 	}
 	req = req.WithDefaults()
 	if err := req.Validate(); err != nil {

@@ -20,6 +20,7 @@ import (
 	"go.temporal.io/sdk/workflow"
 
 	"github.com/gkewi/gkewi/activities"
+	"github.com/gkewi/gkewi/contract"
 	"github.com/gkewi/gkewi/worker/workertest"
 	"github.com/gkewi/gkewi/workflows"
 )
@@ -40,7 +41,7 @@ func standInOnboard(ctx workflow.Context, req workflows.OnboardRequest) (workflo
 		Steps:    []workflows.Step{{Name: "approval", State: workflows.StepRunning, StartedAt: workflow.Now(ctx)}},
 		Approval: &workflows.Approval{Decision: workflows.DecisionPending},
 	}
-	if err := workflow.SetQueryHandler(ctx, workflows.QueryStatus, func() (workflows.Status, error) { return st, nil }); err != nil {
+	if err := workflow.SetQueryHandler(ctx, contract.QueryStatus, func() (workflows.Status, error) { return st, nil }); err != nil {
 		return workflows.OnboardResult{}, err
 	}
 	upsert := func(state workflows.State) {
@@ -58,7 +59,7 @@ func standInOnboard(ctx workflow.Context, req workflows.OnboardRequest) (workflo
 		}
 		return nil
 	}
-	err := workflow.SetUpdateHandlerWithOptions(ctx, workflows.UpdateSupportDecision,
+	err := workflow.SetUpdateHandlerWithOptions(ctx, contract.UpdateSupportDecision,
 		func(ctx workflow.Context, d workflows.ApprovalDecision) (workflows.State, error) {
 			decision = &d
 			if d.Approved {
@@ -70,7 +71,7 @@ func standInOnboard(ctx workflow.Context, req workflows.OnboardRequest) (workflo
 	if err != nil {
 		return workflows.OnboardResult{}, err
 	}
-	signals := workflow.GetSignalChannel(ctx, workflows.SignalSupportApproval)
+	signals := workflow.GetSignalChannel(ctx, contract.SignalSupportApproval)
 	workflow.Go(ctx, func(ctx workflow.Context) {
 		for {
 			var d workflows.ApprovalDecision
@@ -149,7 +150,7 @@ func standInRevoke(ctx workflow.Context, req workflows.RevokeRequest) (workflows
 		Cluster: req.Cluster, Namespace: req.Namespace, KSA: req.KSA, GSAEmail: req.GSAEmail, Steps: []workflows.Step{},
 		RefusedAt: res.RefusedAt, TokensValidUntil: res.TokensValidUntil, AccessEndedAt: res.AccessEndedAt, UpdatedAt: now,
 	}
-	if err := workflow.SetQueryHandler(ctx, workflows.QueryStatus, func() (workflows.Status, error) { return st, nil }); err != nil {
+	if err := workflow.SetQueryHandler(ctx, contract.QueryStatus, func() (workflows.Status, error) { return st, nil }); err != nil {
 		return workflows.RevokeResult{}, err
 	}
 	return res, nil

@@ -13,6 +13,7 @@ import (
 	"go.temporal.io/sdk/converter"
 
 	"github.com/gkewi/gkewi/activities"
+	"github.com/gkewi/gkewi/contract"
 	"github.com/gkewi/gkewi/workflows"
 )
 
@@ -97,7 +98,7 @@ func (a *App) revoke(ctx context.Context, o revokeOptions) error {
 		return err
 	}
 	if o.tokenExpiryWait != "" {
-		req.TokenExpiryWait = workflows.Duration(o.tokenExpiryWait)
+		req.TokenExpiryWait = contract.Duration(o.tokenExpiryWait)
 	}
 	if o.reason != "" {
 		req.Reason = o.reason

@@ -17,11 +17,12 @@ import (
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/converter"
 
+	"github.com/gkewi/gkewi/contract"
 	"github.com/gkewi/gkewi/workflows"
 )
 
 func queryStatus(ctx context.Context, c client.Client, workflowID, runID string) (workflows.Status, error) {
-	v, err := c.QueryWorkflow(ctx, workflowID, runID, workflows.QueryStatus)
+	v, err := c.QueryWorkflow(ctx, workflowID, runID, contract.QueryStatus)
 	if err != nil {
 		return workflows.Status{}, err
 	}

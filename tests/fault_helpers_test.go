@@ -13,6 +13,7 @@ import (
 	"go.temporal.io/sdk/client"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/gkewi/gkewi/contract"
 	"github.com/gkewi/gkewi/sandbox/gcpemu"
 	"github.com/gkewi/gkewi/workflows"
 )
@@ -31,7 +32,7 @@ func withFaults(t *testing.T, rules ...gcpemu.FaultRule) {
 func startApproved(t *testing.T, req workflows.OnboardRequest) client.WorkflowRun {
 	t.Helper()
 	id := workflows.OnboardWorkflowID(req)
-	run, err := sandbox.TemporalClient().SignalWithStartWorkflow(context.Background(), id, workflows.SignalSupportApproval,
+	run, err := sandbox.TemporalClient().SignalWithStartWorkflow(context.Background(), id, contract.SignalSupportApproval,
 		workflows.ApprovalDecision{Approved: true, Approver: approver, Ticket: "SUP-F"},
 		client.StartWorkflowOptions{ID: id, TaskQueue: workflows.TaskQueue}, workflows.OnboardWorkflowName, req)
 	require.NoError(t, err)
@@ -43,7 +44,7 @@ func startApproved(t *testing.T, req workflows.OnboardRequest) client.WorkflowRu
 func sdkStatus(id string) (workflows.Status, bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	v, err := sandbox.TemporalClient().QueryWorkflow(ctx, id, "", workflows.QueryStatus)
+	v, err := sandbox.TemporalClient().QueryWorkflow(ctx, id, "", contract.QueryStatus)
 	var s workflows.Status
 	if err != nil || v.Get(&s) != nil {
 		return s, false

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/api/option"
 
 	"github.com/gkewi/gkewi/activities"
+	"github.com/gkewi/gkewi/contract"
 	"github.com/gkewi/gkewi/sandbox/gcpemu"
 	"github.com/gkewi/gkewi/workflows"
 )
@@ -120,7 +121,7 @@ func signalDecision(t *testing.T, id string, d workflows.ApprovalDecision) {
 	t.Helper()
 	input, err := json.Marshal(d)
 	require.NoError(t, err)
-	temporal(t, "workflow", "signal", "--workflow-id", id, "--name", workflows.SignalSupportApproval, "--input", string(input))
+	temporal(t, "workflow", "signal", "--workflow-id", id, "--name", contract.SignalSupportApproval, "--input", string(input))
 }
 
 // queryStatus runs the status query with the temporal CLI.
@@ -129,7 +130,7 @@ func queryStatus(t *testing.T, id string) workflows.Status {
 	var out struct {
 		QueryResult []workflows.Status `json:"queryResult"`
 	}
-	temporalJSON(t, &out, "workflow", "query", "--workflow-id", id, "--name", workflows.QueryStatus)
+	temporalJSON(t, &out, "workflow", "query", "--workflow-id", id, "--name", contract.QueryStatus)
 	require.Len(t, out.QueryResult, 1)
 	return out.QueryResult[0]
 }
@@ -140,7 +141,7 @@ func waitStatus(t *testing.T, id string, timeout time.Duration, what string, con
 	deadline := time.Now().Add(timeout)
 	var last workflows.Status
 	for {
-		res := run(t, sandbox.TemporalCLIPath(), "workflow", "query", "--workflow-id", id, "--name", workflows.QueryStatus, "-o", "json")
+		res := run(t, sandbox.TemporalCLIPath(), "workflow", "query", "--workflow-id", id, "--name", contract.QueryStatus, "-o", "json")
 		if res.code == 0 {
 			var out struct {
 				QueryResult []workflows.Status `json:"queryResult"`

@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/gkewi/gkewi/contract"
 	"github.com/gkewi/gkewi/workflows"
 )
 
@@ -86,7 +87,7 @@ func TestOnboardingApprovedThenRevoked(t *testing.T) {
 		input, err := json.Marshal(workflows.ApprovalDecision{Approved: true, Approver: unlistedEmail})
 		require.NoError(t, err)
 		res := run(t, sandbox.TemporalCLIPath(), "workflow", "update", "execute", "--workflow-id", id,
-			"--name", workflows.UpdateSupportDecision, "--input", string(input))
+			"--name", contract.UpdateSupportDecision, "--input", string(input))
 		assert.NotEqual(t, 0, res.code, "%s", res)
 		assert.Contains(t, res.stdout+res.stderr, "not in support.approvers")
 		assert.NotContains(t, gsaMembers(t, gsa)["roles/iam.workloadIdentityUser"], workloadMember(req))

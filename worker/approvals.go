@@ -20,6 +20,7 @@ import (
 	"go.uber.org/fx"
 
 	"github.com/gkewi/gkewi/activities"
+	"github.com/gkewi/gkewi/contract"
 	"github.com/gkewi/gkewi/worker/config"
 	"github.com/gkewi/gkewi/workflows"
 )
@@ -186,7 +187,7 @@ func (e *approvalEndpoint) decide(ctx context.Context, req DecisionRequest, toke
 func refusedProof(out DecisionResponse, err error) (DecisionResponse, int) {
 	out.Error = err.Error()
 	var appErr *temporal.ApplicationError
-	if errors.As(err, &appErr) && appErr.Type() == activities.ErrTypeProofRefused {
+	if errors.As(err, &appErr) && appErr.Type() == contract.ErrTypeProofRefused {
 		out.Error = appErr.Message()
 		return out, http.StatusUnauthorized
 	}
@@ -198,7 +199,7 @@ func refusedProof(out DecisionResponse, err error) (DecisionResponse, int) {
 func (e *approvalEndpoint) send(ctx context.Context, out DecisionResponse, d activities.AttestedDecision, proof activities.DecisionProof) (DecisionResponse, int) {
 	out.Approver = proof.Email
 	handle, err := e.temporal.UpdateWorkflow(ctx, client.UpdateWorkflowOptions{
-		WorkflowID: d.WorkflowID, RunID: out.RunID, UpdateName: workflows.UpdateSupportDecision,
+		WorkflowID: d.WorkflowID, RunID: out.RunID, UpdateName: contract.UpdateSupportDecision,
 		Args: []any{workflows.ApprovalDecision{
 			Approved: d.Approved, Approver: proof.Email, Ticket: d.Ticket, Comment: d.Comment, Proof: &proof,
 		}},

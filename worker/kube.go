@@ -12,6 +12,7 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"github.com/gkewi/gkewi/activities"
+	"github.com/gkewi/gkewi/contract"
 	"github.com/gkewi/gkewi/worker/config"
 )
 
@@ -69,12 +70,12 @@ func NewClusters(cfg config.Config, logger *slog.Logger) (*activities.Clusters, 
 			return nil, temporal.NewNonRetryableApplicationError(fmt.Sprintf(
 				"kubeconfig %s has no context %s for cluster %s (it has %s); add it with `gcloud container clusters get-credentials %s --location %s --project %s` and restart the worker",
 				cfg.Kubeconfig, gkeContextName(c), c, strings.Join(gke, ", "), c.Cluster, c.Location, c.Project),
-				activities.ErrTypeFailedPrecondition, nil)
+				contract.ErrTypeFailedPrecondition, nil)
 		}
 		rc, err := contextConfig(raw, name)
 		if err != nil {
 			return nil, temporal.NewNonRetryableApplicationError(fmt.Sprintf("kubeconfig %s, context %q: %v", cfg.Kubeconfig, name, err),
-				activities.ErrTypeFailedPrecondition, nil)
+				contract.ErrTypeFailedPrecondition, nil)
 		}
 		return rc, nil
 	}), nil

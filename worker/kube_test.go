@@ -11,6 +11,7 @@ import (
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/gkewi/gkewi/activities"
+	"github.com/gkewi/gkewi/contract"
 	"github.com/gkewi/gkewi/worker/config"
 )
 
@@ -53,7 +54,7 @@ func TestClustersByGKEContextName(t *testing.T) {
 	_, err = c.Client(activities.ClusterRef{Project: "acme", Location: "us-east1", Cluster: "dev"})
 	var appErr *temporal.ApplicationError
 	require.ErrorAs(t, err, &appErr)
-	assert.Equal(t, activities.ErrTypeFailedPrecondition, appErr.Type())
+	assert.Equal(t, contract.ErrTypeFailedPrecondition, appErr.Type())
 	assert.True(t, appErr.NonRetryable())
 	assert.Equal(t, "kubeconfig "+path+" has no context gke_acme_us-east1_dev for cluster acme/us-east1/dev "+
 		"(it has gke_acme_europe-west1_prod, gke_acme_europe-west1_staging); add it with "+

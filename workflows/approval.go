@@ -10,6 +10,7 @@ import (
 	"go.temporal.io/sdk/workflow"
 
 	"github.com/gkewi/gkewi/activities"
+	"github.com/gkewi/gkewi/contract"
 )
 
 // ErrTypeDecisionIgnored: an update's decision did not count (another came
@@ -54,7 +55,7 @@ func newApprovalGate(ctx workflow.Context, approvers []string, record *Approval)
 	return &approvalGate{
 		approvers: approvers,
 		record:    record,
-		signals:   workflow.GetSignalChannel(ctx, SignalSupportApproval),
+		signals:   workflow.GetSignalChannel(ctx, contract.SignalSupportApproval),
 		wake:      workflow.NewBufferedChannel(ctx, 1),
 	}
 }
@@ -63,7 +64,7 @@ func newApprovalGate(ctx workflow.Context, approvers []string, record *Approval)
 // unlisted approvers and decisions outside the wait, so the caller learns at once;
 // its handler returns the resulting state.
 func (g *approvalGate) registerUpdate(ctx workflow.Context) error {
-	return workflow.SetUpdateHandlerWithOptions(ctx, UpdateSupportDecision,
+	return workflow.SetUpdateHandlerWithOptions(ctx, contract.UpdateSupportDecision,
 		func(ctx workflow.Context, d ApprovalDecision) (State, error) {
 			var evidence *ApprovalEvidence
 			if d.Proof != nil && g.checkProofs {
@@ -74,7 +75,7 @@ func (g *approvalGate) registerUpdate(ctx workflow.Context) error {
 				if refused != "" {
 					g.ignore(ignoredDecision(ctx, d, viaUpdate, "proof refused: "+refused))
 					g.wake.SendAsync(true)
-					return "", temporal.NewNonRetryableApplicationError("proof refused: "+refused, activities.ErrTypeProofRefused, nil)
+					return "", temporal.NewNonRetryableApplicationError("proof refused: "+refused, contract.ErrTypeProofRefused, nil)
 				}
 				evidence = ev
 			}
@@ -128,7 +129,7 @@ func (g *approvalGate) whyNotCounted(d ApprovalDecision, proven bool) string {
 	case !g.listed(approver):
 		return fmt.Sprintf("approver %q is not in support.approvers", approver)
 	case g.requireProof && !proven && d.Proof != nil:
-		return "a proof is checked only on the " + UpdateSupportDecision + " update, which the worker's approval endpoint sends (gkewi approve)"
+		return "a proof is checked only on the " + contract.UpdateSupportDecision + " update, which the worker's approval endpoint sends (gkewi approve)"
 	case g.requireProof && !proven:
 		return "no proof of the approver's identity (support.proof is " + ProofIDToken + "): decide with gkewi approve or gkewi reject, " +
 			"which send your ID token to the worker's approval endpoint"

@@ -10,14 +10,15 @@ import (
 	"go.temporal.io/sdk/testsuite"
 
 	"github.com/gkewi/gkewi/activities"
+	"github.com/gkewi/gkewi/contract"
 )
 
 func busy() error {
-	return temporal.NewApplicationError("set workload pool: the cluster is busy with another operation, will retry", activities.ErrTypeClusterBusy)
+	return temporal.NewApplicationError("set workload pool: the cluster is busy with another operation, will retry", contract.ErrTypeClusterBusy)
 }
 
 func unavailable() error {
-	return temporal.NewApplicationError("create service account: Google API unavailable (HTTP 503), will retry", activities.ErrTypeUnavailable)
+	return temporal.NewApplicationError("create service account: Google API unavailable (HTTP 503), will retry", contract.ErrTypeUnavailable)
 }
 
 func TestApprovalSignalledBeforeTheWaitCounts(t *testing.T) {
@@ -202,7 +203,7 @@ type updateResult struct {
 }
 
 func sendUpdate(env *testsuite.TestWorkflowEnvironment, id string, d ApprovalDecision, out *updateResult) {
-	env.UpdateWorkflow(UpdateSupportDecision, id, &testsuite.TestUpdateCallback{
+	env.UpdateWorkflow(contract.UpdateSupportDecision, id, &testsuite.TestUpdateCallback{
 		OnReject: func(err error) { out.rejected = err },
 		OnAccept: func() { out.accepted = true },
 		OnComplete: func(v any, err error) {

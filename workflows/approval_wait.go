@@ -10,13 +10,7 @@ import (
 	"go.temporal.io/sdk/workflow"
 
 	"github.com/gkewi/gkewi/activities"
-)
-
-// Kinds of support notification.
-const (
-	notifyApprovalRequest = "approval-request"
-	notifyReminder        = "reminder"
-	notifyOutcome         = "outcome"
+	"github.com/gkewi/gkewi/contract"
 )
 
 // approval asks support and waits for an allowlisted decision, reminding every
@@ -31,7 +25,7 @@ func (o *onboarding) approval(ctx workflow.Context) (State, error) {
 		o.supportInvolved = true
 		t.skip(ctx, stepApprovalRequest, fmt.Sprintf("decided before the request: %s by %s", rec.Decision, rec.Approver))
 	} else {
-		if err := o.notify(ctx, stepApprovalRequest, notifyApprovalRequest, ""); err != nil {
+		if err := o.notify(ctx, stepApprovalRequest, contract.NotifyApprovalRequest, ""); err != nil {
 			return o.endBeforeGrant(ctx, StateCanceled, err)
 		}
 		o.supportInvolved = true
@@ -134,7 +128,7 @@ func (o *onboarding) awaitDecision(ctx workflow.Context) error {
 		case remind:
 			remind = false
 			rec.RemindersSent++
-			if err := o.notify(ctx, stepApproval, notifyReminder, ""); err != nil {
+			if err := o.notify(ctx, stepApproval, contract.NotifyReminder, ""); err != nil {
 				return err
 			}
 			scheduleReminder()
@@ -202,7 +196,7 @@ func (o *onboarding) notify(ctx workflow.Context, step, kind, outcome string) er
 	}
 	t := o.t
 	var res activities.NotifyResult
-	if kind == notifyReminder {
+	if kind == contract.NotifyReminder {
 		// Reminders are part of the approval step; they do not get steps of their own.
 		actx := workflow.WithActivityOptions(ctx, notifyOptions().activityOptions("reminder"))
 		err := t.wait(ctx, workflow.ExecuteActivity(actx, notifier.NotifySupport, in), &res)
@@ -247,7 +241,7 @@ func (o *onboarding) notifyOutcome(ctx workflow.Context, outcome string) {
 	if !o.supportInvolved {
 		return
 	}
-	_ = o.notify(ctx, stepOutcome, notifyOutcome, outcome)
+	_ = o.notify(ctx, stepOutcome, contract.NotifyOutcome, outcome)
 }
 
 func decisionNote(rec *Approval) string {

@@ -12,6 +12,7 @@ import (
 	"go.temporal.io/sdk/converter"
 
 	"github.com/gkewi/gkewi/activities"
+	"github.com/gkewi/gkewi/contract"
 )
 
 // TestTimeBoundGrantsOnDevServer runs time-bound grants end to end on a real
@@ -35,7 +36,7 @@ func TestTimeBoundGrantsOnDevServer(t *testing.T) {
 		fake.setVerify(allow)
 		run := rec.start(OnboardWorkflowName, OnboardWorkflowID(req), req)
 		rec.waitFor(run, StateAwaitingApproval)
-		require.NoError(t, c.SignalWorkflow(ctx, run.GetID(), run.GetRunID(), SignalSupportApproval, approve(alice)))
+		require.NoError(t, c.SignalWorkflow(ctx, run.GetID(), run.GetRunID(), contract.SignalSupportApproval, approve(alice)))
 		var res OnboardResult
 		require.NoError(t, run.Get(ctx, &res))
 		require.Equal(t, StateCompleted, res.State)
@@ -129,7 +130,7 @@ func TestTimeBoundGrantsOnDevServer(t *testing.T) {
 		grant := func(ns, ttl string) OnboardRequest {
 			req := validRequest()
 			req.Namespace = ns
-			req.Expiry = &ExpirySpec{TTL: Duration(ttl)}
+			req.Expiry = &ExpirySpec{TTL: contract.Duration(ttl)}
 			return req
 		}
 		lost, racing, current := grant("carto-sweep-lost", "3s"), grant("carto-sweep-racing", "3s"), grant("carto-sweep-current", "1h")

@@ -16,6 +16,7 @@ import (
 	"go.temporal.io/sdk/worker"
 
 	"github.com/gkewi/gkewi/activities"
+	"github.com/gkewi/gkewi/contract"
 )
 
 // call is one activity execution seen by fakeCloud.
@@ -409,7 +410,7 @@ func (f *fakeCloud) WorkflowRunResult(_ context.Context, in activities.WorkflowR
 	defer f.mu.Unlock()
 	res, ok := f.results[in.RunID]
 	if !ok {
-		return nil, temporal.NewNonRetryableApplicationError("fake: no result of run "+in.RunID, activities.ErrTypeFailedPrecondition, nil)
+		return nil, temporal.NewNonRetryableApplicationError("fake: no result of run "+in.RunID, contract.ErrTypeFailedPrecondition, nil)
 	}
 	return json.Marshal(res)
 }

@@ -13,6 +13,8 @@ import (
 	"go.temporal.io/sdk/log"
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/testsuite"
+
+	"github.com/gkewi/gkewi/contract"
 )
 
 // testStart is the workflow start time in tests.
@@ -69,7 +71,7 @@ func newOnboardEnv(t *testing.T, fake *fakeCloud, req OnboardRequest) *testsuite
 
 // signalAt sends d on the approval signal after delay of workflow time.
 func signalAt(env *testsuite.TestWorkflowEnvironment, delay time.Duration, d any) {
-	env.RegisterDelayedCallback(func() { env.SignalWorkflow(SignalSupportApproval, d) }, delay)
+	env.RegisterDelayedCallback(func() { env.SignalWorkflow(contract.SignalSupportApproval, d) }, delay)
 }
 
 func approve(approver string) ApprovalDecision {
@@ -78,7 +80,7 @@ func approve(approver string) ApprovalDecision {
 
 func queryStatus(t *testing.T, env *testsuite.TestWorkflowEnvironment) Status {
 	t.Helper()
-	v, err := env.QueryWorkflow(QueryStatus)
+	v, err := env.QueryWorkflow(contract.QueryStatus)
 	require.NoError(t, err)
 	var s Status
 	require.NoError(t, v.Get(&s))

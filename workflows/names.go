@@ -18,13 +18,6 @@ const (
 	RevokeWorkflowName = "Revoke"
 	// SweepWorkflowName is the registered type name of Sweep.
 	SweepWorkflowName = "Sweep"
-	// SignalSupportApproval carries an ApprovalDecision (fire and forget).
-	SignalSupportApproval = "support-approval"
-	// UpdateSupportDecision carries an ApprovalDecision and answers with the
-	// resulting State, or refuses the decision at once.
-	UpdateSupportDecision = "support-decision"
-	// QueryStatus returns the Status of either workflow.
-	QueryStatus = "status"
 )
 
 // Register registers the workflows under their stable names.

@@ -10,6 +10,7 @@ import (
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/gkewi/gkewi/activities"
+	"github.com/gkewi/gkewi/contract"
 )
 
 // busyCluster makes the first node pool update wait out n busy answers
@@ -82,7 +83,7 @@ func TestRejectionStopsTheClusterWorkAndUndoesWhatTheRunCreated(t *testing.T) {
 
 func TestNodePoolFailureAfterTheApprovalStopsTheRollout(t *testing.T) {
 	fake := busyCluster(2).failNext("SetNodePoolMetadata",
-		temporal.NewNonRetryableApplicationError("update node pool: quota exceeded", activities.ErrTypeQuotaExceeded, nil))
+		temporal.NewNonRetryableApplicationError("update node pool: quota exceeded", contract.ErrTypeQuotaExceeded, nil))
 	req := validRequest()
 	env := newOnboardEnv(t, fake, req)
 	signalAt(env, 10*time.Second, approve(alice))
@@ -90,7 +91,7 @@ func TestNodePoolFailureAfterTheApprovalStopsTheRollout(t *testing.T) {
 	env.ExecuteWorkflow(Onboard, req)
 
 	appErr := workflowAppError(t, env)
-	assert.Equal(t, activities.ErrTypeQuotaExceeded, appErr.Type())
+	assert.Equal(t, contract.ErrTypeQuotaExceeded, appErr.Type())
 	assert.Equal(t, "step node-pool/default-pool failed after 3 attempt(s): update node pool: quota exceeded", appErr.Message())
 	// What was granted after the approval stays (fix the quota, run again);
 	// nothing was deployed on nodes without the GKE metadata server.

@@ -11,6 +11,7 @@ import (
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/gkewi/gkewi/activities"
+	"github.com/gkewi/gkewi/contract"
 )
 
 func TestOnboardHappyPathWithBigQuery(t *testing.T) {
@@ -251,14 +252,14 @@ func TestOnboardAnnotatesOnlyWhatTheChartDoesNot(t *testing.T) {
 func TestOnboardRefusedByTheRenderingChangesNothing(t *testing.T) {
 	fake := newFakeCloud()
 	fake.failNext("RenderRelease", temporal.NewNonRetryableApplicationError(
-		`render: release carto/carto (chart carto 1.0.0): no workload runs as ksa "carto-api"`, activities.ErrTypeReleaseIdentity, nil))
+		`render: release carto/carto (chart carto 1.0.0): no workload runs as ksa "carto-api"`, contract.ErrTypeReleaseIdentity, nil))
 	req := validRequest()
 	req.KSA = "carto-api"
 	env := newOnboardEnv(t, fake, req)
 	env.ExecuteWorkflow(Onboard, req)
 
 	require.Error(t, env.GetWorkflowError())
-	assert.Equal(t, activities.ErrTypeReleaseIdentity, workflowAppError(t, env).Type())
+	assert.Equal(t, contract.ErrTypeReleaseIdentity, workflowAppError(t, env).Type())
 	assert.Equal(t, []string{"RenderRelease"}, fake.names(), "support was not asked, so not told")
 	s := queryStatus(t, env)
 	assert.Equal(t, StateFailed, s.State)
@@ -270,7 +271,7 @@ func TestOnboardRefusedByTheRenderingChangesNothing(t *testing.T) {
 func TestOnboardMissingAccessChangesNothing(t *testing.T) {
 	fake := newFakeCloud()
 	fake.failNext("CheckAccess", temporal.NewNonRetryableApplicationError(
-		"access check: missing configmaps in namespace carto (create)", activities.ErrTypeAccessMissing, nil))
+		"access check: missing configmaps in namespace carto (create)", contract.ErrTypeAccessMissing, nil))
 	req := validRequest()
 	env := newOnboardEnv(t, fake, req)
 	env.ExecuteWorkflow(Onboard, req)

@@ -9,7 +9,7 @@ import (
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/workflow"
 
-	"github.com/gkewi/gkewi/activities"
+	"github.com/gkewi/gkewi/contract"
 )
 
 // stepOptions are the timeouts and the retry policy of one kind of step.
@@ -56,13 +56,13 @@ type retryPolicy struct {
 // fixNeeded lists activity error types an operator must act on; retrying cannot help.
 func fixNeeded() []string {
 	return []string{
-		activities.ErrTypeInvalidArgument,
-		activities.ErrTypeFailedPrecondition,
-		activities.ErrTypePermissionDenied,
-		activities.ErrTypeNotFound,
-		activities.ErrTypeUnauthenticated,
-		activities.ErrTypeServiceDisabled,
-		activities.ErrTypeAlreadyExists,
+		contract.ErrTypeInvalidArgument,
+		contract.ErrTypeFailedPrecondition,
+		contract.ErrTypePermissionDenied,
+		contract.ErrTypeNotFound,
+		contract.ErrTypeUnauthenticated,
+		contract.ErrTypeServiceDisabled,
+		contract.ErrTypeAlreadyExists,
 	}
 }
 

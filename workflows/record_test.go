@@ -23,6 +23,7 @@ import (
 	"go.temporal.io/sdk/worker"
 
 	"github.com/gkewi/gkewi/activities"
+	"github.com/gkewi/gkewi/contract"
 	"github.com/gkewi/gkewi/sandbox/toolpath"
 )
 
@@ -61,9 +62,9 @@ func TestRecordHistories(t *testing.T) {
 		req.Expiry = &ExpirySpec{TTL: "720h"}
 		run := rec.start(OnboardWorkflowName, OnboardWorkflowID(req), req)
 		rec.waitFor(run, StateAwaitingApproval)
-		require.NoError(t, c.SignalWorkflow(ctx, run.GetID(), run.GetRunID(), SignalSupportApproval, approve(mallory)))
+		require.NoError(t, c.SignalWorkflow(ctx, run.GetID(), run.GetRunID(), contract.SignalSupportApproval, approve(mallory)))
 		handle, err := c.UpdateWorkflow(ctx, client.UpdateWorkflowOptions{
-			WorkflowID: run.GetID(), RunID: run.GetRunID(), UpdateName: UpdateSupportDecision,
+			WorkflowID: run.GetID(), RunID: run.GetRunID(), UpdateName: contract.UpdateSupportDecision,
 			Args: []any{approve(alice)}, WaitForStage: client.WorkflowUpdateStageCompleted,
 		})
 		require.NoError(t, err)
@@ -89,7 +90,7 @@ func TestRecordHistories(t *testing.T) {
 		req.KSA = "carto-backend"
 		run := rec.start(OnboardWorkflowName, OnboardWorkflowID(req), req)
 		rec.waitFor(run, StateAwaitingApproval)
-		require.NoError(t, c.SignalWorkflow(ctx, run.GetID(), run.GetRunID(), SignalSupportApproval, approve(alice)))
+		require.NoError(t, c.SignalWorkflow(ctx, run.GetID(), run.GetRunID(), contract.SignalSupportApproval, approve(alice)))
 		var res OnboardResult
 		require.NoError(t, run.Get(ctx, &res))
 		require.Equal(t, StateCompleted, res.State)
@@ -111,7 +112,7 @@ func TestRecordHistories(t *testing.T) {
 		req.Support.Proof = ""
 		run := rec.start(OnboardWorkflowName, OnboardWorkflowID(req), req)
 		rec.waitFor(run, StateAwaitingApproval)
-		require.NoError(t, c.SignalWorkflow(ctx, run.GetID(), run.GetRunID(), SignalSupportApproval, approve(alice)))
+		require.NoError(t, c.SignalWorkflow(ctx, run.GetID(), run.GetRunID(), contract.SignalSupportApproval, approve(alice)))
 		forged, good := proven(alice, true), proven(alice, true)
 		forged.Proof.MAC = "made-up"
 		for _, p := range []*activities.DecisionProof{forged.Proof, good.Proof} {
@@ -119,7 +120,7 @@ func TestRecordHistories(t *testing.T) {
 		}
 		for _, d := range []ApprovalDecision{forged, good} {
 			h, err := c.UpdateWorkflow(ctx, client.UpdateWorkflowOptions{
-				WorkflowID: run.GetID(), RunID: run.GetRunID(), UpdateName: UpdateSupportDecision,
+				WorkflowID: run.GetID(), RunID: run.GetRunID(), UpdateName: contract.UpdateSupportDecision,
 				Args: []any{d}, WaitForStage: client.WorkflowUpdateStageCompleted,
 			})
 			if err == nil {
@@ -144,7 +145,7 @@ func TestRecordHistories(t *testing.T) {
 		req.Namespace = "carto-rejected"
 		run := rec.start(OnboardWorkflowName, OnboardWorkflowID(req), req)
 		rec.waitFor(run, StateAwaitingApproval)
-		require.NoError(t, c.SignalWorkflow(ctx, run.GetID(), run.GetRunID(), SignalSupportApproval,
+		require.NoError(t, c.SignalWorkflow(ctx, run.GetID(), run.GetRunID(), contract.SignalSupportApproval,
 			ApprovalDecision{Approved: false, Approver: alice, Ticket: "SUP-43", Comment: "not this cluster"}))
 		rec.requireFailure(run, ErrTypeRejected)
 		rec.save(run, "onboard-rejected")
@@ -180,7 +181,7 @@ func TestRecordHistories(t *testing.T) {
 		req.BigQuery = nil
 		run := rec.start(OnboardWorkflowName, OnboardWorkflowID(req), req)
 		rec.waitFor(run, StateAwaitingApproval)
-		require.NoError(t, c.SignalWorkflow(ctx, run.GetID(), run.GetRunID(), SignalSupportApproval, approve(alice)))
+		require.NoError(t, c.SignalWorkflow(ctx, run.GetID(), run.GetRunID(), contract.SignalSupportApproval, approve(alice)))
 		var res OnboardResult
 		require.NoError(t, run.Get(ctx, &res))
 		require.Equal(t, StateCompleted, res.State)
@@ -296,7 +297,7 @@ func (r recorder) start(workflowType, id string, req any) client.WorkflowRun {
 func (r recorder) waitFor(run client.WorkflowRun, state State) Status {
 	var s Status
 	require.Eventually(r.t, func() bool {
-		v, err := r.c.QueryWorkflow(r.ctx, run.GetID(), run.GetRunID(), QueryStatus)
+		v, err := r.c.QueryWorkflow(r.ctx, run.GetID(), run.GetRunID(), contract.QueryStatus)
 		if err != nil {
 			return false
 		}

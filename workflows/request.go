@@ -1,16 +1,15 @@
 package workflows
 
 import (
-	"time"
-
 	"github.com/gkewi/gkewi/activities"
+	"github.com/gkewi/gkewi/contract"
 )
 
 // Defaults applied by WithDefaults.
 const (
-	DefaultReminderInterval Duration = "24h"
-	DefaultApprovalTimeout  Duration = "168h"
-	DefaultTokenExpiryWait  Duration = "30m"
+	DefaultReminderInterval contract.Duration = "24h"
+	DefaultApprovalTimeout  contract.Duration = "168h"
+	DefaultTokenExpiryWait  contract.Duration = "30m"
 	// legacyKSASuffix made the KSA "<helm.release>-common-backend" in runs
 	// started before changeRenderedRelease; newer runs read it from the chart.
 	legacyKSASuffix = "-common-backend"
@@ -102,9 +101,9 @@ type SupportSpec struct {
 	// webhooks as scheme://host only.
 	Notify []string `json:"notify,omitempty"`
 	// ReminderInterval re-notifies while waiting; default 24h, at least 1m.
-	ReminderInterval Duration `json:"reminderInterval,omitempty"`
+	ReminderInterval contract.Duration `json:"reminderInterval,omitempty"`
 	// ApprovalTimeout ends the wait with a failure; default 7 days (168h).
-	ApprovalTimeout Duration `json:"approvalTimeout,omitempty"`
+	ApprovalTimeout contract.Duration `json:"approvalTimeout,omitempty"`
 	// Proof is what a decision must carry to count: "id-token" (the default)
 	// takes only decisions whose approver proved who they are with an ID token
 	// the worker's approval endpoint verified (`gkewi approve`); "none" also
@@ -124,7 +123,7 @@ type ExpirySpec struct {
 	// At is the absolute time the grant ends, RFC 3339 ("2026-12-31T18:00:00Z").
 	At string `json:"at,omitempty"`
 	// TTL is how long the grant lasts after the onboarding completes.
-	TTL Duration `json:"ttl,omitempty"`
+	TTL contract.Duration `json:"ttl,omitempty"`
 }
 
 // ApprovalDecision is the payload of the support-approval signal and update.
@@ -136,29 +135,6 @@ type ApprovalDecision struct {
 	// Proof is the worker's attestation of the approver's ID token, added by
 	// its approval endpoint; never the token itself.
 	Proof *activities.DecisionProof `json:"proof,omitempty"`
-}
-
-// Duration is a Go duration string such as "24h" or "90s". It stays a string until
-// validation, so a malformed value is reported with its field name instead of
-// failing the decoding of the whole request.
-type Duration string
-
-// Parse returns the duration; the empty string is zero.
-func (d Duration) Parse() (time.Duration, error) {
-	if d == "" {
-		return 0, nil
-	}
-	return time.ParseDuration(string(d))
-}
-
-// Or returns the parsed duration, or def when it is empty or malformed (callers
-// validate first).
-func (d Duration) Or(def time.Duration) time.Duration {
-	v, err := d.Parse()
-	if err != nil || v == 0 {
-		return def
-	}
-	return v
 }
 
 // WithDefaults returns r with the defaults filled in: reminder interval 24h,

@@ -8,6 +8,7 @@ import (
 	"go.temporal.io/sdk/workflow"
 
 	"github.com/gkewi/gkewi/activities"
+	"github.com/gkewi/gkewi/contract"
 )
 
 // Revoke's steps, in order.
@@ -141,7 +142,7 @@ func (r *revocation) remove(ctx workflow.Context, missingGSAIsGone bool) error {
 		Member:              workloadIdentityMember(req.Project, req.Namespace, req.KSA),
 	}
 	if _, err := t.runStep(ctx, stepRemoveWorkloadIdentityUser, iamOptions(), gcp.RemoveServiceAccountIAMMember, wi); err != nil {
-		if !missingGSAIsGone || !isErrorType(err, activities.ErrTypeNotFound) {
+		if !missingGSAIsGone || !isErrorType(err, contract.ErrTypeNotFound) {
 			return err
 		}
 		t.done(ctx, stepRemoveWorkloadIdentityUser, "service account "+req.GSAEmail+" does not exist: no member left to remove", nil)

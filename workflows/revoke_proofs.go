@@ -8,6 +8,7 @@ import (
 	"go.temporal.io/sdk/workflow"
 
 	"github.com/gkewi/gkewi/activities"
+	"github.com/gkewi/gkewi/contract"
 )
 
 // settleOnboarding makes sure no onboarding of the grant runs alongside the
@@ -45,7 +46,7 @@ func (r *revocation) settleOnboarding(ctx workflow.Context) (bool, error) {
 	}
 	r.canceledOnboarding = closed.RunID
 	t.step(stepOnboarding).Changed = closed.Status == activities.WorkflowStatusCanceled
-	in = activities.DescribeWorkflowRunInput{WorkflowID: id, RunID: closed.RunID, Query: QueryStatus}
+	in = activities.DescribeWorkflowRunInput{WorkflowID: id, RunID: closed.RunID, Query: contract.QueryStatus}
 	// The query's JSON answer decodes straight into the onboarding's Status.
 	var described struct {
 		QueryResult Status `json:"queryResult"`

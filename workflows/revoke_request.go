@@ -1,5 +1,7 @@
 package workflows
 
+import "github.com/gkewi/gkewi/contract"
+
 // RevokeRequest is the input of the Revoke workflow. Its JSON field names are a
 // stable contract, like OnboardRequest's (a member that matches no field is
 // refused); OnboardResult.Revoke holds a ready one.
@@ -21,7 +23,7 @@ type RevokeRequest struct {
 	BigQuery *BigQuerySpec `json:"bigquery,omitempty"`
 	// TokenExpiryWait is how long to wait for tokens already handed out to expire
 	// before proving access is gone; default 30m, "0s" skips it, at most 12h.
-	TokenExpiryWait Duration `json:"tokenExpiryWait,omitempty"`
+	TokenExpiryWait contract.Duration `json:"tokenExpiryWait,omitempty"`
 	// Reason is recorded in the status and the logs.
 	Reason string `json:"reason,omitempty"`
 

@@ -11,6 +11,7 @@ import (
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/gkewi/gkewi/activities"
+	"github.com/gkewi/gkewi/contract"
 )
 
 func revokeRequest() RevokeRequest {
@@ -312,7 +313,7 @@ func TestRevokeOfACanceledOnboardingOnAReusedGSARevokesToo(t *testing.T) {
 
 func TestRevokeGoesOnWhenTheOnboardingCannotBeRead(t *testing.T) {
 	fake := newFakeCloud().failNext("DescribeWorkflowRun",
-		temporal.NewNonRetryableApplicationError("describe workflow: permission denied by Temporal", activities.ErrTypePermissionDenied, nil))
+		temporal.NewNonRetryableApplicationError("describe workflow: permission denied by Temporal", contract.ErrTypePermissionDenied, nil))
 	fake.verify = func(int) activities.VerifyResult { return deniedAt("generate-access-token") }
 	req := revokeRequest()
 	req.TokenExpiryWait = "0s"
@@ -329,7 +330,7 @@ func TestRevokeGoesOnWhenTheOnboardingCannotBeRead(t *testing.T) {
 
 func TestRevokeOfADeletedGSAFindsNothingToRemove(t *testing.T) {
 	fake := newFakeCloud().failNext("RemoveServiceAccountIAMMember",
-		temporal.NewNonRetryableApplicationError("service account "+wantGSA+" not found", activities.ErrTypeNotFound, nil))
+		temporal.NewNonRetryableApplicationError("service account "+wantGSA+" not found", contract.ErrTypeNotFound, nil))
 	fake.verify = func(int) activities.VerifyResult { return deniedAt("generate-access-token") }
 	req := revokeRequest()
 	req.BigQuery, req.RemoveAnnotation, req.TokenExpiryWait = nil, false, "0s"

@@ -11,6 +11,7 @@ import (
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/gkewi/gkewi/activities"
+	"github.com/gkewi/gkewi/contract"
 )
 
 const (
@@ -78,7 +79,7 @@ func TestOnboardWithExpiryAtSchedulesThatTime(t *testing.T) {
 func TestOnboardWhoseScheduleFailsCompletesWithAWarning(t *testing.T) {
 	// The grant works; the sweep revokes it after the expiry even unscheduled.
 	fake := newFakeCloud().failNext("SetRevocationTime",
-		temporal.NewNonRetryableApplicationError("set schedule: permission denied by Temporal", activities.ErrTypePermissionDenied, nil))
+		temporal.NewNonRetryableApplicationError("set schedule: permission denied by Temporal", contract.ErrTypePermissionDenied, nil))
 	req := validRequest()
 	req.Expiry = &ExpirySpec{TTL: "6h"}
 	env := newOnboardEnv(t, fake, req)
@@ -123,7 +124,7 @@ func TestRevocationScheduleOfARevokeRequest(t *testing.T) {
 	assert.Equal(t, wantScheduleID, in.ScheduleID)
 	assert.Equal(t, at, in.At)
 	got := decodeAs[RevokeRequest](t, in.Action.Input)
-	assert.Equal(t, Duration("30m"), got.TokenExpiryWait)
+	assert.Equal(t, contract.Duration("30m"), got.TokenExpiryWait)
 	assert.Equal(t, "grant expired at 2026-07-01T10:00:00Z", got.Reason)
 	assert.NoError(t, got.Validate())
 
@@ -159,7 +160,7 @@ func TestCancelBeforeTheApprovalStepStillCleansUp(t *testing.T) {
 	// Canceled while the token creator step waits to retry, after the GSA was
 	// created: the run deletes it, as it does when canceled awaiting approval.
 	fake := newFakeCloud().failNext("AddServiceAccountIAMMember",
-		temporal.NewApplicationError("set IAM policy: concurrent change (HTTP 409)", activities.ErrTypeConcurrentChange))
+		temporal.NewApplicationError("set IAM policy: concurrent change (HTTP 409)", contract.ErrTypeConcurrentChange))
 	req := validRequest()
 	env := newOnboardEnv(t, fake, req)
 	env.RegisterDelayedCallback(env.CancelWorkflow, time.Second)

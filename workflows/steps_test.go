@@ -13,11 +13,12 @@ import (
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/gkewi/gkewi/activities"
+	"github.com/gkewi/gkewi/contract"
 )
 
 func TestRetryableErrorThenSuccessKeepsGoing(t *testing.T) {
 	fake := newFakeCloud().failNext("EnableService",
-		temporal.NewApplicationError("enable iamcredentials.googleapis.com: Google API unavailable (HTTP 503), will retry", activities.ErrTypeUnavailable))
+		temporal.NewApplicationError("enable iamcredentials.googleapis.com: Google API unavailable (HTTP 503), will retry", contract.ErrTypeUnavailable))
 	req := validRequest()
 	env := newOnboardEnv(t, fake, req)
 	signalAt(env, time.Hour, approve(alice))
@@ -38,14 +39,14 @@ func TestNonRetryableErrorFailsTheWorkflow(t *testing.T) {
 	denied := "create service account carto-backend in project my-project: permission denied: the worker's Google identity lacks iam.serviceAccounts.create"
 	fake := newFakeCloud().failNext("EnsureServiceAccount",
 		errors.New("connection reset by peer"),
-		temporal.NewNonRetryableApplicationError(denied, activities.ErrTypePermissionDenied, nil))
+		temporal.NewNonRetryableApplicationError(denied, contract.ErrTypePermissionDenied, nil))
 	req := validRequest()
 	env := newOnboardEnv(t, fake, req)
 
 	env.ExecuteWorkflow(Onboard, req)
 
 	appErr := workflowAppError(t, env)
-	assert.Equal(t, activities.ErrTypePermissionDenied, appErr.Type())
+	assert.Equal(t, contract.ErrTypePermissionDenied, appErr.Type())
 	assert.True(t, appErr.NonRetryable())
 	assert.Equal(t, "step service-account failed after 2 attempt(s): "+denied, appErr.Message())
 	assert.Equal(t, 2, fake.count("EnsureServiceAccount"))
@@ -68,7 +69,7 @@ func TestNonRetryableErrorFailsTheWorkflow(t *testing.T) {
 func TestErrorTypeNeedingAFixIsNotRetried(t *testing.T) {
 	// Retryable as sent, but of a type that retrying cannot fix.
 	fake := newFakeCloud().failNext("EnsureWorkloadPool",
-		temporal.NewApplicationError("update cluster: permission denied", activities.ErrTypePermissionDenied))
+		temporal.NewApplicationError("update cluster: permission denied", contract.ErrTypePermissionDenied))
 	req := validRequest()
 	env := newOnboardEnv(t, fake, req)
 
@@ -155,7 +156,7 @@ func TestStepLostWithItsWorkerIsRunAgainAtOnce(t *testing.T) {
 
 func TestActivityAskedRetryDelayIsHonoured(t *testing.T) {
 	fake := newFakeCloud().failNext("SetNodePoolMetadata", temporal.NewApplicationErrorWithOptions(
-		"node pool busy", activities.ErrTypeClusterBusy, temporal.ApplicationErrorOptions{NextRetryDelay: 7 * time.Minute}))
+		"node pool busy", contract.ErrTypeClusterBusy, temporal.ApplicationErrorOptions{NextRetryDelay: 7 * time.Minute}))
 	req := validRequest()
 	req.NodePools = []string{"pool-a"}
 	env := newOnboardEnv(t, fake, req)

@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"go.temporal.io/sdk/workflow"
+
+	"github.com/gkewi/gkewi/contract"
 )
 
 // tracker owns a run's Status and keeps the Temporal UI's current details and the
@@ -28,7 +30,7 @@ func newTracker(ctx workflow.Context, workflowName string) *tracker {
 // registerQuery exposes the status. It must run before the workflow's first
 // blocking call so the query works from the first workflow task.
 func (t *tracker) registerQuery(ctx workflow.Context) error {
-	return workflow.SetQueryHandlerWithOptions(ctx, QueryStatus, func() (Status, error) {
+	return workflow.SetQueryHandlerWithOptions(ctx, contract.QueryStatus, func() (Status, error) {
 		return t.status, nil
 	}, workflow.QueryHandlerOptions{Description: "Steps, approval and overall state of the run"})
 }

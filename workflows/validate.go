@@ -5,6 +5,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/gkewi/gkewi/contract"
 )
 
 // FieldError is one problem with a request: the JSON path of the field, the
@@ -54,7 +56,7 @@ func (c *checker) check(field, value string, required bool, ok func(string) bool
 }
 
 // duration checks an optional duration that must be at least min when set.
-func (c *checker) duration(field string, d Duration, min time.Duration, minRule string) {
+func (c *checker) duration(field string, d contract.Duration, min time.Duration, minRule string) {
 	if d == "" {
 		return
 	}

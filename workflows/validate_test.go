@@ -7,6 +7,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/gkewi/gkewi/contract"
 )
 
 func TestOnboardRequestValidation(t *testing.T) {
@@ -183,16 +185,16 @@ func TestWithDefaults(t *testing.T) {
 	r := OnboardRequest{Helm: HelmSpec{Release: "carto"}}.WithDefaults()
 	assert.Empty(t, r.KSA, "the KSA comes from the rendered chart, not the release name")
 	assert.Equal(t, "carto-common-backend", r.withLegacyKSA().KSA, "as runs before rendered-release had it")
-	assert.Equal(t, Duration("24h"), r.Support.ReminderInterval)
-	assert.Equal(t, Duration("168h"), r.Support.ApprovalTimeout)
+	assert.Equal(t, contract.Duration("24h"), r.Support.ReminderInterval)
+	assert.Equal(t, contract.Duration("168h"), r.Support.ApprovalTimeout)
 
 	kept := OnboardRequest{KSA: "own", Helm: HelmSpec{Release: "carto"}, Support: SupportSpec{ReminderInterval: "2h", ApprovalTimeout: "48h"}}.WithDefaults()
 	assert.Equal(t, "own", kept.KSA)
-	assert.Equal(t, Duration("2h"), kept.Support.ReminderInterval)
-	assert.Equal(t, Duration("48h"), kept.Support.ApprovalTimeout)
+	assert.Equal(t, contract.Duration("2h"), kept.Support.ReminderInterval)
+	assert.Equal(t, contract.Duration("48h"), kept.Support.ApprovalTimeout)
 
-	assert.Equal(t, Duration("30m"), RevokeRequest{}.WithDefaults().TokenExpiryWait)
-	assert.Equal(t, Duration("0s"), RevokeRequest{TokenExpiryWait: "0s"}.WithDefaults().TokenExpiryWait)
+	assert.Equal(t, contract.Duration("30m"), RevokeRequest{}.WithDefaults().TokenExpiryWait)
+	assert.Equal(t, contract.Duration("0s"), RevokeRequest{TokenExpiryWait: "0s"}.WithDefaults().TokenExpiryWait)
 }
 
 func TestWorkflowIDs(t *testing.T) {

@@ -16,6 +16,7 @@ import (
 
 	"go.temporal.io/sdk/client"
 
+	"github.com/gkewi/gkewi/contract"
 	"github.com/gkewi/gkewi/sandbox/stack"
 	"github.com/gkewi/gkewi/workflows"
 )
@@ -243,7 +244,7 @@ func (b *bench) onboard(ctx context.Context, req workflows.OnboardRequest) (time
 func (b *bench) onboardThen(ctx context.Context, req workflows.OnboardRequest, started func()) (time.Duration, error) {
 	begin := time.Now()
 	id := workflows.OnboardWorkflowID(req)
-	run, err := b.c.SignalWithStartWorkflow(ctx, id, workflows.SignalSupportApproval,
+	run, err := b.c.SignalWithStartWorkflow(ctx, id, contract.SignalSupportApproval,
 		workflows.ApprovalDecision{Approved: true, Approver: benchApprover, Ticket: "BENCH"},
 		client.StartWorkflowOptions{ID: id, TaskQueue: workflows.TaskQueue}, workflows.OnboardWorkflowName, req)
 	if err != nil {
@@ -260,7 +261,7 @@ func (b *bench) onboardThen(ctx context.Context, req workflows.OnboardRequest, s
 
 func (b *bench) status(ctx context.Context, req workflows.OnboardRequest) (workflows.Status, error) {
 	var s workflows.Status
-	v, err := b.c.QueryWorkflow(ctx, workflows.OnboardWorkflowID(req), "", workflows.QueryStatus)
+	v, err := b.c.QueryWorkflow(ctx, workflows.OnboardWorkflowID(req), "", contract.QueryStatus)
 	if err == nil {
 		err = v.Get(&s)
 	}

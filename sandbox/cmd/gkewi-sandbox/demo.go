@@ -20,6 +20,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/gkewi/gkewi/activities"
+	"github.com/gkewi/gkewi/contract"
 	"github.com/gkewi/gkewi/sandbox/gcpemu"
 	"github.com/gkewi/gkewi/sandbox/stack"
 	"github.com/gkewi/gkewi/starter"
@@ -199,7 +200,7 @@ func (d *demo) run(ctx context.Context, req workflows.OnboardRequest, expiryWait
 	rendered, _ := status.Step("render-release")
 	fmt.Fprintf(d.out, "\n  The rendered release runs its backends as %s/%s (%s).\n", req.Namespace, req.KSA, rendered.Detail)
 	fmt.Fprintf(d.out, "\n  The status query shows the wait:\n")
-	d.command("workflow", "query", "--workflow-id", onboardID, "--name", workflows.QueryStatus)
+	d.command("workflow", "query", "--workflow-id", onboardID, "--name", contract.QueryStatus)
 	if err := d.provePending(ctx, req, status.GSAEmail); err != nil {
 		return err
 	}
@@ -243,7 +244,7 @@ func (d *demo) run(ctx context.Context, req workflows.OnboardRequest, expiryWait
 
 	d.section(fmt.Sprintf("7. Revoke, with a token expiry wait of %s (30m by default)", expiryWait))
 	rev := result.Revoke
-	rev.TokenExpiryWait = workflows.Duration(expiryWait.String())
+	rev.TokenExpiryWait = contract.Duration(expiryWait.String())
 	rev.Reason = "sandbox demo"
 	revokeID := workflows.RevokeWorkflowID(rev)
 	revInput, err := json.Marshal(rev)
@@ -322,7 +323,7 @@ func (d *demo) approve(ctx context.Context, onboardID, approver string) error {
 	if err != nil {
 		return err
 	}
-	if err := d.temporal(ctx, "workflow", "signal", "--workflow-id", onboardID, "--name", workflows.SignalSupportApproval,
+	if err := d.temporal(ctx, "workflow", "signal", "--workflow-id", onboardID, "--name", contract.SignalSupportApproval,
 		"--input", string(bare)); err != nil {
 		return err
 	}
@@ -416,7 +417,7 @@ func (d *demo) watch(ctx context.Context, title, id string, done func(workflows.
 func (d *demo) status(ctx context.Context, id string) (workflows.Status, error) {
 	qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	val, err := d.sb.TemporalClient().QueryWorkflow(qctx, id, "", workflows.QueryStatus)
+	val, err := d.sb.TemporalClient().QueryWorkflow(qctx, id, "", contract.QueryStatus)
 	if err != nil {
 		return workflows.Status{}, err
 	}
