@@ -432,6 +432,7 @@ func TestWriteStatusTable(t *testing.T) {
 		GSAEmail: "cb@acme-prod.iam.gserviceaccount.com", GSACreated: true,
 		Steps: []workflows.Step{
 			{Name: "enable-iamcredentials", State: workflows.StepDone, StartedAt: start, EndedAt: start.Add(1500 * time.Millisecond), Attempts: 2, LastError: "429 quota", Detail: "already enabled"},
+			{Name: "node-pool/default-pool", State: workflows.StepRunning, StartedAt: start.Add(30 * time.Second), Attempts: 1},
 			{Name: "approval", State: workflows.StepRunning, StartedAt: start.Add(time.Minute)},
 			{Name: "helm", State: workflows.StepPending},
 		},
@@ -450,12 +451,14 @@ func TestWriteStatusTable(t *testing.T) {
   GSA:               cb@acme-prod.iam.gserviceaccount.com (created by this run)
   Approval:          pending, deadline 2026-11-29 09:00:00Z, 1 reminder(s) sent
   Ignored decision:  mallory@example.com via signal: not an approver
+  Running now:       node-pool/default-pool, approval
   Updated:           2026-11-22 09:01:00Z
 
-STEP                   STATE    ATTEMPTS  TOOK     DETAIL
-enable-iamcredentials  done     2         1.5s     already enabled; last error: 429 quota
-approval               running  -         1h0m0s…
-helm                   pending  -         -
+STEP                    STATE    ATTEMPTS  TOOK      DETAIL
+enable-iamcredentials   done     2         1.5s      already enabled; last error: 429 quota
+node-pool/default-pool  running  1         1h0m30s…
+approval                running  -         1h0m0s…
+helm                    pending  -         -
 
 Warnings:
   - preflight: another cluster shares the pool

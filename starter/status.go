@@ -148,6 +148,14 @@ func writeStatus(w io.Writer, workflowID string, st workflows.Status, now time.T
 	if st.State == workflows.StateOnboardingCanceled {
 		field("Outcome", "nothing was granted: the onboarding was canceled before the approval")
 	}
+	var running []string
+	for _, s := range st.Steps {
+		if s.State == workflows.StepRunning {
+			running = append(running, s.Name)
+		}
+	}
+	// Several steps run side by side (support's answer, GKE operations, the rollout).
+	field("Running now", strings.Join(running, ", "))
 	field("Error", st.Error)
 	field("Updated", formatTime(st.UpdatedAt))
 	_ = kv.Flush()

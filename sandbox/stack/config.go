@@ -39,6 +39,9 @@ type Config struct {
 	NodesPerPool int `json:"nodesPerPool,omitempty"`
 	// Faults are fault-injection rules active from the start.
 	Faults []gcpemu.FaultRule `json:"faults,omitempty"`
+	// LatencyProfile is how long Google Cloud, support and the rollout take
+	// for real; the bench's critical-path round runs under it, time-scaled.
+	LatencyProfile LatencyProfile `json:"latencyProfile,omitempty"`
 }
 
 // ClusterSpec names the emulated cluster and its node pools.

@@ -49,18 +49,19 @@ func minimumCalls(nodePools int) map[string]int {
 }
 
 type benchReport struct {
-	StartedAt      time.Time       `json:"startedAt"`
-	SandboxStart   float64         `json:"sandboxStartSeconds"`
-	Setup          []string        `json:"setup"`
-	Single         *benchSingle    `json:"single,omitempty"`
-	Calls          []benchCall     `json:"callsPerOnboarding,omitempty"`
-	Scale          []benchScale    `json:"scale,omitempty"`
-	Repeat         *benchRepeat    `json:"repeat,omitempty"`
-	BudgetExceeded string          `json:"budgetExceeded,omitempty"`
-	Errors         []string        `json:"errors,omitempty"`
-	Plot           string          `json:"plot,omitempty"`
-	Targets        map[string]bool `json:"targetsMet"`
-	RequestCounts  map[string]int  `json:"emulatorRequestCounts,omitempty"`
+	StartedAt      time.Time          `json:"startedAt"`
+	SandboxStart   float64            `json:"sandboxStartSeconds"`
+	Setup          []string           `json:"setup"`
+	Single         *benchSingle       `json:"single,omitempty"`
+	Calls          []benchCall        `json:"callsPerOnboarding,omitempty"`
+	Scale          []benchScale       `json:"scale,omitempty"`
+	Repeat         *benchRepeat       `json:"repeat,omitempty"`
+	CriticalPath   *benchCriticalPath `json:"criticalPath,omitempty"`
+	BudgetExceeded string             `json:"budgetExceeded,omitempty"`
+	Errors         []string           `json:"errors,omitempty"`
+	Plot           string             `json:"plot,omitempty"`
+	Targets        map[string]bool    `json:"targetsMet"`
+	RequestCounts  map[string]int     `json:"emulatorRequestCounts,omitempty"`
 }
 
 type benchSingle struct {
@@ -115,6 +116,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	maxDuration := fs.Duration("max-duration", time.Hour, "stop scaling up once the benchmark has run this long")
 	perRun := fs.Duration("run-timeout", 30*time.Minute, "give up waiting for one round of concurrent onboardings after this long")
 	clusters := fs.Int("clusters", 10, "emulated GKE clusters the onboardings are spread over (one local control plane plays them all)")
+	timeScale := fs.Float64("time-scale", 60, "divide the latency profile's times by this for the critical-path round (60: minutes take seconds)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -136,9 +138,20 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *clusters < 1 {
 		return exitError{code: 2, msg: "--clusters: must be at least 1"}
 	}
-	addClusters(&cfg, *clusters)
+	if *timeScale <= 0 {
+		return exitError{code: 2, msg: "--time-scale: must be positive"}
+	}
+	if err := cfg.LatencyProfile.Validate(); err != nil {
+		return fmt.Errorf("sandbox config %s: %w", sf.config, err)
+	}
+	// One more cluster, fresh for the critical-path round.
+	addClusters(&cfg, *clusters+1)
 	opts := sf.options(&prefixWriter{w: stdout, prefix: "  "})
 	opts.Config, opts.Headless = &cfg, true
+	// The worker polls as often, in scaled time, as it would for real.
+	opts.WorkerEnv = append(opts.WorkerEnv,
+		"GKEWI_OPERATION_POLL_INTERVAL="+scaledPoll(2*time.Second, *timeScale),
+		"GKEWI_VERIFY_POLL_INTERVAL="+scaledPoll(5*time.Second, *timeScale))
 	if !sf.verbose {
 		opts.Log = io.Discard
 	}
@@ -156,7 +169,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	b := &bench{sb: sb, c: sb.TemporalClient(), out: stdout, started: begin}
 	b.rep = benchReport{StartedAt: begin, SandboxStart: sb.StartedIn().Seconds(), Targets: map[string]bool{}}
 	cl := sb.Cluster()
-	b.clusters = sb.Clusters()
+	all := sb.Clusters()
+	b.clusters = all[:len(all)-1]
 	b.rep.Setup = []string{
 		fmt.Sprintf("%d emulated GKE clusters (%s/%s/%s and %d more, %d node pools each), all played by one local kube-apiserver "+
 			"(one kubeconfig context per cluster); onboardings go round-robin over the clusters, each in its own namespace",
@@ -171,6 +185,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 	b.single(ctx)
 	b.repeat(ctx)
+	b.criticalPath(ctx, all[len(all)-1], cfg.LatencyProfile, *timeScale)
 	for i, n := range ns {
 		if el := time.Since(begin); el > *maxDuration {
 			b.rep.BudgetExceeded = fmt.Sprintf("stopped before N=%d: %s elapsed, over --max-duration %s (not run: %v)",
@@ -553,4 +568,9 @@ func resetPeakRSS(pid int) {
 	if pid != 0 {
 		_ = os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("5"), 0)
 	}
+}
+
+// scaledPoll is d divided by scale, at least 20ms.
+func scaledPoll(d time.Duration, scale float64) string {
+	return max(time.Duration(float64(d)/scale), 20*time.Millisecond).String()
 }
