@@ -76,6 +76,12 @@ func (o *onboarding) awaitDecision(ctx workflow.Context) error {
 	}
 	interval := o.req.Support.ReminderInterval.Or(0)
 	timeout := o.req.Support.ApprovalTimeout.Or(0)
+	if spaced := reminderSpacing(interval, timeout); spaced != interval &&
+		workflow.GetVersion(ctx, changeBoundedReminders, workflow.DefaultVersion, 1) == 1 {
+		t.warn(ctx, stepApproval, fmt.Sprintf("reminders every %s, not every %s (support.reminderInterval): at most %d reminders within support.approvalTimeout %s",
+			spaced, interval, maxReminders, o.req.Support.ApprovalTimeout))
+		interval = spaced
+	}
 	now := workflow.Now(ctx)
 	rec.RequestedAt = now
 	rec.Deadline = now.Add(timeout)
@@ -137,6 +143,27 @@ func (o *onboarding) awaitDecision(ctx workflow.Context) error {
 	}
 	rec.NextReminderAt = time.Time{}
 	return nil
+}
+
+// maxReminders bounds the reminders of one approval wait: each adds an
+// activity and a timer to the history, which Temporal caps at 50,000 events.
+// 48 is one an hour for two days; the defaults (24h, 168h) send 6.
+const maxReminders = 48
+
+// reminderSpacing is the interval between reminders: interval, or, when that
+// would send more than maxReminders before timeout, the whole minute that
+// sends at most maxReminders.
+func reminderSpacing(interval, timeout time.Duration) time.Duration {
+	// Reminder k goes at k*interval, only before the timeout: at most
+	// maxReminders go when interval >= timeout/(maxReminders+1), rounded up.
+	least := timeout / (maxReminders + 1)
+	if timeout%(maxReminders+1) != 0 {
+		least++
+	}
+	if interval >= least {
+		return interval
+	}
+	return (least + time.Minute - 1).Truncate(time.Minute)
 }
 
 // endBeforeGrant undoes what this run created when it ends before the grant:

@@ -66,4 +66,12 @@ const (
 	// while the binding propagates, and verification waits for it in the
 	// activity (onboard_overlap.go).
 	changeCriticalPath = "critical-path"
+	// changeBoundedReminders: the approval wait sends at most maxReminders
+	// reminders, spacing them further apart than support.reminderInterval when
+	// it must. Asked only for requests that would send more.
+	changeBoundedReminders = "bounded-reminders"
+	// changeBoundedRetries: a step whose policy allows more than maxStepAttempts
+	// executions (the cluster steps) runs at most that many, waiting longer
+	// between them. Asked only by such steps.
+	changeBoundedRetries = "bounded-retries"
 )

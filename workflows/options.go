@@ -197,6 +197,25 @@ func (o stepOptions) activityOptions(summary string) workflow.ActivityOptions {
 	}
 }
 
+// maxStepAttempts bounds the executions of one run of a step. Every failed
+// execution adds about eleven events to the history (the activity, the retry
+// timer and two workflow tasks), which Temporal caps at 50,000 events; long
+// waits (a busy cluster, a node pool update) happen inside the activity.
+const maxStepAttempts = 40
+
+// bounded is p with at most maxStepAttempts executions. Its maximum interval
+// grows to giveUpAfter/maxStepAttempts, so the fewer executions still span most
+// of giveUpAfter: the cluster policy (200 executions, 5m apart at most, for
+// 12h) becomes 40 executions, 18m apart at most, over about 9h40m.
+func (p retryPolicy) bounded() retryPolicy {
+	if p.maximumAttempts <= maxStepAttempts {
+		return p
+	}
+	p.maximumAttempts = maxStepAttempts
+	p.maximumInterval = max(p.maximumInterval, p.giveUpAfter/maxStepAttempts)
+	return p
+}
+
 // retryable reports whether err, from execution number attempt, may be retried.
 func (p retryPolicy) retryable(err error, attempt int) bool {
 	if attempt >= p.maximumAttempts || temporal.IsCanceledError(err) {

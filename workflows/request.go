@@ -101,6 +101,9 @@ type SupportSpec struct {
 	// webhooks as scheme://host only.
 	Notify []string `json:"notify,omitempty"`
 	// ReminderInterval re-notifies while waiting; default 24h, at least 1m.
+	// At most 48 reminders go per wait: when more would fit in ApprovalTimeout,
+	// they are spaced timeout/49 apart (rounded up to the minute) and the
+	// approval step warns so.
 	ReminderInterval contract.Duration `json:"reminderInterval,omitempty"`
 	// ApprovalTimeout ends the wait with a failure; default 7 days (168h).
 	ApprovalTimeout contract.Duration `json:"approvalTimeout,omitempty"`

@@ -22,6 +22,10 @@ const ErrTypeStepFailed = "StepFailed"
 // attempts and the activity's message. Cancellation is returned as is.
 func (t *tracker) run(ctx workflow.Context, name string, opts stepOptions, activity, in, out any) error {
 	t.begin(ctx, name)
+	if opts.retry.maximumAttempts > maxStepAttempts &&
+		workflow.GetVersion(ctx, changeBoundedRetries, workflow.DefaultVersion, 1) == 1 {
+		opts.retry = opts.retry.bounded()
+	}
 	actx := workflow.WithActivityOptions(ctx, opts.activityOptions(name))
 	first := workflow.Now(ctx)
 	// tries counts this call's executions, which the policy bounds; the step's
