@@ -33,10 +33,17 @@ func TestLeastPrivilegeMissingRoleStopsAtItsStep(t *testing.T) {
 
 	s := queryStatus(t, id)
 	assert.Equal(t, workflows.StateFailed, s.State)
-	for _, done := range []string{"enable-iamcredentials", "workload-pool"} {
+	for _, done := range []string{"preflight", "identity-sameness"} {
 		st, ok := s.Step(done)
 		require.Truef(t, ok, "step %s", done)
 		assert.Equalf(t, workflows.StepDone, st.State, "step %s ran with the remaining roles", done)
+	}
+	// The GSA comes first (support is asked as soon as it exists): the cluster
+	// was not touched.
+	for _, untouched := range []string{"enable-iamcredentials", "workload-pool", "approval-request"} {
+		st, ok := s.Step(untouched)
+		require.Truef(t, ok, "step %s", untouched)
+		assert.Equalf(t, workflows.StepPending, st.State, "step %s", untouched)
 	}
 	st, ok := s.Step("service-account")
 	require.True(t, ok)
