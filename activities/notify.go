@@ -30,6 +30,7 @@ import (
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/gkewi/gkewi/contract"
+	"github.com/gkewi/gkewi/internal/text"
 )
 
 // SMTPConfig says how to reach the mail relay. It holds a path to the password,
@@ -256,7 +257,7 @@ func parseTargets(targets []string) ([]emailTarget, []webhookTarget, error) {
 		if strings.Contains(t, "://") {
 			u, err := url.Parse(t)
 			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-				bad = append(bad, fmt.Sprintf("%q is not an http(s) URL", redactURLString(t)))
+				bad = append(bad, fmt.Sprintf("%q is not an http(s) URL", text.RedactURL(t)))
 				continue
 			}
 			hooks = append(hooks, webhookTarget{target: t, url: u})
@@ -283,16 +284,6 @@ type deliveryError struct {
 }
 
 func (e *deliveryError) Error() string { return e.target + ": " + e.err.Error() }
-
-// redactURLString keeps a webhook URL's scheme and host: the path of a Slack
-// incoming webhook is its credential.
-func redactURLString(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil || u.Host == "" {
-		return "(malformed URL)"
-	}
-	return u.Scheme + "://" + u.Host + "/…"
-}
 
 // message is the notification rendered for both channels.
 type message struct {
@@ -324,11 +315,6 @@ func approvalInputExample(approved bool) string {
 	return `{"approved":false,"approver":"YOU@example.com","ticket":"TICKET","comment":"REASON"}`
 }
 
-// shellQuote quotes s for a POSIX shell.
-func shellQuote(s string) string {
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
-}
-
 // approvalCommands are the ways support can answer, ready to paste.
 type approvalCommands struct {
 	signalApprove, signalReject string
@@ -339,16 +325,16 @@ type approvalCommands struct {
 func buildApprovalCommands(workflowID, namespace string) approvalCommands {
 	ns := ""
 	if namespace != "" && namespace != "default" {
-		ns = " --namespace " + shellQuote(namespace)
+		ns = " --namespace " + text.ShellQuote(namespace)
 	}
-	id := shellQuote(workflowID)
+	id := text.ShellQuote(workflowID)
 	signal := func(approved bool) string {
 		return "temporal workflow signal" + ns + " --workflow-id " + id + " --name " + contract.SignalSupportApproval +
-			" --input " + shellQuote(approvalInputExample(approved))
+			" --input " + text.ShellQuote(approvalInputExample(approved))
 	}
 	update := func(approved bool) string {
 		return "temporal workflow update execute" + ns + " --workflow-id " + id + " --name " + contract.UpdateSupportDecision +
-			" --input " + shellQuote(approvalInputExample(approved))
+			" --input " + text.ShellQuote(approvalInputExample(approved))
 	}
 	return approvalCommands{
 		signalApprove: signal(true),
@@ -370,13 +356,13 @@ func decisionSections(in Notification, cfg NotifierConfig) [][2]string {
 		if endpoint == "" {
 			endpoint = "$GKEWI_APPROVAL_ENDPOINT"
 		}
-		id := shellQuote(in.WorkflowID)
+		id := text.ShellQuote(in.WorkflowID)
 		gkewi := func(verb, extra string) string {
-			return "gkewi " + verb + " --endpoint " + endpoint + " --workflow-id " + id + " --run-id " + shellQuote(in.RunID) + " --ticket TICKET" + extra
+			return "gkewi " + verb + " --endpoint " + endpoint + " --workflow-id " + id + " --run-id " + text.ShellQuote(in.RunID) + " --ticket TICKET" + extra
 		}
 		curl := "curl -sS -X POST " + strings.TrimRight(endpoint, "/") + "/v1/decisions" +
 			" -H \"Authorization: Bearer $(gcloud auth print-identity-token --audiences=" + id + " --include-email)\"" +
-			" -d " + shellQuote(`{"workflowId":"`+in.WorkflowID+`","runId":"`+in.RunID+`","approved":true,"ticket":"TICKET"}`)
+			" -d " + text.ShellQuote(`{"workflowId":"`+in.WorkflowID+`","runId":"`+in.RunID+`","approved":true,"ticket":"TICKET"}`)
 		return [][2]string{
 			{"Decide with your ID token, which the worker checks (replace TICKET, and REASON to reject)",
 				gkewi("approve", "") + "\n" + gkewi("reject", " --comment REASON")},
@@ -439,11 +425,11 @@ func composeMessage(in Notification, cfg NotifierConfig) message {
 		details = append(details, [2]string{"Task queue", cfg.TaskQueue})
 	}
 
-	var text strings.Builder
-	text.WriteString(intro + "\n\n")
+	var plain strings.Builder
+	plain.WriteString(intro + "\n\n")
 	for _, d := range details {
 		if d[1] != "" {
-			fmt.Fprintf(&text, "  %-14s %s\n", d[0]+":", d[1])
+			fmt.Fprintf(&plain, "  %-14s %s\n", d[0]+":", d[1])
 		}
 	}
 	var mdDetails strings.Builder
@@ -453,7 +439,7 @@ func composeMessage(in Notification, cfg NotifierConfig) message {
 		}
 	}
 	blocks := []slackBlock{
-		{Type: "header", Text: &slackText{Type: "plain_text", Text: truncate(subject, 150)}},
+		{Type: "header", Text: &slackText{Type: "plain_text", Text: text.Truncate(subject, 150)}},
 		{Type: "section", Text: &slackText{Type: "mrkdwn", Text: slackEscape(intro)}},
 		{Type: "section", Text: &slackText{Type: "mrkdwn", Text: strings.TrimRight(mdDetails.String(), "\n")}},
 	}
@@ -461,9 +447,9 @@ func composeMessage(in Notification, cfg NotifierConfig) message {
 	if in.Kind != contract.NotifyOutcome {
 		sections := decisionSections(in, cfg)
 		for _, s := range sections {
-			fmt.Fprintf(&text, "\n%s:\n", s[0])
+			fmt.Fprintf(&plain, "\n%s:\n", s[0])
 			for _, l := range strings.Split(s[1], "\n") {
-				fmt.Fprintf(&text, "  %s\n", l)
+				fmt.Fprintf(&plain, "  %s\n", l)
 			}
 			blocks = append(blocks, slackBlock{Type: "section", Text: &slackText{
 				Type: "mrkdwn",
@@ -472,14 +458,14 @@ func composeMessage(in Notification, cfg NotifierConfig) message {
 		}
 	}
 	if link != "" {
-		fmt.Fprintf(&text, "\nTemporal UI: %s\n", link)
+		fmt.Fprintf(&plain, "\nTemporal UI: %s\n", link)
 		blocks = append(blocks, slackBlock{Type: "section", Text: &slackText{
 			Type: "mrkdwn", Text: "<" + link + "|Open the workflow in the Temporal UI>",
 		}})
 	}
 	return message{
 		subject: subject,
-		text:    text.String(),
+		text:    plain.String(),
 		slack:   slackPayload{Text: subject, Blocks: blocks},
 	}
 }
@@ -491,14 +477,6 @@ func slackEscape(s string) string {
 
 func oneLine(s string) string {
 	return strings.Join(strings.Fields(s), " ")
-}
-
-func truncate(s string, n int) string {
-	r := []rune(s)
-	if len(r) <= n {
-		return s
-	}
-	return string(r[:n-1]) + "…"
 }
 
 // messageID is stable across retries of one activity, so mail clients that dedupe by
@@ -735,7 +713,7 @@ func readPasswordFile(path string) (string, error) {
 
 // postWebhook POSTs the Slack-compatible payload; nil means delivered.
 func (n *Notifier) postWebhook(ctx context.Context, h webhookTarget, msg message) *deliveryError {
-	safe := redactURLString(h.target)
+	safe := text.RedactURL(h.target)
 	fail := func(err error, transient bool) *deliveryError {
 		return &deliveryError{target: safe, err: err, transient: transient}
 	}

@@ -17,6 +17,8 @@ import (
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/contrib/envconfig"
 	tlog "go.temporal.io/sdk/log"
+
+	"github.com/gkewi/gkewi/internal/text"
 )
 
 // Exit codes.
@@ -237,10 +239,10 @@ func (c *connFlags) register(cmd *cobra.Command) {
 func (c connFlags) cliFlags() string {
 	var b strings.Builder
 	if c.address != "" {
-		b.WriteString(" --address " + shellQuote(c.address))
+		b.WriteString(" --address " + text.ShellQuote(c.address))
 	}
 	if c.namespace != "" {
-		b.WriteString(" --namespace " + shellQuote(c.namespace))
+		b.WriteString(" --namespace " + text.ShellQuote(c.namespace))
 	}
 	return b.String()
 }

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/api/idtoken"
 
 	"github.com/gkewi/gkewi/contract"
+	"github.com/gkewi/gkewi/internal/text"
 	"github.com/gkewi/gkewi/worker"
 	"github.com/gkewi/gkewi/workflows"
 )
@@ -111,7 +112,7 @@ func (a *App) decide(ctx context.Context, verb string, o decideOptions) error {
 			return fmt.Errorf("signal %s: %w", o.workflowID, err)
 		}
 		fmt.Fprintf(a.Stdout, "Sent %s (%s by %s). A signal does not report whether it counted; check with: gkewi status%s --workflow-id %s\n",
-			contract.SignalSupportApproval, pastTense(verb), o.approver, o.conn.cliFlags(), shellQuote(o.workflowID))
+			contract.SignalSupportApproval, pastTense(verb), o.approver, o.conn.cliFlags(), text.ShellQuote(o.workflowID))
 		return nil
 	}
 	handle, err := c.UpdateWorkflow(ctx, client.UpdateWorkflowOptions{
@@ -155,7 +156,7 @@ func (a *App) decideWithProof(ctx context.Context, verb string, o decideOptions)
 		return err
 	}
 	fmt.Fprintf(a.Stdout, "Equivalent command:\n  curl -sS -X POST %s -H \"Authorization: Bearer $(gcloud auth print-identity-token --audiences=%s --include-email)\" -d %s\n",
-		shellQuote(url), shellQuote(o.workflowID), shellQuote(string(body)))
+		text.ShellQuote(url), text.ShellQuote(o.workflowID), text.ShellQuote(string(body)))
 	if o.dryRun {
 		return nil
 	}

@@ -3,16 +3,11 @@ package starter
 import (
 	"encoding/json"
 	"fmt"
-	"strings"
 
 	"github.com/gkewi/gkewi/contract"
+	"github.com/gkewi/gkewi/internal/text"
 	"github.com/gkewi/gkewi/workflows"
 )
-
-// shellQuote quotes s for a POSIX shell.
-func shellQuote(s string) string {
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
-}
 
 // compactJSON is the workflow input as one line, as `--input` takes it.
 func compactJSON(v any) (string, error) {
@@ -28,29 +23,29 @@ func temporalStartCommand(conn connFlags, workflowType, workflowID, input string
 	return "temporal workflow start" + conn.cliFlags() +
 		" --type " + workflowType +
 		" --task-queue " + workflows.TaskQueue +
-		" --workflow-id " + shellQuote(workflowID) +
-		" --input " + shellQuote(input)
+		" --workflow-id " + text.ShellQuote(workflowID) +
+		" --input " + text.ShellQuote(input)
 }
 
 // temporalSignalCommand sends the support decision as the support-approval signal.
 func temporalSignalCommand(conn connFlags, workflowID, input string) string {
 	return "temporal workflow signal" + conn.cliFlags() +
-		" --workflow-id " + shellQuote(workflowID) +
+		" --workflow-id " + text.ShellQuote(workflowID) +
 		" --name " + contract.SignalSupportApproval +
-		" --input " + shellQuote(input)
+		" --input " + text.ShellQuote(input)
 }
 
 // temporalUpdateCommand sends the support decision as the support-decision update.
 func temporalUpdateCommand(conn connFlags, workflowID, input string) string {
 	return "temporal workflow update execute" + conn.cliFlags() +
-		" --workflow-id " + shellQuote(workflowID) +
+		" --workflow-id " + text.ShellQuote(workflowID) +
 		" --name " + contract.UpdateSupportDecision +
-		" --input " + shellQuote(input)
+		" --input " + text.ShellQuote(input)
 }
 
 // temporalQueryCommand reads the status.
 func temporalQueryCommand(conn connFlags, workflowID string) string {
 	return "temporal workflow query" + conn.cliFlags() +
-		" --workflow-id " + shellQuote(workflowID) +
+		" --workflow-id " + text.ShellQuote(workflowID) +
 		" --type " + contract.QueryStatus
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/gkewi/gkewi/activities"
 	"github.com/gkewi/gkewi/contract"
+	"github.com/gkewi/gkewi/internal/text"
 	"github.com/gkewi/gkewi/workflows"
 )
 
@@ -143,7 +144,7 @@ func (a *App) scheduleRevocation(ctx context.Context, c client.Client, conn conn
 		done = "Created"
 	}
 	fmt.Fprintf(a.Stdout, "%s schedule %s: Revoke (workflow ID %s-<time>) starts at %s.\n", done, res.ScheduleID, in.Action.WorkflowID, formatTime(res.At))
-	fmt.Fprintf(a.Stdout, "Check with: temporal schedule describe%s --schedule-id %s\n", conn.cliFlags(), shellQuote(res.ScheduleID))
+	fmt.Fprintf(a.Stdout, "Check with: temporal schedule describe%s --schedule-id %s\n", conn.cliFlags(), text.ShellQuote(res.ScheduleID))
 	return nil
 }
 
@@ -157,13 +158,13 @@ func temporalScheduleCommand(conn connFlags, verb string, in activities.Revocati
 	}
 	at := ceilSecond(in.At)
 	return "temporal schedule " + verb + conn.cliFlags() +
-		" --schedule-id " + shellQuote(in.ScheduleID) +
-		" --calendar " + shellQuote(calendarJSON(at)) +
+		" --schedule-id " + text.ShellQuote(in.ScheduleID) +
+		" --calendar " + text.ShellQuote(calendarJSON(at)) +
 		" --remaining-actions 1 --catchup-window " + revocationCatchupWindow +
-		" --workflow-id " + shellQuote(in.Action.WorkflowID) +
+		" --workflow-id " + text.ShellQuote(in.Action.WorkflowID) +
 		" --type " + in.Action.WorkflowType +
 		" --task-queue " + in.Action.TaskQueue +
-		" --input " + shellQuote(input), nil
+		" --input " + text.ShellQuote(input), nil
 }
 
 // calendarJSON is the calendar spec matching the single second at (UTC), in the

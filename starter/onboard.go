@@ -11,6 +11,7 @@ import (
 	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/sdk/client"
 
+	"github.com/gkewi/gkewi/internal/text"
 	"github.com/gkewi/gkewi/workflows"
 )
 
@@ -63,7 +64,7 @@ func (a *App) onboard(ctx context.Context, o onboardOptions) error {
 	}
 	fmt.Fprintf(a.Stdout, "Started %s, run %s.\n", workflows.OnboardWorkflowName, run.GetRunID())
 	fmt.Fprintf(a.Stdout, "Support is notified at %v and must approve; follow with: gkewi status%s --workflow-id %s\n",
-		supportTargets(req), o.conn.cliFlags(), shellQuote(id))
+		supportTargets(req), o.conn.cliFlags(), text.ShellQuote(id))
 	if !o.wait {
 		return nil
 	}
@@ -189,7 +190,7 @@ func startOnce(ctx context.Context, c client.Client, conn connFlags, name, id, w
 	var started *serviceerror.WorkflowExecutionAlreadyStarted
 	if errors.As(err, &started) {
 		return nil, fmt.Errorf("%s of this grant is already running (run %s); follow it with: gkewi status%s --workflow-id %s",
-			what, started.RunId, conn.cliFlags(), shellQuote(id))
+			what, started.RunId, conn.cliFlags(), text.ShellQuote(id))
 	}
 	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)

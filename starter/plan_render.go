@@ -8,6 +8,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/gkewi/gkewi/activities"
+	"github.com/gkewi/gkewi/internal/text"
 	"github.com/gkewi/gkewi/workflows"
 )
 
@@ -67,22 +68,11 @@ type planStep struct {
 	commands      []string
 }
 
-// shellWord quotes s for a POSIX shell only when it needs it, so the common
-// arguments stay readable.
-func shellWord(s string) string {
-	if s != "" && strings.IndexFunc(s, func(r rune) bool {
-		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("/._-:=,+@%", r))
-	}) < 0 {
-		return s
-	}
-	return shellQuote(s)
-}
-
 // command joins a command line, each argument quoted as it needs.
 func command(args ...string) string {
 	words := make([]string, len(args))
 	for i, a := range args {
-		words[i] = shellWord(a)
+		words[i] = text.ShellWord(a)
 	}
 	return strings.Join(words, " ")
 }

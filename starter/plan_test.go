@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gkewi/gkewi/activities"
+	"github.com/gkewi/gkewi/internal/text"
 	"github.com/gkewi/gkewi/workflows"
 )
 
@@ -217,10 +218,10 @@ func TestPlanRevocation(t *testing.T) {
 }
 
 func TestShellWordQuotesOnlyWhatNeedsIt(t *testing.T) {
-	assert.Equal(t, "serviceAccount:a@b.iam.gserviceaccount.com", shellWord("serviceAccount:a@b.iam.gserviceaccount.com"))
-	assert.Equal(t, "'P.svc.id.goog[ns/ksa]'", shellWord("P.svc.id.goog[ns/ksa]"))
-	assert.Equal(t, `'it'\''s'`, shellWord("it's"))
-	assert.Equal(t, "''", shellWord(""))
+	assert.Equal(t, "serviceAccount:a@b.iam.gserviceaccount.com", text.ShellWord("serviceAccount:a@b.iam.gserviceaccount.com"))
+	assert.Equal(t, "'P.svc.id.goog[ns/ksa]'", text.ShellWord("P.svc.id.goog[ns/ksa]"))
+	assert.Equal(t, `'it'\''s'`, text.ShellWord("it's"))
+	assert.Equal(t, "''", text.ShellWord(""))
 }
 
 func TestPlanUsageErrors(t *testing.T) {

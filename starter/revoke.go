@@ -14,6 +14,7 @@ import (
 
 	"github.com/gkewi/gkewi/activities"
 	"github.com/gkewi/gkewi/contract"
+	"github.com/gkewi/gkewi/internal/text"
 	"github.com/gkewi/gkewi/workflows"
 )
 
@@ -149,7 +150,7 @@ func (a *App) revoke(ctx context.Context, o revokeOptions) error {
 	if running {
 		fmt.Fprintf(a.Stdout, "It cancels the running onboarding %s first and waits for its clean-up.\n", o.onboardID)
 	}
-	fmt.Fprintf(a.Stdout, "Follow with: gkewi status%s --workflow-id %s\n", o.conn.cliFlags(), shellQuote(id))
+	fmt.Fprintf(a.Stdout, "Follow with: gkewi status%s --workflow-id %s\n", o.conn.cliFlags(), text.ShellQuote(id))
 	if !o.wait {
 		return nil
 	}

@@ -18,6 +18,7 @@ import (
 	"go.temporal.io/sdk/converter"
 
 	"github.com/gkewi/gkewi/contract"
+	"github.com/gkewi/gkewi/internal/text"
 	"github.com/gkewi/gkewi/workflows"
 )
 
@@ -335,7 +336,7 @@ func listGrants(ctx context.Context, c client.Client, conn connFlags, query stri
 			NextPageToken: token,
 		})
 		if err != nil {
-			return nil, fmt.Errorf("list workflows (temporal workflow list%s --query %s): %w", conn.cliFlags(), shellQuote(query), err)
+			return nil, fmt.Errorf("list workflows (temporal workflow list%s --query %s): %w", conn.cliFlags(), text.ShellQuote(query), err)
 		}
 		for _, info := range resp.GetExecutions() {
 			rows = append(rows, grantFromInfo(info))

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/gkewi/gkewi/contract"
+	"github.com/gkewi/gkewi/internal/text"
 )
 
 // FieldError is one problem with a request: the JSON path of the field, the
@@ -134,7 +135,7 @@ func (r OnboardRequest) validate(c *checker) {
 	c.check("ksa", r.KSA, false, isDNSSubdomain, ruleDNSSubdomain)
 	c.check("helm.release", r.Helm.Release, true, isReleaseName, ruleRelease)
 	c.check("helm.chart", r.Helm.Chart, true, func(string) bool { return true }, "")
-	c.check("helm.repoURL", r.Helm.RepoURL, false, isHTTPURL, ruleHTTPURL)
+	c.check("helm.repoURL", r.Helm.RepoURL, false, text.IsHTTPURL, ruleHTTPURL)
 	validateBigQuery(c, r.BigQuery)
 
 	if len(r.Support.Approvers) == 0 {
@@ -215,7 +216,7 @@ func validateBigQuery(c *checker, bq *BigQuerySpec) {
 
 func isDNSLabelK8s(s string) bool  { return isDNSLabel(s, 63) }
 func isReleaseName(s string) bool  { return isDNSLabel(s, 53) }
-func isNotifyTarget(s string) bool { return isEmail(s) || isHTTPURL(s) }
+func isNotifyTarget(s string) bool { return isEmail(s) || text.IsHTTPURL(s) }
 
 func isRFC3339(s string) bool {
 	_, err := time.Parse(time.RFC3339, s)

@@ -2,7 +2,6 @@ package workflows
 
 import (
 	"net/mail"
-	"net/url"
 	"strings"
 
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -128,12 +127,6 @@ func isServiceAccountEmail(s string) bool {
 	}
 	project, ok := strings.CutSuffix(rest, saEmailDomain)
 	return ok && isAccountID(account) && isProjectID(project)
-}
-
-// isHTTPURL is an absolute http:// or https:// URL with a host.
-func isHTTPURL(s string) bool {
-	u, err := url.Parse(s)
-	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != ""
 }
 
 // isDatasetID is a BigQuery dataset id.

@@ -31,6 +31,7 @@ import (
 
 	"go.temporal.io/sdk/client"
 
+	"github.com/gkewi/gkewi/internal/text"
 	"github.com/gkewi/gkewi/sandbox/gcpemu"
 	"github.com/gkewi/gkewi/sandbox/kubecluster"
 	"github.com/gkewi/gkewi/sandbox/smtpsink"
@@ -440,10 +441,10 @@ func (s *Sandbox) writeEnvFile() error {
 	for _, kv := range s.Env() {
 		k, v, _ := strings.Cut(kv, "=")
 		if k == "PATH" {
-			fmt.Fprintf(&b, "export PATH=%s:\"$PATH\"\n", shellQuote(s.toolDirs()))
+			fmt.Fprintf(&b, "export PATH=%s:\"$PATH\"\n", text.ShellWord(s.toolDirs()))
 			continue
 		}
-		fmt.Fprintf(&b, "export %s=%s\n", k, shellQuote(v))
+		fmt.Fprintf(&b, "export %s=%s\n", k, text.ShellWord(v))
 	}
 	return os.WriteFile(filepath.Join(s.dir, "env.sh"), []byte(b.String()), 0o644)
 }
@@ -467,15 +468,6 @@ func (s *Sandbox) Env() []string {
 // toolDirs are the directories of the temporal and kubectl binaries, for PATH.
 func (s *Sandbox) toolDirs() string {
 	return filepath.Dir(s.opts.TemporalCLI) + string(os.PathListSeparator) + filepath.Dir(s.opts.Kubectl)
-}
-
-func shellQuote(v string) string {
-	if v != "" && strings.IndexFunc(v, func(r rune) bool {
-		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("/._-:=,+@", r))
-	}) < 0 {
-		return v
-	}
-	return "'" + strings.ReplaceAll(v, "'", `'\''`) + "'"
 }
 
 func (s *Sandbox) progress(format string, args ...any) {

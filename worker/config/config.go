@@ -15,12 +15,12 @@ import (
 	"log/slog"
 	"net"
 	"net/mail"
-	"net/url"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/gkewi/gkewi/activities"
+	"github.com/gkewi/gkewi/internal/text"
 	"github.com/gkewi/gkewi/workflows"
 )
 
@@ -178,7 +178,7 @@ func (c Config) Validate() error {
 			bad("gcpEndpoints: unknown API %q (want one of %s)", api, strings.Join(gcpAPIs, ", "))
 			continue
 		}
-		if !isHTTPURL(u) {
+		if !text.IsHTTPURL(u) {
 			bad("gcpEndpoints.%s %q: want an http(s) URL", api, u)
 		}
 	}
@@ -219,13 +219,13 @@ func (c Config) Validate() error {
 			bad("approval.secretFile (--approval-secret-file, GKEWI_APPROVAL_SECRET_FILE) is required with approval.addr: attestations need a key")
 		}
 	}
-	if c.Approval.PublicURL != "" && !isHTTPURL(c.Approval.PublicURL) {
+	if c.Approval.PublicURL != "" && !text.IsHTTPURL(c.Approval.PublicURL) {
 		bad("approval.publicURL (--approval-public-url) %q: want an http(s) URL", c.Approval.PublicURL)
 	}
-	if c.Approval.Issuer != "" && !isHTTPURL(c.Approval.Issuer) {
+	if c.Approval.Issuer != "" && !text.IsHTTPURL(c.Approval.Issuer) {
 		bad("approval.issuer (--approval-issuer) %q: want an http(s) URL", c.Approval.Issuer)
 	}
-	if c.TemporalUIURL != "" && !isHTTPURL(c.TemporalUIURL) {
+	if c.TemporalUIURL != "" && !text.IsHTTPURL(c.TemporalUIURL) {
 		bad("temporalUIURL (--temporal-ui-url) %q: want an http(s) URL", c.TemporalUIURL)
 	}
 	for name, n := range map[string]int{
@@ -263,9 +263,4 @@ func (c Config) SlogLevel() (slog.Level, error) {
 		return 0, fmt.Errorf("%q: want debug, info, warn or error", c.LogLevel)
 	}
 	return l, nil
-}
-
-func isHTTPURL(s string) bool {
-	u, err := url.Parse(s)
-	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != ""
 }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/gkewi/gkewi/activities"
 	"github.com/gkewi/gkewi/contract"
+	"github.com/gkewi/gkewi/internal/text"
 	"github.com/gkewi/gkewi/sandbox/gcpemu"
 	"github.com/gkewi/gkewi/sandbox/stack"
 	"github.com/gkewi/gkewi/starter"
@@ -307,7 +308,7 @@ func (d *demo) temporal(ctx context.Context, args ...string) error {
 func (d *demo) command(args ...string) {
 	quoted := make([]string, len(args))
 	for i, a := range args {
-		quoted[i] = shellQuote(a)
+		quoted[i] = text.ShellWord(a)
 	}
 	line := "temporal " + strings.Join(quoted, " ")
 	d.report.Commands = append(d.report.Commands, line)
@@ -363,7 +364,7 @@ func (d *demo) approve(ctx context.Context, onboardID, approver string) error {
 func quoteAll(args []string) []string {
 	quoted := make([]string, len(args))
 	for i, a := range args {
-		quoted[i] = shellQuote(a)
+		quoted[i] = text.ShellWord(a)
 	}
 	return quoted
 }
@@ -712,16 +713,6 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
-}
-
-// shellQuote quotes an argument for a POSIX shell when it needs it.
-func shellQuote(v string) string {
-	if v != "" && strings.IndexFunc(v, func(r rune) bool {
-		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("/._-:=,+@", r))
-	}) < 0 {
-		return v
-	}
-	return "'" + strings.ReplaceAll(v, "'", `'\''`) + "'"
 }
 
 // prefixWriter indents every line written through it.

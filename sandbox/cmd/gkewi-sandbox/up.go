@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/gkewi/gkewi/internal/text"
 	"github.com/gkewi/gkewi/sandbox/stack"
 )
 
@@ -139,7 +140,7 @@ func printHowTo(w io.Writer, sb *stack.Sandbox) {
 	fmt.Fprintf(w, "  kubectl get serviceaccounts -A -l app.kubernetes.io/managed-by=Helm\n")
 	down := "bin/gkewi-sandbox down"
 	if wd, err := os.Getwd(); err != nil || sb.Dir() != filepath.Join(wd, ".sandbox") {
-		down += " --dir " + shellQuote(relPath(sb.Dir()))
+		down += " --dir " + text.ShellWord(relPath(sb.Dir()))
 	}
 	fmt.Fprintf(w, "\nStop it with:\n\n  %s\n", down)
 }
