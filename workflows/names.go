@@ -1,6 +1,3 @@
-// Package workflows holds gkewi's Temporal workflows: Onboard grants a GKE workload
-// a Google service account through Workload Identity, behind a support approval;
-// Revoke takes the grant away again and proves it is gone.
 package workflows
 
 import (
