@@ -134,7 +134,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	cfg.OperationDuration, cfg.PropagationDelay, cfg.Faults = 0, 0, nil
+	cfg.OperationDuration, cfg.PropagationDelay, cfg.ServiceEnableLag, cfg.Faults = 0, 0, 0, nil
 	if *clusters < 1 {
 		return exitError{code: 2, msg: "--clusters: must be at least 1"}
 	}
@@ -156,7 +156,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		opts.Log = io.Discard
 	}
 	begin := time.Now()
-	fmt.Fprintln(stdout, "Starting the sandbox (zero emulated latency: GKE/Service Usage operations finish at once, IAM changes count at once)")
+	fmt.Fprintln(stdout, "Starting the sandbox (zero emulated latency: GKE/Service Usage operations finish at once, enabled APIs and IAM changes count at once; the latency profile applies to its own round only)")
 	sb, err := stack.Start(ctx, opts)
 	if err != nil {
 		return err
