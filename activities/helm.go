@@ -129,11 +129,10 @@ func (h *Helm) HelmUpgradeInstall(ctx context.Context, in HelmInput) (HelmResult
 	}
 	// Helm is not asked to create the namespace: that would need patch on
 	// namespaces, where get and create suffice here.
-	client := conn.client
-	if _, err := ensureNamespace(ctx, client, in.Namespace); err != nil {
+	if _, err := ensureNamespace(ctx, conn.client, in.Namespace); err != nil {
 		return HelmResult{}, err
 	}
-	lease := newReleaseLease(ctx, client, in.Namespace, in.Release)
+	lease := newReleaseLease(ctx, conn.client, in.Namespace, in.Release)
 	leased, err := lease.acquire(ctx)
 	if err != nil {
 		return HelmResult{}, err
@@ -151,62 +150,79 @@ func (h *Helm) HelmUpgradeInstall(ctx context.Context, in HelmInput) (HelmResult
 		return HelmResult{}, classifyHelmError("helm: reading the history of release "+in.Release, err)
 	}
 	install := len(history) == 0 || allUninstalled(history)
-
 	if !install {
-		if deployed, err := cfg.Releases.Deployed(in.Release); err == nil {
-			if rel, ok := deployed.(*release.Release); ok && helmReleaseMatches(rel, ch, values) {
-				valuesFile, err := h.keepValues(in, ch, values)
-				if err != nil {
-					return HelmResult{}, err
-				}
-				return HelmResult{
-					Revision:   rel.Version,
-					Status:     rel.Info.Status.String(),
-					Changed:    false,
-					ValuesFile: valuesFile,
-				}, nil
-			}
+		if rel, ok := deployedUnchanged(cfg, in.Release, ch, values); ok {
+			return h.result(in, ch, values, rel, false)
 		}
 	}
+	verb, run := h.releaseAction(cfg, in, ch, values, install, len(history) > 0)
+	rel, err := h.runRelease(ctx, verb, in, ch, run, lease.renew)
+	if err != nil {
+		return HelmResult{}, err
+	}
+	// Kept once applied, so the file always matches a deployed revision.
+	return h.result(in, ch, values, rel, true)
+}
 
-	var run func(context.Context) (ri.Releaser, error)
-	verb := "upgrade"
+// deployedUnchanged is the deployed revision of the release when it already
+// runs ch with values.
+func deployedUnchanged(cfg *action.Configuration, name string, ch *chart.Chart, values map[string]any) (*release.Release, bool) {
+	deployed, err := cfg.Releases.Deployed(name)
+	if err != nil {
+		return nil, false
+	}
+	rel, ok := deployed.(*release.Release)
+	return rel, ok && helmReleaseMatches(rel, ch, values)
+}
+
+// releaseAction is the Helm install (also of a release uninstalled with its
+// history kept) or upgrade that applies ch with values, and its verb.
+func (h *Helm) releaseAction(cfg *action.Configuration, in HelmInput, ch *chart.Chart, values map[string]any,
+	install, hasHistory bool,
+) (string, func(context.Context) (ri.Releaser, error)) {
 	if install {
-		verb = "install"
 		act := action.NewInstall(cfg)
 		act.ReleaseName = in.Release
 		act.Namespace = in.Namespace
 		act.Timeout = h.cfg.Timeout
 		act.WaitStrategy = kube.StatusWatcherStrategy
 		act.RollbackOnFailure = true
-		// A release uninstalled with its history kept is installed afresh.
-		act.Replace = len(history) > 0
-		run = func(ctx context.Context) (ri.Releaser, error) { return act.RunWithContext(ctx, ch, values) }
-	} else {
-		act := action.NewUpgrade(cfg)
-		act.Namespace = in.Namespace
-		act.Timeout = h.cfg.Timeout
-		act.WaitStrategy = kube.StatusWatcherStrategy
-		act.RollbackOnFailure = true
-		act.MaxHistory = h.cfg.MaxHistory
-		run = func(ctx context.Context) (ri.Releaser, error) { return act.RunWithContext(ctx, in.Release, ch, values) }
+		act.Replace = hasHistory
+		return "install", func(ctx context.Context) (ri.Releaser, error) { return act.RunWithContext(ctx, ch, values) }
 	}
+	act := action.NewUpgrade(cfg)
+	act.Namespace = in.Namespace
+	act.Timeout = h.cfg.Timeout
+	act.WaitStrategy = kube.StatusWatcherStrategy
+	act.RollbackOnFailure = true
+	act.MaxHistory = h.cfg.MaxHistory
+	return "upgrade", func(ctx context.Context) (ri.Releaser, error) { return act.RunWithContext(ctx, in.Release, ch, values) }
+}
 
-	out, err := h.runWithHeartbeat(ctx, verb+" "+in.Namespace+"/"+in.Release, run, lease.renew)
+// runRelease runs the install or upgrade, heartbeating and renewing the lease
+// while Helm waits for the rollout.
+func (h *Helm) runRelease(ctx context.Context, verb string, in HelmInput, ch *chart.Chart,
+	run func(context.Context) (ri.Releaser, error), renew func(context.Context),
+) (*release.Release, error) {
+	out, err := h.runWithHeartbeat(ctx, verb+" "+in.Namespace+"/"+in.Release, run, renew)
 	if err != nil && ctx.Err() != nil {
 		// Cancelled or timed out by Temporal: Helm carries on in the background and
 		// a retry finds the release busy or done.
-		return HelmResult{}, fmt.Errorf("helm %s of release %s/%s interrupted: %w", verb, in.Namespace, in.Release, ctx.Err())
+		return nil, fmt.Errorf("helm %s of release %s/%s interrupted: %w", verb, in.Namespace, in.Release, ctx.Err())
 	}
 	if err != nil {
-		return HelmResult{}, classifyHelmError(fmt.Sprintf("helm %s of release %s/%s (chart %s %s)",
+		return nil, classifyHelmError(fmt.Sprintf("helm %s of release %s/%s (chart %s %s)",
 			verb, in.Namespace, in.Release, ch.Metadata.Name, ch.Metadata.Version), err)
 	}
 	rel, ok := out.(*release.Release)
 	if !ok {
-		return HelmResult{}, fmt.Errorf("helm %s: unexpected release type %T", verb, out)
+		return nil, fmt.Errorf("helm %s: unexpected release type %T", verb, out)
 	}
-	// Kept once applied, so the file always matches a deployed revision.
+	return rel, nil
+}
+
+// result reports rel, with the values file kept for it.
+func (h *Helm) result(in HelmInput, ch *chart.Chart, values map[string]any, rel *release.Release, changed bool) (HelmResult, error) {
 	valuesFile, err := h.keepValues(in, ch, values)
 	if err != nil {
 		return HelmResult{}, err
@@ -214,7 +230,7 @@ func (h *Helm) HelmUpgradeInstall(ctx context.Context, in HelmInput) (HelmResult
 	return HelmResult{
 		Revision:   rel.Version,
 		Status:     rel.Info.Status.String(),
-		Changed:    true,
+		Changed:    changed,
 		ValuesFile: valuesFile,
 	}, nil
 }
