@@ -98,6 +98,25 @@ func TestRecordHistories(t *testing.T) {
 		rec.save(run, "onboard-rendered-release")
 	})
 
+	t.Run("onboard-critical-path", func(t *testing.T) {
+		rec.skipIfRecorded(t, "onboard-critical-path")
+		// Support asked right after the GSA, the cluster work beside the wait
+		// (a busy first node pool: one retry timer), then the grants side by
+		// side after the binding (BigQuery losing a race: another timer).
+		fake.setVerify(func(int) activities.VerifyResult { return allowed() })
+		fake.failNext("SetNodePoolMetadata", temporal.NewApplicationError("the cluster is busy", contract.ErrTypeClusterBusy))
+		fake.failNext("GrantBigQueryAccess", errors.New("googleapi: Error 412: Precondition check failed"))
+		req := validRequest()
+		req.Namespace = "carto-critical"
+		run := rec.start(OnboardWorkflowName, OnboardWorkflowID(req), req)
+		rec.waitFor(run, StateAwaitingApproval)
+		require.NoError(t, c.SignalWorkflow(ctx, run.GetID(), run.GetRunID(), contract.SignalSupportApproval, approve(alice)))
+		var res OnboardResult
+		require.NoError(t, run.Get(ctx, &res))
+		require.Equal(t, StateCompleted, res.State)
+		rec.save(run, "onboard-critical-path")
+	})
+
 	t.Run("onboard-autopilot-proven", func(t *testing.T) {
 		rec.skipIfRecorded(t, "onboard-autopilot-proven")
 		// An Autopilot cluster (no node pool steps), proof required: a bare
