@@ -52,51 +52,72 @@ func (a *App) revoke(ctx context.Context, o revokeOptions) error {
 	if (o.onboardID == "") == (o.file == "") {
 		return usagef("give exactly one of --workflow-id ONBOARD_ID and -f revoke.yaml")
 	}
-	var when time.Time
-	if o.at != "" {
-		if o.wait {
-			return usagef("--wait follows a revocation started now; with --at it starts later (follow it then with gkewi status)")
+	when, err := a.revokeAt(o)
+	if err != nil {
+		return err
+	}
+	// Dialed once, when first needed: a request file with --dry-run needs no server.
+	var c client.Client
+	defer func() {
+		if c != nil {
+			c.Close()
 		}
-		var err error
-		if when, err = a.revocationTime(o.at, ""); err != nil {
+	}()
+	req, running, err := a.revokeRequest(ctx, o, &c)
+	if err != nil {
+		return err
+	}
+	if o.at != "" {
+		if err := a.dialOnce(ctx, o.conn, &c); err != nil {
 			return err
 		}
+		return a.scheduleRevocation(ctx, c, o.conn, req, when, o.dryRun)
 	}
+	return a.startRevocation(ctx, o, &c, req, running)
+}
 
+// revokeAt is the time of --at, zero without it.
+func (a *App) revokeAt(o revokeOptions) (time.Time, error) {
+	if o.at == "" {
+		return time.Time{}, nil
+	}
+	if o.wait {
+		return time.Time{}, usagef("--wait follows a revocation started now; with --at it starts later (follow it then with gkewi status)")
+	}
+	return a.revocationTime(o.at, "")
+}
+
+// dialOnce connects *c unless it is connected already; the caller closes it.
+func (a *App) dialOnce(ctx context.Context, conn connFlags, c *client.Client) error {
+	if *c != nil {
+		return nil
+	}
+	cl, _, err := a.dial(ctx, conn)
+	if err != nil {
+		return err
+	}
+	*c = cl
+	return nil
+}
+
+// revokeRequest is the validated request to revoke: the onboarding's or the
+// file's, with the flags applied. running says the onboarding still runs.
+func (a *App) revokeRequest(ctx context.Context, o revokeOptions, c *client.Client) (workflows.RevokeRequest, bool, error) {
 	var (
-		c       client.Client
 		req     workflows.RevokeRequest
 		running bool
 		err     error
 	)
 	if o.onboardID != "" {
-		c, _, err = a.dial(ctx, o.conn)
-		if err != nil {
-			return err
+		if err := a.dialOnce(ctx, o.conn, c); err != nil {
+			return req, false, err
 		}
-		defer c.Close()
-		src, err := readOnboarding(ctx, c, o.onboardID)
-		if err != nil {
-			return err
-		}
-		switch src.status {
-		case activities.WorkflowStatusCompleted:
-			req, err = completedRevokeRequest(ctx, c, src)
-		case activities.WorkflowStatusRunning:
-			if o.at != "" {
-				return usagef("onboarding %s is still running: it sets the grant's revocation schedule itself when it completes; schedule the revocation after that, or revoke now without --at", o.onboardID)
-			}
-			running = true
-			req, err = a.runningRevokeRequest(ctx, c, o.conn, src)
-		default:
-			err = fmt.Errorf("onboarding %s is %s: only a completed or running onboarding names its grant; for any other, write a revoke request and use -f",
-				o.onboardID, src.status)
-		}
-		if err != nil {
-			return err
-		}
-	} else if req, err = a.loadRevokeRequest(o.file); err != nil {
-		return err
+		req, running, err = a.onboardingRevokeRequest(ctx, *c, o)
+	} else {
+		req, err = a.loadRevokeRequest(o.file)
+	}
+	if err != nil {
+		return req, false, err
 	}
 	if o.tokenExpiryWait != "" {
 		req.TokenExpiryWait = contract.Duration(o.tokenExpiryWait)
@@ -113,19 +134,36 @@ func (a *App) revoke(ctx context.Context, o revokeOptions) error {
 		source = "the revoke request of " + o.onboardID
 	}
 	if err := req.Validate(); err != nil {
-		return invalidRequest(source, "revoke", err)
+		return req, false, invalidRequest(source, "revoke", err)
 	}
+	return req, running, nil
+}
 
-	if o.at != "" {
-		if c == nil {
-			if c, _, err = a.dial(ctx, o.conn); err != nil {
-				return err
-			}
-			defer c.Close()
+// onboardingRevokeRequest is the revoke request of a completed or running
+// onboarding; running says it still runs.
+func (a *App) onboardingRevokeRequest(ctx context.Context, c client.Client, o revokeOptions) (workflows.RevokeRequest, bool, error) {
+	src, err := readOnboarding(ctx, c, o.onboardID)
+	if err != nil {
+		return workflows.RevokeRequest{}, false, err
+	}
+	switch src.status {
+	case activities.WorkflowStatusCompleted:
+		req, err := completedRevokeRequest(ctx, c, src)
+		return req, false, err
+	case activities.WorkflowStatusRunning:
+		if o.at != "" {
+			return workflows.RevokeRequest{}, false, usagef("onboarding %s is still running: it sets the grant's revocation schedule itself when it completes; schedule the revocation after that, or revoke now without --at", o.onboardID)
 		}
-		return a.scheduleRevocation(ctx, c, o.conn, req, when, o.dryRun)
+		req, err := a.runningRevokeRequest(ctx, c, o.conn, src)
+		return req, true, err
 	}
+	return workflows.RevokeRequest{}, false, fmt.Errorf("onboarding %s is %s: only a completed or running onboarding names its grant; for any other, write a revoke request and use -f",
+		o.onboardID, src.status)
+}
 
+// startRevocation prints the workflow ID and the equivalent command, and,
+// unless --dry-run, starts Revoke and, with --wait, follows it to its result.
+func (a *App) startRevocation(ctx context.Context, o revokeOptions, c *client.Client, req workflows.RevokeRequest, running bool) error {
 	id := workflows.RevokeWorkflowID(req)
 	input, err := compactJSON(req)
 	if err != nil {
@@ -136,13 +174,10 @@ func (a *App) revoke(ctx context.Context, o revokeOptions) error {
 	if o.dryRun {
 		return nil
 	}
-	if c == nil {
-		if c, _, err = a.dial(ctx, o.conn); err != nil {
-			return err
-		}
-		defer c.Close()
+	if err := a.dialOnce(ctx, o.conn, c); err != nil {
+		return err
 	}
-	run, err := startOnce(ctx, c, o.conn, workflows.RevokeWorkflowName, id, "a revocation", req)
+	run, err := startOnce(ctx, *c, o.conn, workflows.RevokeWorkflowName, id, "a revocation", req)
 	if err != nil {
 		return err
 	}
@@ -155,7 +190,7 @@ func (a *App) revoke(ctx context.Context, o revokeOptions) error {
 		return nil
 	}
 	var res workflows.RevokeResult
-	if err := a.follow(ctx, c, run, &res); err != nil {
+	if err := a.follow(ctx, *c, run, &res); err != nil {
 		return fmt.Errorf("revocation %s failed: %w", id, err)
 	}
 	fmt.Fprintln(a.Stdout, revokeOutcome(res))
