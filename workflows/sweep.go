@@ -101,19 +101,29 @@ func Sweep(ctx workflow.Context, req SweepRequest) (SweepResult, error) {
 	if limit <= 0 {
 		limit = defaultMaxRevocations
 	}
-	logger := workflow.GetLogger(ctx)
-
-	expired, truncated, err := listRuns(ctx, expiredGrantsQuery(now))
+	todo, err := expiredGrants(ctx, now, limit, &res)
 	if err != nil {
 		return res, err
+	}
+	starts := startRevocations(ctx, req.DryRun, now, todo, lookUpGrants(ctx, todo), &res)
+	awaitRevocations(ctx, starts, &res)
+	workflow.SetCurrentDetails(ctx, sweepDetails(res))
+	return res, nil
+}
+
+// expiredGrants lists the grants past their expiry, leaves out those a later
+// onboarding or a revocation settled, and keeps at most limit; res counts them.
+func expiredGrants(ctx workflow.Context, now time.Time, limit int, res *SweepResult) ([]SweptGrant, error) {
+	expired, truncated, err := listRuns(ctx, expiredGrantsQuery(now))
+	if err != nil {
+		return nil, err
 	}
 	res.Expired = len(expired)
 	if truncated {
 		res.Deferred++
 	}
 	if len(expired) == 0 {
-		workflow.SetCurrentDetails(ctx, sweepDetails(res))
-		return res, nil
+		return nil, nil
 	}
 	since := expired[0].StartTime
 	for _, r := range expired {
@@ -123,14 +133,15 @@ func Sweep(ctx workflow.Context, req SweepRequest) (SweepResult, error) {
 	}
 	later, _, err := listRuns(ctx, laterOnboardingsQuery(since))
 	if err != nil {
-		return res, err
+		return nil, err
 	}
 	revocations, _, err := listRuns(ctx, revocationsQuery(since))
 	if err != nil {
-		return res, err
+		return nil, err
 	}
 	todo, settled := pickExpired(expired, later, revocations)
 	res.Settled = len(settled)
+	logger := workflow.GetLogger(ctx)
 	for _, g := range settled {
 		logger.Debug("expired grant settled", "grant", g.Grant, "onboardRunId", g.OnboardRunID, "reason", g.Reason)
 	}
@@ -138,45 +149,49 @@ func Sweep(ctx workflow.Context, req SweepRequest) (SweepResult, error) {
 		res.Deferred += len(todo) - limit
 		todo = todo[:limit]
 	}
+	return todo, nil
+}
 
-	// Look at each grant's schedule and read its revoke request, all at once.
+// grantLookup is a grant's revocation schedule and its Onboard run's result,
+// being read.
+type grantLookup struct{ schedule, result workflow.Future }
+
+// lookUpGrants reads each grant's schedule and revoke request, all at once.
+func lookUpGrants(ctx workflow.Context, todo []SweptGrant) []grantLookup {
 	var schedules *activities.Schedules
 	var grants *activities.Grants
 	actx := workflow.WithActivityOptions(ctx, quietOptions("sweep"))
-	type lookup struct{ schedule, result workflow.Future }
-	lookups := make([]lookup, len(todo))
+	lookups := make([]grantLookup, len(todo))
 	for i, g := range todo {
-		lookups[i] = lookup{
+		lookups[i] = grantLookup{
 			schedule: workflow.ExecuteActivity(actx, schedules.DescribeRevocationSchedule, activities.ScheduleRef{ScheduleID: revocationScheduleIDOfKey(g.Grant)}),
 			result:   workflow.ExecuteActivity(actx, grants.WorkflowRunResult, activities.WorkflowRunRef{WorkflowID: g.OnboardWorkflowID, RunID: g.OnboardRunID}),
 		}
 	}
-	type start struct {
-		grant SweptGrant
-		child workflow.ChildWorkflowFuture
-	}
-	var starts []start
+	return lookups
+}
+
+// revocationStart is a Revoke child being started for a grant.
+type revocationStart struct {
+	grant SweptGrant
+	child workflow.ChildWorkflowFuture
+}
+
+// startRevocations starts Revoke for each grant whose schedule did not, or is
+// not about to, and whose revoke request reads; the others go to res.Skipped.
+// A dry run only lists them in res.Revoked.
+func startRevocations(ctx workflow.Context, dryRun bool, now time.Time, todo []SweptGrant, lookups []grantLookup, res *SweepResult) []revocationStart {
+	var starts []revocationStart
 	for i, g := range todo {
-		var sched activities.ScheduleStatus
-		if err := lookups[i].schedule.Get(ctx, &sched); err != nil {
-			g.Reason = "cannot read its revocation schedule: " + errorMessage(err)
-			res.Skipped = append(res.Skipped, g)
-			continue
-		}
-		if reason := pendingSchedule(sched, now); reason != "" {
-			g.Reason = reason
-			res.Skipped = append(res.Skipped, g)
-			continue
-		}
-		revoke, err := revokeRequestOf(ctx, lookups[i].result)
-		if err != nil {
-			g.Reason = err.Error()
+		revoke, skip := sweptRevokeRequest(ctx, lookups[i], now)
+		if skip != "" {
+			g.Reason = skip
 			res.Skipped = append(res.Skipped, g)
 			continue
 		}
 		revoke.Reason = fmt.Sprintf("grant expired at %s; revoked by the sweep", stamp(g.ExpiresAt))
 		g.RevokeWorkflowID = RevokeWorkflowID(revoke)
-		if req.DryRun {
+		if dryRun {
 			res.Revoked = append(res.Revoked, g)
 			continue
 		}
@@ -187,8 +202,32 @@ func Sweep(ctx workflow.Context, req SweepRequest) (SweepResult, error) {
 			WorkflowIDReusePolicy: enumspb.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE,
 			StaticSummary:         "expired grant " + g.Grant + ", revoked by the sweep",
 		})
-		starts = append(starts, start{grant: g, child: workflow.ExecuteChildWorkflow(cctx, RevokeWorkflowName, revoke)})
+		starts = append(starts, revocationStart{grant: g, child: workflow.ExecuteChildWorkflow(cctx, RevokeWorkflowName, revoke)})
 	}
+	return starts
+}
+
+// sweptRevokeRequest is the grant's revoke request, or why the sweep leaves
+// the grant alone.
+func sweptRevokeRequest(ctx workflow.Context, l grantLookup, now time.Time) (RevokeRequest, string) {
+	var sched activities.ScheduleStatus
+	if err := l.schedule.Get(ctx, &sched); err != nil {
+		return RevokeRequest{}, "cannot read its revocation schedule: " + errorMessage(err)
+	}
+	if reason := pendingSchedule(sched, now); reason != "" {
+		return RevokeRequest{}, reason
+	}
+	revoke, err := revokeRequestOf(ctx, l.result)
+	if err != nil {
+		return RevokeRequest{}, err.Error()
+	}
+	return revoke, ""
+}
+
+// awaitRevocations waits for each Revoke child to start and sorts the grant
+// into res: revoked, already revoking, or skipped.
+func awaitRevocations(ctx workflow.Context, starts []revocationStart, res *SweepResult) {
+	logger := workflow.GetLogger(ctx)
 	for _, s := range starts {
 		err := s.child.GetChildWorkflowExecution().Get(ctx, nil)
 		switch {
@@ -203,8 +242,6 @@ func Sweep(ctx workflow.Context, req SweepRequest) (SweepResult, error) {
 			logger.Warn("cannot revoke an expired grant", "grant", s.grant.Grant, "error", err)
 		}
 	}
-	workflow.SetCurrentDetails(ctx, sweepDetails(res))
-	return res, nil
 }
 
 // listRuns runs a visibility query through the Grants activity.
