@@ -8,6 +8,7 @@ import (
 	"go.temporal.io/sdk/workflow"
 
 	"github.com/gkewi/gkewi/activities"
+	"github.com/gkewi/gkewi/internal/text"
 )
 
 // Error types of Onboard's own failures (step failures keep the activity's type,
@@ -372,7 +373,7 @@ func (o *onboarding) serviceAccount(ctx workflow.Context) error {
 	r, t := o.req, o.t
 	in := activities.EnsureServiceAccountInput{Project: r.Project, AccountID: r.GSA.AccountID, DisplayName: r.GSA.DisplayName, Email: r.GSA.Email}
 	if in.AccountID != "" && in.DisplayName == "" {
-		in.DisplayName = truncate(fmt.Sprintf("gkewi: %s/%s on %s", r.Namespace, r.KSA, r.Cluster), 100)
+		in.DisplayName = text.Truncate(fmt.Sprintf("gkewi: %s/%s on %s", r.Namespace, r.KSA, r.Cluster), 100)
 	}
 	if err := t.run(ctx, stepServiceAccount, iamOptions(), gcp.EnsureServiceAccount, in, &o.sa); err != nil {
 		return err
@@ -600,11 +601,4 @@ func prefixed(prefix string, names []string) []string {
 		out[i] = prefix + n
 	}
 	return out
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n]
 }
