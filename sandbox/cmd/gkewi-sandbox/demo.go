@@ -185,9 +185,9 @@ func (d *demo) run(ctx context.Context, req workflows.OnboardRequest, expiryWait
 		return err
 	}
 
-	d.section("2. Progress until support's approval is needed")
+	d.section("2. Progress: support is asked once the GSA exists, the cluster work runs beside the wait")
 	status, err := d.watch(ctx, workflows.OnboardWorkflowName, onboardID, func(s workflows.Status) bool {
-		return s.State == workflows.StateAwaitingApproval || terminal(s.State)
+		return (s.State == workflows.StateAwaitingApproval && clusterWorkDone(s)) || terminal(s.State)
 	})
 	if err != nil {
 		return err
@@ -516,6 +516,19 @@ func (d *demo) printMail(raw []byte, file string) {
 		}
 		fmt.Fprintln(d.out, "  │ "+l)
 	}
+}
+
+// clusterWorkDone tells whether the API, workload pool and node pool steps,
+// which run while support decides, have ended.
+func clusterWorkDone(s workflows.Status) bool {
+	for _, st := range s.Steps {
+		cluster := st.Name == "enable-iamcredentials" || st.Name == "workload-pool" || st.Name == "list-node-pools" ||
+			strings.HasPrefix(st.Name, "node-pool/")
+		if cluster && st.State != workflows.StepDone && st.State != workflows.StepSkipped {
+			return false
+		}
+	}
+	return true
 }
 
 // provePending shows that the preparation is done and nothing is granted yet.
