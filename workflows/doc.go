@@ -41,7 +41,9 @@
 // (enable-iamcredentials, workload-pool, the node pools) during the approval
 // wait. After the workload-identity-user binding, annotate-ksa, bigquery and
 // helm run side by side while the binding propagates; helm also waits for the
-// node pools, and verify for everything.
+// node pools, and verify for everything. Runs started before it keep the
+// earlier order (prepare, onboard_sequential.go): the cluster work, then the
+// GSA, then support.
 //
 // Revoke:
 //

@@ -223,29 +223,6 @@ func (o *onboarding) start(ctx workflow.Context) {
 	o.t.setState(ctx, StateRunning)
 }
 
-// prepare runs the steps before the approval: they make nothing reachable by the
-// workload yet.
-func (o *onboarding) prepare(ctx workflow.Context) error {
-	if o.rendered {
-		if err := o.render(ctx); err != nil {
-			return err
-		}
-	}
-	if err := o.checks(ctx); err != nil {
-		return err
-	}
-	if err := o.enableService(ctx); err != nil {
-		return err
-	}
-	if err := o.workloadPool(ctx); err != nil {
-		return err
-	}
-	if err := o.nodePools(ctx); err != nil {
-		return err
-	}
-	return o.serviceAccount(ctx)
-}
-
 // checks are the read-only steps before any change: the preflight, the
 // worker's Kubernetes access the release needs, and identity sameness.
 func (o *onboarding) checks(ctx workflow.Context) error {
