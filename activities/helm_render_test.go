@@ -63,7 +63,7 @@ func TestRenderTakesTheKSATheWorkloadsRunAs(t *testing.T) {
 
 func TestRenderRefusesAKSANoWorkloadRunsAs(t *testing.T) {
 	_, err := renderOffline(t, helmDemoChartDir(t), "prod", "prod-common-backend", nil)
-	requireKubeAppError(t, err, contract.ErrTypeReleaseIdentity, true)
+	assertKubeAppError(t, err, contract.ErrTypeReleaseIdentity, true)
 	assert.Contains(t, err.Error(), `no workload runs as ksa "prod-common-backend"`)
 	assert.Contains(t, err.Error(), "carto-demo-common-backend (deployment/prod-carto-demo-workspace-api, deployment/prod-carto-demo-workspace-subscriber)")
 
@@ -108,7 +108,7 @@ func TestRenderRefusesSeveralCandidates(t *testing.T) {
 		"workspaceWww":                map[string]any{"serviceAccount": map[string]any{"create": false, "name": "www"}},
 	}
 	_, err := renderOffline(t, helmDemoChartDir(t), "prod", "", values)
-	requireKubeAppError(t, err, contract.ErrTypeReleaseIdentity, true)
+	assertKubeAppError(t, err, contract.ErrTypeReleaseIdentity, true)
 	assert.Contains(t, err.Error(), "name the one to grant with ksa: carto-backend (")
 	assert.Contains(t, err.Error(), "www (deployment/prod-carto-demo-workspace-www)")
 }

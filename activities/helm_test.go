@@ -339,7 +339,7 @@ func TestHelmUnreachableRepositoryIsRetried(t *testing.T) {
 	in := helmTestInput("carto")
 	in.Chart, in.RepoURL = "carto-demo", "http://127.0.0.1:1"
 	_, err := h.HelmUpgradeInstall(context.Background(), in)
-	requireKubeAppError(t, err, contract.ErrTypeUnavailable, false)
+	assertKubeAppError(t, err, contract.ErrTypeUnavailable, false)
 }
 
 func TestHelmMissingLocalChartIsFinal(t *testing.T) {
@@ -347,11 +347,11 @@ func TestHelmMissingLocalChartIsFinal(t *testing.T) {
 	in := helmTestInput("carto")
 	in.Chart = filepath.Join(t.TempDir(), "no-chart-here")
 	_, err := h.HelmUpgradeInstall(context.Background(), in)
-	requireKubeAppError(t, err, contract.ErrTypeHelmChart, true)
+	assertKubeAppError(t, err, contract.ErrTypeHelmChart, true)
 
 	in.Release = "Not_A_Release"
 	_, err = h.HelmUpgradeInstall(context.Background(), in)
-	requireKubeAppError(t, err, contract.ErrTypeInvalidArgument, true)
+	assertKubeAppError(t, err, contract.ErrTypeInvalidArgument, true)
 }
 
 func TestHelmInstallFromOCIRegistry(t *testing.T) {
@@ -382,7 +382,7 @@ func TestHelmInstallFromOCIRegistry(t *testing.T) {
 
 	in.Version = "9.9.9" // not in the registry
 	_, err = h.HelmUpgradeInstall(ctx, in)
-	requireKubeAppError(t, err, contract.ErrTypeHelmChart, true)
+	assertKubeAppError(t, err, contract.ErrTypeHelmChart, true)
 }
 
 func TestHelmHeartbeatsWhileWaiting(t *testing.T) {
@@ -509,7 +509,7 @@ func TestHelmErrorClassification(t *testing.T) {
 		{"resource Deployment/ns/x not ready. status: InProgress: context deadline exceeded", contract.ErrTypeHelmNotReady, false},
 	} {
 		err := classifyHelmError("helm upgrade", errors.New(tc.err))
-		requireKubeAppError(t, err, tc.errType, tc.nonRetryable)
+		assertKubeAppError(t, err, tc.errType, tc.nonRetryable)
 	}
 }
 

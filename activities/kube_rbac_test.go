@@ -117,7 +117,7 @@ func TestKubeLeastPrivilegeRBAC(t *testing.T) {
 		in.Values["workspaceApi"].(map[string]any)["nodeSelector"] = map[string]any{"cloud.google.com/gke-nodepool": "no-such-pool"}
 		short := newKubeTestHelm(t, workerCfg, func(hc *HelmConfig) { hc.Timeout = 8 * time.Second })
 		_, err = short.HelmUpgradeInstall(ctx, in)
-		requireKubeAppError(t, err, contract.ErrTypeHelmNotReady, false)
+		assertKubeAppError(t, err, contract.ErrTypeHelmNotReady, false)
 		assert.Equal(t, []string{"1:superseded", "2:superseded", "3:failed", "4:deployed"}, helmHistory(t, c.RESTConfig(), releaseNS, "carto"))
 
 		token, _, err := RequestKSAToken(ctx, worker, releaseNS, ksa, ClusterRef{Project: kubeTestProject}.WorkloadPool(), time.Hour)

@@ -171,11 +171,11 @@ func TestKubeRemoveServiceAccountAnnotation(t *testing.T) {
 func TestKubeAnnotateRejectsIncompleteInput(t *testing.T) {
 	k := NewKube(fake.NewClientset())
 	_, err := k.AnnotateServiceAccount(context.Background(), AnnotateInput{Namespace: "ns", KSA: "ksa"})
-	requireKubeAppError(t, err, contract.ErrTypeInvalidArgument, true)
+	assertKubeAppError(t, err, contract.ErrTypeInvalidArgument, true)
 	_, err = k.RemoveServiceAccountAnnotation(context.Background(), AnnotateInput{KSA: "ksa"})
-	requireKubeAppError(t, err, contract.ErrTypeInvalidArgument, true)
+	assertKubeAppError(t, err, contract.ErrTypeInvalidArgument, true)
 	_, err = k.Preflight(context.Background(), PreflightInput{Namespace: "ns"})
-	requireKubeAppError(t, err, contract.ErrTypeInvalidArgument, true)
+	assertKubeAppError(t, err, contract.ErrTypeInvalidArgument, true)
 }
 
 func TestKubeForbiddenIsFinalAndNamesThePermission(t *testing.T) {
@@ -201,7 +201,7 @@ func TestKubeErrorClassification(t *testing.T) {
 	// A refused connection is retried.
 	unreachable := kubernetes.NewForConfigOrDie(kubeUnreachableConfig())
 	_, err := NewKube(unreachable).AnnotateServiceAccount(ctx, AnnotateInput{Namespace: "ns", KSA: "ksa", GSAEmail: kubeTestGSA})
-	requireKubeAppError(t, err, contract.ErrTypeUnavailable, false)
+	assertKubeAppError(t, err, contract.ErrTypeUnavailable, false)
 }
 
 func TestPreflightRefusesHostNetworkPods(t *testing.T) {
@@ -348,9 +348,9 @@ func TestTokenRequestForKSAHasGKEIssuerAndPoolAudience(t *testing.T) {
 	assert.Equal(t, expiry.Unix(), claims.Exp)
 
 	_, _, err = RequestKSAToken(ctx, client, ns, "no-such-ksa", pool, time.Hour)
-	requireKubeAppError(t, err, contract.ErrTypeNotFound, true)
+	assertKubeAppError(t, err, contract.ErrTypeNotFound, true)
 	_, _, err = RequestKSAToken(ctx, client, ns, "carto-common-backend", "", time.Hour)
-	requireKubeAppError(t, err, contract.ErrTypeInvalidArgument, true)
+	assertKubeAppError(t, err, contract.ErrTypeInvalidArgument, true)
 }
 
 // kubeUnreachableConfig points at a port where nothing listens.

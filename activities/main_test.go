@@ -72,3 +72,10 @@ func requireKubeAppError(t *testing.T, err error, errType string, nonRetryable b
 	require.Equal(t, nonRetryable, appErr.NonRetryable(), "non-retryable? error: %v", err)
 	return appErr
 }
+
+// assertKubeAppError is requireKubeAppError for callers that need only the
+// type and retryability checked.
+func assertKubeAppError(t *testing.T, err error, errType string, nonRetryable bool) {
+	t.Helper()
+	_ = requireKubeAppError(t, err, errType, nonRetryable)
+}

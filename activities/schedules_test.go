@@ -222,23 +222,23 @@ func TestSchedulesAndGrantsRefuseBadInput(t *testing.T) {
 	ctx := context.Background()
 	var nilSchedules *Schedules
 	_, err := nilSchedules.SetRevocationTime(ctx, RevocationScheduleInput{})
-	requireTemporalAppError(t, err, contract.ErrTypeFailedPrecondition, true)
+	assertTemporalAppError(t, err, contract.ErrTypeFailedPrecondition, true)
 	_, err = NewGrants(nil).ListWorkflowRuns(ctx, ListWorkflowRunsInput{Query: "x"})
-	requireTemporalAppError(t, err, contract.ErrTypeFailedPrecondition, true)
+	assertTemporalAppError(t, err, contract.ErrTypeFailedPrecondition, true)
 
 	// A client is needed to get past the nil check; these fail before using it.
 	s := &Schedules{client: unusedClient{}}
 	_, err = s.SetRevocationTime(ctx, RevocationScheduleInput{ScheduleID: "x"})
-	requireTemporalAppError(t, err, contract.ErrTypeInvalidArgument, true)
+	assertTemporalAppError(t, err, contract.ErrTypeInvalidArgument, true)
 	_, err = s.SetRevocationTime(ctx, RevocationScheduleInput{ScheduleID: "x", At: time.Now(), Action: WorkflowAction{WorkflowType: "Revoke"}})
-	requireTemporalAppError(t, err, contract.ErrTypeInvalidArgument, true)
+	assertTemporalAppError(t, err, contract.ErrTypeInvalidArgument, true)
 	_, err = s.EnsureSweepSchedule(ctx, RecurringScheduleInput{ScheduleID: "x", Every: time.Millisecond})
-	requireTemporalAppError(t, err, contract.ErrTypeInvalidArgument, true)
+	assertTemporalAppError(t, err, contract.ErrTypeInvalidArgument, true)
 	g := &Grants{client: unusedClient{}}
 	_, err = g.ListWorkflowRuns(ctx, ListWorkflowRunsInput{})
-	requireTemporalAppError(t, err, contract.ErrTypeInvalidArgument, true)
+	assertTemporalAppError(t, err, contract.ErrTypeInvalidArgument, true)
 	_, err = g.CancelWorkflowRun(ctx, CancelWorkflowRunInput{WorkflowID: "x"})
-	requireTemporalAppError(t, err, contract.ErrTypeInvalidArgument, true)
+	assertTemporalAppError(t, err, contract.ErrTypeInvalidArgument, true)
 }
 
 func TestScheduleTimeRounding(t *testing.T) {
@@ -357,7 +357,7 @@ func TestGrantsCancelAnOnboardingOnDevServer(t *testing.T) {
 
 	// No result for a canceled run; none of an unknown workflow.
 	_, err = g.WorkflowRunResult(ctx, WorkflowRunRef{WorkflowID: id})
-	requireTemporalAppError(t, err, contract.ErrTypeFailedPrecondition, true)
+	assertTemporalAppError(t, err, contract.ErrTypeFailedPrecondition, true)
 	d, err = g.DescribeWorkflowRun(ctx, DescribeWorkflowRunInput{WorkflowID: "gkewi-onboard/p/l/c/none/ksa"})
 	require.NoError(t, err)
 	assert.False(t, d.Found)
@@ -469,6 +469,13 @@ func requireTemporalAppError(t *testing.T, err error, errType string, nonRetryab
 	assert.Equal(t, errType, appErr.Type(), "error: %v", err)
 	assert.Equal(t, nonRetryable, appErr.NonRetryable(), "non-retryable? error: %v", err)
 	return appErr
+}
+
+// assertTemporalAppError is requireTemporalAppError for callers that need
+// only the type and retryability checked.
+func assertTemporalAppError(t *testing.T, err error, errType string, nonRetryable bool) {
+	t.Helper()
+	_ = requireTemporalAppError(t, err, errType, nonRetryable)
 }
 
 // unusedClient satisfies client.Client for input checks that never reach it.

@@ -111,7 +111,7 @@ func TestDatasetAccessGrantsAndRoleNames(t *testing.T) {
 	_, err = bq.Datasets.Patch(testProject, "analytics", &bigquery.Dataset{Access: kept}).Do()
 	require.NoError(t, err)
 	_, err = e.bq(gsaTok).Tables.List(testProject, "analytics").Do()
-	apiErr(t, err, http.StatusForbidden)
+	requireAPIError(t, err, http.StatusForbidden)
 }
 
 func TestDatasetAccessValidation(t *testing.T) {
@@ -126,7 +126,7 @@ func TestDatasetAccessValidation(t *testing.T) {
 	_, err = bq.Datasets.Patch(testProject, "analytics", &bigquery.Dataset{Access: []*bigquery.DatasetAccess{
 		{Role: "roles/container.admin", UserByEmail: "ops@example.com"},
 	}}).Do()
-	apiErr(t, err, http.StatusBadRequest)
+	requireAPIError(t, err, http.StatusBadRequest)
 
 	// Dataset editors may not change the access list.
 	editor := "user:editor@example.com"
@@ -203,7 +203,7 @@ func TestDatasetConditionalAccessNeedsVersion3(t *testing.T) {
 	require.NoError(t, err)
 	withCond := append(ds.Access, &bigquery.DatasetAccess{Role: "roles/bigquery.dataViewer", UserByEmail: "ana@example.com", Condition: cond})
 	_, err = bq.Datasets.Patch(testProject, "analytics", &bigquery.Dataset{Access: withCond}).Do()
-	apiErr(t, err, http.StatusBadRequest)
+	requireAPIError(t, err, http.StatusBadRequest)
 
 	patched, err := bq.Datasets.Patch(testProject, "analytics", &bigquery.Dataset{Access: withCond}).AccessPolicyVersion(3).Do()
 	require.NoError(t, err)
@@ -231,9 +231,9 @@ func TestDatasetConditionalAccessNeedsVersion3(t *testing.T) {
 	assert.Equal(t, "IAM setPolicy failed for Dataset proj-a:analytics: Specified policy version (1) cannot be less than the existing policy version (3). "+
 		"For more information, please refer to https://cloud.google.com/iam/docs/policies#versions.", ge.Message)
 	_, err = bq.Datasets.Patch(testProject, "analytics", &bigquery.Dataset{Access: v3.Access}).AccessPolicyVersion(1).Do()
-	apiErr(t, err, http.StatusBadRequest)
+	requireAPIError(t, err, http.StatusBadRequest)
 	_, err = bq.Datasets.Update(testProject, "analytics", &bigquery.Dataset{Access: v3.Access}).Do()
-	apiErr(t, err, http.StatusBadRequest)
+	requireAPIError(t, err, http.StatusBadRequest)
 	_, err = bq.Datasets.Patch(testProject, "analytics", &bigquery.Dataset{Description: "events"}).Do()
 	require.NoError(t, err)
 	after, err := bq.Datasets.Get(testProject, "analytics").AccessPolicyVersion(3).Do()
@@ -247,7 +247,7 @@ func TestDatasetConditionalAccessNeedsVersion3(t *testing.T) {
 	assert.Equal(t, cond, accessOf(patched.Access, isAna).Condition)
 
 	_, err = bq.Datasets.Get(testProject, "analytics").AccessPolicyVersion(2).Do()
-	apiErr(t, err, http.StatusBadRequest)
+	requireAPIError(t, err, http.StatusBadRequest)
 }
 
 func TestDatasetAccessDeletedMember(t *testing.T) {
@@ -279,11 +279,11 @@ func TestDatasetAccessDeletedMember(t *testing.T) {
 	assert.Equal(t, "invalid", ge.Errors[0].Reason)
 	got.IamMember = "deleted:serviceAccount:" + sa.Email + "?uid=" + sa.UniqueId
 	_, err = bq.Datasets.Patch(testProject, "analytics", &bigquery.Dataset{Access: ds.Access}).Do()
-	apiErr(t, err, http.StatusBadRequest)
+	requireAPIError(t, err, http.StatusBadRequest)
 	_, err = bq.Datasets.Insert(testProject, &bigquery.Dataset{
 		DatasetReference: &bigquery.DatasetReference{DatasetId: "copy"}, Access: ds.Access,
 	}).Do()
-	apiErr(t, err, http.StatusBadRequest)
+	requireAPIError(t, err, http.StatusBadRequest)
 
 	// Without it the write goes through.
 	var kept []*bigquery.DatasetAccess

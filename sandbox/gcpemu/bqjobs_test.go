@@ -67,7 +67,7 @@ func TestQueryJobsAsBQRunsThem(t *testing.T) {
 	assert.Equal(t, "notFound", bad.Status.ErrorResult.Reason)
 	assert.Contains(t, bad.Status.ErrorResult.Message, "Not found: Table proj-a:analytics.nope")
 	_, err = bq.Jobs.GetQueryResults(testProject, "bqjob_bad_1").Do()
-	apiErr(t, err, http.StatusNotFound)
+	requireAPIError(t, err, http.StatusNotFound)
 
 	// Job ids are unique; a dry run makes no job.
 	_, err = bq.Jobs.Insert(testProject, &bigquery.Job{
@@ -84,13 +84,13 @@ func TestQueryJobsAsBQRunsThem(t *testing.T) {
 	_, err = bq.Jobs.Insert(testProject, &bigquery.Job{
 		Configuration: &bigquery.JobConfiguration{Load: &bigquery.JobConfigurationLoad{SourceUris: []string{"gs://b/o"}}},
 	}).Do()
-	apiErr(t, err, http.StatusBadRequest)
+	requireAPIError(t, err, http.StatusBadRequest)
 
 	// Jobs are their creator's: others need bigquery.jobs.get; creating one
 	// needs bigquery.jobs.create.
 	other := e.bq(e.emu.MintAccessToken("user:nobody@example.com"))
 	_, err = other.Jobs.Get(testProject, job.JobReference.JobId).Do()
-	apiErr(t, err, http.StatusForbidden)
+	requireAPIError(t, err, http.StatusForbidden)
 	_, err = other.Jobs.Insert(testProject, &bigquery.Job{
 		Configuration: &bigquery.JobConfiguration{Query: &bigquery.JobConfigurationQuery{Query: "SELECT 1"}},
 	}).Do()
@@ -230,5 +230,5 @@ func TestZonalGKEPaths(t *testing.T) {
 	require.Len(t, e.nodes.Calls(), 1)
 	assert.Equal(t, "pool-b", e.nodes.Calls()[0].Pool)
 	_, err = gke.Projects.Zones.Clusters.Get(testProject, testLocation, "nope").Do()
-	apiErr(t, err, http.StatusNotFound)
+	requireAPIError(t, err, http.StatusNotFound)
 }

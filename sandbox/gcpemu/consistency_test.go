@@ -86,7 +86,7 @@ func TestNewAccountAsPolicyMemberMayNotExistYet(t *testing.T) {
 		if err = write(); err == nil {
 			break
 		}
-		apiErr(t, err, http.StatusBadRequest)
+		requireAPIError(t, err, http.StatusBadRequest)
 	}
 	require.NoError(t, err)
 
@@ -116,12 +116,12 @@ func TestDeletedAccountAnswersDeniedByEmail(t *testing.T) {
 	assert.Equal(t, "Permission 'iam.serviceAccounts.get' denied on resource (or it may not exist).", ge.Message)
 	assert.Contains(t, ge.Body, `"reason": "IAM_PERMISSION_DENIED"`)
 	_, err = svc.Projects.ServiceAccounts.GetIamPolicy("projects/-/serviceAccounts/" + sa.Email).Do()
-	apiErr(t, err, http.StatusForbidden)
+	requireAPIError(t, err, http.StatusForbidden)
 
 	_, err = svc.Projects.ServiceAccounts.Get("projects/-/serviceAccounts/" + sa.UniqueId).Do()
 	assert.Equal(t, "NOT_FOUND", status(t, apiErr(t, err, http.StatusNotFound)), "by unique id a deleted account is gone")
 	_, err = svc.Projects.ServiceAccounts.Delete("projects/-/serviceAccounts/" + sa.UniqueId).Do()
-	apiErr(t, err, http.StatusNotFound)
+	requireAPIError(t, err, http.StatusNotFound)
 
 	again := e.createSA("to-be-deleted")
 	e.clock.Advance(time.Second)
@@ -135,7 +135,7 @@ func TestDeletedAccountAnswersDeniedByEmail(t *testing.T) {
 	_, err = plain.iam(plain.opTok).Projects.ServiceAccounts.Delete("projects/-/serviceAccounts/" + gone.Email).Do()
 	require.NoError(t, err)
 	_, err = plain.iam(plain.opTok).Projects.ServiceAccounts.Get("projects/-/serviceAccounts/" + gone.Email).Do()
-	apiErr(t, err, http.StatusNotFound)
+	requireAPIError(t, err, http.StatusNotFound)
 }
 
 func TestServiceAccountQuota(t *testing.T) {

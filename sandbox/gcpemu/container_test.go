@@ -44,7 +44,7 @@ func TestClusterShape(t *testing.T) {
 	assert.Equal(t, "Not found: projects/proj-a/locations/us-central1/clusters/nope.", ge.Message)
 
 	_, err = e.gke(e.opTok).Projects.Locations.Clusters.NodePools.Get(clusterName() + "/nodePools/nope").Do()
-	apiErr(t, err, http.StatusNotFound)
+	requireAPIError(t, err, http.StatusNotFound)
 }
 
 func TestClusterOperationLifecycleAndBusyCluster(t *testing.T) {

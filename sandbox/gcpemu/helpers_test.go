@@ -257,6 +257,12 @@ func apiErr(t *testing.T, err error, code int) *googleapi.Error {
 	return ge
 }
 
+// requireAPIError is apiErr for callers that need only the code checked.
+func requireAPIError(t *testing.T, err error, code int) {
+	t.Helper()
+	_ = apiErr(t, err, code)
+}
+
 // status is the canonical status name in a Google error body.
 func status(t *testing.T, ge *googleapi.Error) string {
 	t.Helper()

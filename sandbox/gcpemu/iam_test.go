@@ -305,5 +305,5 @@ func TestResourceManagerV1(t *testing.T) {
 	_, err = svc.Projects.SetIamPolicy(testProject, &crmv1.SetIamPolicyRequest{Policy: pol}).Do()
 	require.NoError(t, err)
 	_, err = svc.Projects.SetIamPolicy(testProject, &crmv1.SetIamPolicyRequest{Policy: pol}).Do()
-	apiErr(t, err, http.StatusConflict)
+	requireAPIError(t, err, http.StatusConflict)
 }

@@ -72,7 +72,7 @@ func TestOperationLatencyByKind(t *testing.T) {
 	}
 	e.setSAPolicyMember(t, gsa.Email, "roles/iam.workloadIdentityUser", testWIMember, true)
 	e.clock.Advance(2*time.Minute - time.Second)
-	apiErr(t, generate(), http.StatusForbidden)
+	requireAPIError(t, generate(), http.StatusForbidden)
 	e.clock.Advance(time.Second)
 	require.NoError(t, generate())
 }

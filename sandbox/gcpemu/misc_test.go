@@ -87,7 +87,7 @@ func TestAdminEndpoints(t *testing.T) {
 	resp := post("/_emulator/faults", `{"faults":[{"method":"iam.projects.serviceAccounts.get","sequence":[503]}]}`)
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 	_, err := e.iam(e.opTok).Projects.ServiceAccounts.Get("projects/-/serviceAccounts/" + testOperator).Do()
-	apiErr(t, err, http.StatusServiceUnavailable)
+	requireAPIError(t, err, http.StatusServiceUnavailable)
 
 	r, err := http.Get(e.srv.URL + "/_emulator/requests")
 	require.NoError(t, err)
@@ -196,7 +196,7 @@ func TestStateFileRoundTrip(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, testPool, cl.WorkloadIdentityConfig.WorkloadPool)
 	_, err = e2.iam(userTok).Projects.ServiceAccounts.List("projects/" + testProject).Do()
-	apiErr(t, err, http.StatusForbidden) // authenticated (known token), not authorized
+	requireAPIError(t, err, http.StatusForbidden) // authenticated (known token), not authorized
 
 	added, err := e2.crm(e.opTok).Projects.Get("projects/proj-b").Do()
 	require.NoError(t, err, "a project new to the config joins the saved state")

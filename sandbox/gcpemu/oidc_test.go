@@ -269,7 +269,7 @@ func TestGenerateIDTokenNeedsPermission(t *testing.T) {
 
 	e.setSAPolicyMember(t, gsa.Email, "roles/iam.serviceAccountOpenIdTokenCreator", caller, true)
 	_, err = gen(&iamcredentials.GenerateIdTokenRequest{})
-	apiErr(t, err, http.StatusBadRequest)
+	requireAPIError(t, err, http.StatusBadRequest)
 
 	resp, err := gen(&iamcredentials.GenerateIdTokenRequest{Audience: idAudience, IncludeEmail: true})
 	require.NoError(t, err)
@@ -287,7 +287,7 @@ func TestGenerateIDTokenNeedsPermission(t *testing.T) {
 	// The Token Creator role carries the permission too.
 	e.setSAPolicyMember(t, gsa.Email, "roles/iam.serviceAccountOpenIdTokenCreator", caller, false)
 	_, err = gen(&iamcredentials.GenerateIdTokenRequest{Audience: idAudience})
-	apiErr(t, err, http.StatusForbidden)
+	requireAPIError(t, err, http.StatusForbidden)
 	e.setSAPolicyMember(t, gsa.Email, "roles/iam.serviceAccountTokenCreator", caller, true)
 	_, err = gen(&iamcredentials.GenerateIdTokenRequest{Audience: idAudience})
 	require.NoError(t, err)

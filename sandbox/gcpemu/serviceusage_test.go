@@ -68,9 +68,9 @@ func TestServicesList(t *testing.T) {
 	_, err = su.Services.List(parent).Filter("state:ON").Do()
 	assert.Equal(t, "INVALID_ARGUMENT", status(t, apiErr(t, err, http.StatusBadRequest)))
 	_, err = su.Services.List(parent).PageSize(201).Do()
-	apiErr(t, err, http.StatusBadRequest)
+	requireAPIError(t, err, http.StatusBadRequest)
 	_, err = su.Services.List(parent).PageToken("nonsense").Do()
-	apiErr(t, err, http.StatusBadRequest)
+	requireAPIError(t, err, http.StatusBadRequest)
 
 	// serviceusage.services.list is needed.
 	_, err = e.su(e.emu.MintAccessToken("user:nobody@example.com")).Services.List(parent).Do()
@@ -141,9 +141,9 @@ func TestServiceDisable(t *testing.T) {
 
 	// Unknown services, bad options and missing permissions.
 	_, err = su.Services.Disable("projects/"+testProject+"/services/nope.googleapis.com", &serviceusage.DisableServiceRequest{}).Do()
-	apiErr(t, err, http.StatusForbidden)
+	requireAPIError(t, err, http.StatusForbidden)
 	_, err = su.Services.Disable(name, &serviceusage.DisableServiceRequest{CheckIfServiceHasUsage: "MAYBE"}).Do()
-	apiErr(t, err, http.StatusBadRequest)
+	requireAPIError(t, err, http.StatusBadRequest)
 	viewer := e.emu.MintAccessToken("user:viewer@example.com")
 	e.grantProjectRole(t, "roles/serviceusage.serviceUsageViewer", "user:viewer@example.com")
 	_, err = e.su(viewer).Services.Disable(name, &serviceusage.DisableServiceRequest{}).Do()
@@ -191,7 +191,7 @@ func TestServicesBatchEnable(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "DISABLED", svc.State)
 	_, err = su.Services.BatchEnable("projects/"+testProject, &serviceusage.BatchEnableServicesRequest{}).Do()
-	apiErr(t, err, http.StatusBadRequest)
+	requireAPIError(t, err, http.StatusBadRequest)
 }
 
 // A service enabled moments ago says ENABLED but its API keeps answering

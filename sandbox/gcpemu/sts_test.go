@@ -151,10 +151,10 @@ func TestWorkloadIdentityChain(t *testing.T) {
 	// Bound, but not propagated yet.
 	e.setSAPolicyMember(t, gsa.Email, "roles/iam.workloadIdentityUser", testWIMember, true)
 	_, err = generate()
-	apiErr(t, err, http.StatusForbidden)
+	requireAPIError(t, err, http.StatusForbidden)
 	e.clock.Advance(delay - time.Second)
 	_, err = generate()
-	apiErr(t, err, http.StatusForbidden)
+	requireAPIError(t, err, http.StatusForbidden)
 	e.clock.Advance(time.Second)
 	gsaTok, err := generate()
 	require.NoError(t, err)
@@ -178,7 +178,7 @@ func TestWorkloadIdentityChain(t *testing.T) {
 	require.NoError(t, err, "the removal has not propagated yet")
 	e.clock.Advance(delay)
 	_, err = generate()
-	apiErr(t, err, http.StatusForbidden)
+	requireAPIError(t, err, http.StatusForbidden)
 	require.NoError(t, query(gsaTok.AccessToken), "a token issued before the revocation keeps working")
 	e.clock.Advance(time.Hour - delay)
 	ge = apiErr(t, query(gsaTok.AccessToken), http.StatusUnauthorized)
@@ -196,7 +196,7 @@ func TestGenerateAccessTokenViaTokenCreatorAndLifetime(t *testing.T) {
 			&iamcredentials.GenerateAccessTokenRequest{Scope: []string{"https://www.googleapis.com/auth/cloud-platform"}, Lifetime: lifetime}).Do()
 	}
 	_, err := gen("")
-	apiErr(t, err, http.StatusForbidden)
+	requireAPIError(t, err, http.StatusForbidden)
 
 	e.setSAPolicyMember(t, gsa.Email, "roles/iam.serviceAccountTokenCreator", caller, true)
 	short, err := gen("600s")
@@ -206,13 +206,13 @@ func TestGenerateAccessTokenViaTokenCreatorAndLifetime(t *testing.T) {
 	assert.Equal(t, e.clock.Now().Add(10*time.Minute), expire)
 
 	_, err = gen("7200s")
-	apiErr(t, err, http.StatusBadRequest)
+	requireAPIError(t, err, http.StatusBadRequest)
 
 	// Deleting the account invalidates its tokens at once.
 	_, err = e.iam(e.opTok).Projects.ServiceAccounts.Delete("projects/-/serviceAccounts/" + gsa.Email).Do()
 	require.NoError(t, err)
 	_, err = e.bq(short.AccessToken).Datasets.List(testProject).Do()
-	apiErr(t, err, http.StatusUnauthorized)
+	requireAPIError(t, err, http.StatusUnauthorized)
 }
 
 // TestDirectPrincipalGrant covers the form without a GSA: roles granted to the
@@ -239,5 +239,5 @@ func TestDirectPrincipalGrant(t *testing.T) {
 	other, err := e.exchange(t, ksaClaimsFor(e.clock.Now(), testNamespace, "other"))
 	require.NoError(t, err)
 	_, err = e.bq(other.AccessToken).Jobs.Query(testProject, &bigquery.QueryRequest{Query: "SELECT 1", DryRun: true, UseLegacySql: new(bool)}).Do()
-	apiErr(t, err, http.StatusForbidden)
+	requireAPIError(t, err, http.StatusForbidden)
 }
