@@ -390,13 +390,15 @@ func (h *Helm) keepValues(in HelmInput, ch *chart.Chart, values map[string]any) 
 	if err != nil {
 		return "", fmt.Errorf("helm: keeping values: %w", err)
 	}
+	// On failure the temporary file is removed as far as possible; the write
+	// or close error is the one reported.
 	if _, err := tmp.Write(buf.Bytes()); err != nil {
-		tmp.Close()
-		os.Remove(tmp.Name())
+		_ = tmp.Close()
+		_ = os.Remove(tmp.Name())
 		return "", fmt.Errorf("helm: keeping values: %w", err)
 	}
 	if err := tmp.Close(); err != nil {
-		os.Remove(tmp.Name())
+		_ = os.Remove(tmp.Name())
 		return "", fmt.Errorf("helm: keeping values: %w", err)
 	}
 	if err := os.Rename(tmp.Name(), path); err != nil {

@@ -223,7 +223,7 @@ func TestApprovalRequestReachesEmailAndWebhook(t *testing.T) {
 func TestMessageIDFollowsTheActivityIdentity(t *testing.T) {
 	sink, err := smtpsink.Start("127.0.0.1:0", smtpsink.Options{})
 	require.NoError(t, err)
-	defer sink.Close()
+	defer func() { require.NoError(t, sink.Close()) }()
 	n := NewNotifier(testNotifierConfig(SMTPConfig{Addr: sink.Addr(), From: "gkewi@acme.example"}))
 	in := testNotification(contract.NotifyReminder, "support@acme.example")
 
@@ -379,7 +379,7 @@ func TestSMTPConfigurationProblemsAreNotRetryable(t *testing.T) {
 	relay := startSecureSink(t, smtpsink.Options{})
 	plain, err := smtpsink.Start("127.0.0.1:0", smtpsink.Options{})
 	require.NoError(t, err)
-	defer plain.Close()
+	defer func() { require.NoError(t, plain.Close()) }()
 
 	cases := map[string]struct {
 		mutate func(*SMTPConfig)

@@ -27,7 +27,7 @@ func TestReplayRecordedHistories(t *testing.T) {
 		t.Run(strings.TrimSuffix(filepath.Base(f), ".json"), func(t *testing.T) {
 			file, err := os.Open(f)
 			require.NoError(t, err)
-			defer file.Close()
+			defer func() { _ = file.Close() }()
 			hist, err := client.HistoryFromJSON(file, client.HistoryJSONOptions{})
 			require.NoError(t, err)
 			require.NotEmpty(t, hist.Events)

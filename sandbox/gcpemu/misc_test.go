@@ -182,7 +182,7 @@ func TestStateFileRoundTrip(t *testing.T) {
 	require.NoError(t, err)
 	srv := httptest.NewServer(emu2)
 	defer srv.Close()
-	defer emu2.Close()
+	defer func() { require.NoError(t, emu2.Close()) }()
 	e2 := &env{t: t, emu: emu2, srv: srv, clock: e.clock, ctx: e.ctx, opTok: e.opTok, config: cfg}
 
 	got, err := e2.iam(e.opTok).Projects.ServiceAccounts.Get("projects/-/serviceAccounts/" + gsa.Email).Do()

@@ -36,7 +36,7 @@ func startProcess(name, path string, args []string, logDir string) (*process, er
 	cmd.Stderr = logFile
 	cmd.SysProcAttr = processAttrs()
 	if err := cmd.Start(); err != nil {
-		logFile.Close()
+		_ = logFile.Close() // nothing was written to it
 		return nil, fmt.Errorf("starting %s (%s): %w", name, path, err)
 	}
 	p := &process{name: name, cmd: cmd, logPath: logPath, logFile: logFile, exited: make(chan struct{})}
@@ -75,7 +75,7 @@ func (p *process) stop(grace time.Duration) error {
 	signalGroup(p.pid(), true)
 	<-p.exited
 	err := p.cmd.Wait()
-	p.logFile.Close()
+	_ = p.logFile.Close() // the process wrote through its own descriptor
 	var exitErr *exec.ExitError
 	if errors.As(err, &exitErr) {
 		// Exits by our signal are the expected outcome of stop.
@@ -95,7 +95,7 @@ func tailFile(path string, n int) string {
 	if err != nil {
 		return "(" + err.Error() + ")"
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read only
 	const maxTail = 64 << 10
 	if st, err := f.Stat(); err == nil && st.Size() > maxTail {
 		if _, err := f.Seek(st.Size()-maxTail, io.SeekStart); err != nil {

@@ -68,7 +68,7 @@ func TestStartTLSAndAuthPlain(t *testing.T) {
 
 	c, err := smtp.Dial(s.Addr())
 	require.NoError(t, err)
-	defer c.Close()
+	defer func() { _ = c.Close() }() // after QUIT it reports the closed connection
 	require.NoError(t, c.Hello("tester"))
 
 	// Before TLS: AUTH is hidden and MAIL is refused.
@@ -94,7 +94,7 @@ func TestStartTLSAndAuthPlain(t *testing.T) {
 	// A wrong password is refused (net/smtp then quits, so it gets its own session).
 	bad, err := smtp.Dial(s.Addr())
 	require.NoError(t, err)
-	defer bad.Close()
+	defer func() { _ = bad.Close() }() // net/smtp quits after the refused AUTH
 	require.NoError(t, bad.StartTLS(clientTLS(t, cert)))
 	err = bad.Auth(smtp.PlainAuth("", "relay", "wrong", "127.0.0.1"))
 	require.True(t, errors.As(err, &tpErr), "got %v", err)
@@ -129,7 +129,7 @@ func TestCheckRecipientRefusesSomeRecipients(t *testing.T) {
 	}})
 	c, err := smtp.Dial(s.Addr())
 	require.NoError(t, err)
-	defer c.Close()
+	defer func() { _ = c.Close() }() // only releases the connection
 	require.NoError(t, c.Mail("gkewi@example.com"))
 
 	var tpErr *textproto.Error

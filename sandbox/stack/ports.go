@@ -88,7 +88,7 @@ func portOwner(port int) (int, string) {
 				inodes[fields[9]] = true
 			}
 		}
-		f.Close()
+		_ = f.Close() // read only
 	}
 	if len(inodes) == 0 {
 		return 0, ""

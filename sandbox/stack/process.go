@@ -48,7 +48,7 @@ func (c *child) start() error {
 	// A group of its own, killed if the sandbox process dies first.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
-		logFile.Close()
+		_ = logFile.Close() // nothing was written to it
 		return fmt.Errorf("starting %s (%s): %w", c.name, c.path, err)
 	}
 	c.cmd, c.logFile, c.exited = cmd, logFile, make(chan struct{})
@@ -108,7 +108,7 @@ func (c *child) kill() error {
 func (c *child) reap() error {
 	<-c.exited
 	err := c.cmd.Wait()
-	c.logFile.Close()
+	_ = c.logFile.Close() // the child wrote through its own descriptor
 	removeRecord(c.runDir, c.name)
 	c.cmd = nil
 	var exitErr *exec.ExitError

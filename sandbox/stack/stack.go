@@ -504,7 +504,9 @@ func (s *Sandbox) Stop() error {
 			}
 		}
 		if s.emuLog != nil {
-			s.emuLog.Close()
+			if err := s.emuLog.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("closing the emulator log: %w", err))
+			}
 		}
 		if s.kube != nil {
 			if err := s.kube.Stop(); err != nil {

@@ -73,7 +73,8 @@ func upDetached(ctx context.Context, args []string, dir string, stdout io.Writer
 	if err != nil {
 		return err
 	}
-	defer logFile.Close()
+	// The child holds its own descriptor; ours only needs releasing.
+	defer func() { _ = logFile.Close() }()
 	_ = os.Remove(filepath.Join(dir, "ready"))
 	cmd := exec.Command(exe, append([]string{"up", "-v", "--background"}, rest...)...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
@@ -93,7 +94,7 @@ func upDetached(ctx context.Context, args []string, dir string, stdout io.Writer
 			return fmt.Errorf("the sandbox did not start (%v):\n%s", err, b)
 		case <-ctx.Done():
 			_ = cmd.Process.Signal(syscall.SIGTERM)
-			<-exited
+			<-exited //nolint:errcheck // the exit by our signal is expected
 			return errors.New("interrupted; the background sandbox was stopped")
 		case <-tick.C:
 			if stack.ReadyPID(dir) == cmd.Process.Pid {
