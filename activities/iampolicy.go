@@ -374,15 +374,20 @@ func (b *policyBatcher) run(pa policyAccess, batch []*policyChange) {
 	defer cancel()
 	var mu sync.Mutex
 	left := 0
+	stops := make([]func() bool, 0, len(batch))
+	defer func() {
+		for _, stop := range stops {
+			stop()
+		}
+	}()
 	for _, c := range batch {
-		stop := context.AfterFunc(c.ctx, func() {
+		stops = append(stops, context.AfterFunc(c.ctx, func() {
 			mu.Lock()
 			defer mu.Unlock()
 			if left++; left == len(batch) {
 				cancel()
 			}
-		})
-		defer stop()
+		}))
 	}
 
 	changed, writeFailed, err := b.apply(ctx, pa, batch)

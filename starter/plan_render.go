@@ -115,6 +115,7 @@ func onboardSteps(st onboardState) ([]planStep, error) {
 	}
 	pool := r.Project + ".svc.id.goog"
 	if st.autopilot && st.workloadPool != pool {
+		//nolint:staticcheck // ST1005: Autopilot is GKE's product name.
 		return nil, fmt.Errorf("Autopilot cluster %s has workload pool %s, not %s: GKE manages it on Autopilot clusters, and Onboard refuses it", r.Cluster, orNone(st.workloadPool), pool)
 	}
 	if st.workloadPool != pool {

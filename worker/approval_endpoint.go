@@ -243,7 +243,7 @@ func (e *approvalEndpoint) serveLink(w http.ResponseWriter, r *http.Request, tok
 	case http.MethodPost:
 		out := DecisionResponse{WorkflowID: claims.WorkflowID, RunID: claims.RunID}
 		d, proof, err := e.approvals.AttestLink(token)
-		status := http.StatusOK
+		var status int
 		if err != nil {
 			out, status = refusedProof(out, err)
 		} else {

@@ -48,7 +48,7 @@ func TestProbesFollowTheWorkerThroughStartAndStop(t *testing.T) {
 	app := fxtest.New(t, Module(cfg, io.Discard))
 	app.RequireStart()
 	code, body := probe(t, base+"/healthz")
-	assert.Equal(t, http.StatusOK, code)
+	assert.Equal(t, http.StatusOK, code, body)
 	code, body = probe(t, base+"/readyz")
 	assert.Equal(t, http.StatusOK, code, body)
 	assert.Equal(t, "google: ok\nkubernetes: ok\ntemporal: ok\nworker: polling", strings.TrimSpace(sortedLines(body)))

@@ -518,6 +518,3 @@ func (f *fakeCloud) registerAll(w worker.ActivityRegistry) {
 		w.RegisterActivityWithOptions(fn, activity.RegisterOptions{Name: name})
 	}
 }
-
-// joined is for readable failure messages.
-func joined(s []string) string { return strings.Join(s, "\n") }

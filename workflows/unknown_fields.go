@@ -226,7 +226,7 @@ func isPlainKey(key string) bool {
 	}
 	for i := 0; i < len(key); i++ {
 		c := key[i]
-		if !isLowerAlnum(c) && !(c >= 'A' && c <= 'Z') && c != '_' && c != '-' {
+		if !isLowerAlnum(c) && (c < 'A' || c > 'Z') && c != '_' && c != '-' {
 			return false
 		}
 	}

@@ -56,8 +56,8 @@ func (c *checker) check(field, value string, required bool, ok func(string) bool
 	}
 }
 
-// duration checks an optional duration that must be at least min when set.
-func (c *checker) duration(field string, d contract.Duration, min time.Duration, minRule string) {
+// duration checks an optional duration that must be at least least when set.
+func (c *checker) duration(field string, d contract.Duration, least time.Duration, minRule string) {
 	if d == "" {
 		return
 	}
@@ -65,7 +65,7 @@ func (c *checker) duration(field string, d contract.Duration, min time.Duration,
 	switch {
 	case err != nil:
 		c.fail(field, string(d), ruleDuration)
-	case v < min:
+	case v < least:
 		c.fail(field, string(d), minRule)
 	}
 }

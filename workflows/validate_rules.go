@@ -36,10 +36,10 @@ func isDigit(c byte) bool      { return c >= '0' && c <= '9' }
 func isLowerAlnum(c byte) bool { return isLower(c) || isDigit(c) }
 
 // isLowerHyphenated: lowercase letters, digits and hyphens, starting with a
-// letter and ending with a letter or digit, min..max long (max at most 63):
+// letter and ending with a letter or digit, minLen..maxLen long (maxLen at most 63):
 // a DNS-1035 label.
-func isLowerHyphenated(s string, min, max int) bool {
-	return len(s) >= min && len(s) <= max && len(validation.IsDNS1035Label(s)) == 0
+func isLowerHyphenated(s string, minLen, maxLen int) bool {
+	return len(s) >= minLen && len(s) <= maxLen && len(validation.IsDNS1035Label(s)) == 0
 }
 
 // isProjectID and isAccountID share Google's rule: 6-30 of [a-z][-a-z0-9]*[a-z0-9].
@@ -49,9 +49,9 @@ func isAccountID(s string) bool { return isLowerHyphenated(s, 6, 30) }
 // isGKEName is a GKE cluster or node pool name.
 func isGKEName(s string) bool { return isLowerHyphenated(s, 1, 40) }
 
-// isDNSLabel is a Kubernetes DNS-1123 label of at most max (at most 63) characters.
-func isDNSLabel(s string, max int) bool {
-	return len(s) <= max && len(validation.IsDNS1123Label(s)) == 0
+// isDNSLabel is a Kubernetes DNS-1123 label of at most maxLen (at most 63) characters.
+func isDNSLabel(s string, maxLen int) bool {
+	return len(s) <= maxLen && len(validation.IsDNS1123Label(s)) == 0
 }
 
 // isDNSSubdomain is a Kubernetes DNS-1123 subdomain, the rule for object names
@@ -136,7 +136,7 @@ func isDatasetID(s string) bool {
 	}
 	for i := 0; i < len(s); i++ {
 		c := s[i]
-		if !isLowerAlnum(c) && !(c >= 'A' && c <= 'Z') && c != '_' {
+		if !isLowerAlnum(c) && (c < 'A' || c > 'Z') && c != '_' {
 			return false
 		}
 	}

@@ -27,7 +27,8 @@ func ShellWord(s string) string {
 
 // needsQuote is a rune a shell gives a meaning to in an unquoted word.
 func needsQuote(r rune) bool {
-	return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("/._-:=,+@%", r))
+	safe := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("/._-:=,+@%", r)
+	return !safe
 }
 
 // IsHTTPURL reports whether s is an absolute http:// or https:// URL with a host.

@@ -427,7 +427,6 @@ type datasetBody struct {
 	DefaultTableExpirationMs *string           `json:"defaultTableExpirationMs"`
 	Etag                     string            `json:"etag"`
 	Extra                    map[string]any    `json:"-"`
-	raw                      map[string]json.RawMessage
 }
 
 var datasetIDPattern = regexp.MustCompile(`^[A-Za-z0-9_]+$`)

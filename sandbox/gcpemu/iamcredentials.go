@@ -17,9 +17,10 @@ func routeIAMCredentials(method, rest string) route {
 	if len(segs) == 5 && segs[0] == "v1" && segs[1] == "projects" && segs[3] == "serviceAccounts" && method == http.MethodPost {
 		account, verb, _ := strings.Cut(segs[4], ":")
 		rt.params["project"], rt.params["account"] = segs[2], account
-		if verb == "generateAccessToken" {
+		switch verb {
+		case "generateAccessToken":
 			rt.id, rt.handler = "iamcredentials.projects.serviceAccounts.generateAccessToken", (*Emulator).credsGenerateAccessToken
-		} else if verb == "generateIdToken" {
+		case "generateIdToken":
 			rt.id, rt.handler = "iamcredentials.projects.serviceAccounts.generateIdToken", (*Emulator).credsGenerateIDToken
 		}
 	}

@@ -132,7 +132,7 @@ func TestServiceDisable(t *testing.T) {
 	assert.True(t, noop.Done)
 
 	// Enabling brings it back.
-	op, err = su.Services.Enable(name, &serviceusage.EnableServiceRequest{}).Do()
+	_, err = su.Services.Enable(name, &serviceusage.EnableServiceRequest{}).Do()
 	require.NoError(t, err)
 	e.clock.Advance(2 * time.Second)
 	svc, err = su.Services.Get(name).Do()

@@ -67,15 +67,15 @@ func (t Tools) withDefaults() Tools {
 
 // Check reports every missing binary in one error wrapping ErrToolMissing.
 func (t Tools) Check() error {
-	t = t.withDefaults()
+	d := t.withDefaults()
 	var missing []string
 	for _, f := range []struct{ name, path string }{
-		{"etcd", t.Etcd},
-		{"kube-apiserver", t.KubeAPIServer},
-		{"kube-controller-manager", t.KubeControllerManager},
-		{"kube-scheduler", t.KubeScheduler},
-		{"kwok", t.Kwok},
-		{"kwok stages", t.KwokStages},
+		{"etcd", d.Etcd},
+		{"kube-apiserver", d.KubeAPIServer},
+		{"kube-controller-manager", d.KubeControllerManager},
+		{"kube-scheduler", d.KubeScheduler},
+		{"kwok", d.Kwok},
+		{"kwok stages", d.KwokStages},
 	} {
 		st, err := os.Stat(f.path)
 		switch {
