@@ -82,24 +82,31 @@ func TestFaultWorkerKilledInEveryStep(t *testing.T) {
 	var killed []string
 	interrupted := func(name string) bool { return slices.Contains(killed, name) }
 	for {
-		var target string
+		// Steps run side by side: one kill interrupts every step running.
+		var running []string
 		s := pollStatus(t, run.GetID(), restartWorkerBound, "a step running that was not interrupted yet", func(s workflows.Status) bool {
 			if s.State.Terminal() {
 				return true
 			}
+			running = running[:0]
+			fresh := false
 			for _, st := range s.Steps {
-				if st.State == workflows.StepRunning && !interrupted(st.Name) {
-					target = st.Name
-					return true
+				if st.State == workflows.StepRunning {
+					running = append(running, st.Name)
+					fresh = fresh || !interrupted(st.Name)
 				}
 			}
-			return false
+			return fresh
 		})
 		if s.State.Terminal() {
 			break
 		}
 		killAndRestart(t)
-		killed = append(killed, target)
+		for _, name := range running {
+			if !interrupted(name) {
+				killed = append(killed, name)
+			}
+		}
 	}
 	s := finish(t, run, restartWorkerBound)
 	t.Logf("killed the worker in %d steps: %v (%s in all)", len(killed), killed, time.Since(since).Round(time.Second))
