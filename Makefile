@@ -1,12 +1,13 @@
 # gkewi: GKE Workload Identity onboarding on Temporal.
 #
 #   make demo   a complete onboarding and revocation in the local sandbox
-#   make test   every test (unit, workflow, emulator, control plane, end to end)
+#   make test   every test (unit, workflow, emulator, control plane, end to end), after vet and lint
 #   make bench  the benchmark against the sandbox (BENCH_FLAGS="--n 10,50")
 #   make test-faults  the heavy fault tests
 #
-# The sandbox tools (Temporal CLI, etcd, Kubernetes control plane, kwok) are built
-# from the Go module proxy at pinned versions into a per-user cache, once.
+# The sandbox tools (Temporal CLI, etcd, Kubernetes control plane, kwok) and the
+# checkers (workflowcheck, golangci-lint) are built from the Go module proxy at
+# pinned versions into a per-user cache, once.
 
 SHELL := /bin/bash
 GO ?= go
@@ -19,6 +20,7 @@ ETCD_VERSION := v3.6.16
 KUBERNETES_VERSION := v1.36.3
 KWOK_VERSION := v0.8.0
 WORKFLOWCHECK_VERSION := v0.6.0
+GOLANGCI_LINT_VERSION := v2.15.0
 
 TEMPORAL := $(TOOLS_DIR)/temporal-$(TEMPORAL_CLI_VERSION)/temporal
 ETCD := $(TOOLS_DIR)/etcd-$(ETCD_VERSION)/etcd
@@ -30,6 +32,7 @@ KUBECTL := $(KUBE_DIR)/kubectl
 KWOK_DIR := $(TOOLS_DIR)/kwok-$(KWOK_VERSION)
 KWOK := $(KWOK_DIR)/kwok
 WORKFLOWCHECK := $(TOOLS_DIR)/workflowcheck-$(WORKFLOWCHECK_VERSION)/workflowcheck
+GOLANGCI_LINT := $(TOOLS_DIR)/golangci-lint-$(GOLANGCI_LINT_VERSION)/golangci-lint
 
 TOOL_BINARIES := $(TEMPORAL) $(ETCD) $(KUBE_APISERVER) $(KUBE_CONTROLLER_MANAGER) \
 	$(KUBE_SCHEDULER) $(KUBECTL) $(KWOK) $(WORKFLOWCHECK)
@@ -44,7 +47,7 @@ export GKEWI_KWOK_STAGES := $(KWOK_DIR)/stages.yaml
 
 BIN := bin
 
-.PHONY: all build tools demo test test-unit test-faults vet workflowcheck bench clean help
+.PHONY: all build tools demo test test-unit test-faults vet workflowcheck lint bench clean help
 
 all: build
 
@@ -104,10 +107,18 @@ vet:
 workflowcheck: $(WORKFLOWCHECK)
 	$(WORKFLOWCHECK) ./workflows/...
 
-test-unit: vet workflowcheck
+$(GOLANGCI_LINT):
+	@echo "building golangci-lint $(GOLANGCI_LINT_VERSION) (cold: about 5 minutes)"
+	GOBIN=$(@D) $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
+
+# The linters and rules are in .golangci.yml.
+lint: $(GOLANGCI_LINT)
+	$(GOLANGCI_LINT) run ./...
+
+test-unit: vet workflowcheck lint
 	$(GO) test -count=1 ./...
 
-test: tools vet workflowcheck
+test: tools vet workflowcheck lint
 	$(GO) test -count=1 -timeout 45m ./...
 
 # make demo DEMO_FLAGS=--keep leaves the sandbox running afterwards.
