@@ -117,8 +117,8 @@ func NewTemporalClient(lc fx.Lifecycle, opts client.Options, logger *slog.Logger
 	return c, nil
 }
 
-// WorkerParams are what the worker needs.
-type WorkerParams struct {
+// Params are what the worker needs.
+type Params struct {
 	fx.In
 
 	Lifecycle  fx.Lifecycle
@@ -135,7 +135,7 @@ type WorkerParams struct {
 // NewWorker registers the workflows and activities on the task queue. The worker
 // polls from OnStart; OnStop stops polling and gives in-flight activities the
 // configured stop timeout before their contexts are cancelled.
-func NewWorker(p WorkerParams) worker.Worker {
+func NewWorker(p Params) worker.Worker {
 	cfg := p.Config
 	w := worker.New(p.Client, cfg.TaskQueue, worker.Options{
 		MaxConcurrentActivityExecutionSize:     cfg.Concurrency.MaxConcurrentActivityExecutionSize,

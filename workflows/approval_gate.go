@@ -13,8 +13,8 @@ import (
 	"github.com/gkewi/gkewi/contract"
 )
 
-// ErrTypeDecisionIgnored: an update's decision did not count (another came
-// first, or the wait ended) while its proof was being checked.
+// ErrTypeDecisionIgnored marks an update whose decision did not count (another
+// came first, or the wait ended) while its proof was being checked.
 const ErrTypeDecisionIgnored = "DecisionIgnored"
 
 // How a decision reached the workflow.

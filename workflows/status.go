@@ -6,31 +6,33 @@ import "time"
 // query and the GkewiState search attribute.
 type State string
 
+// The states of a run.
 const (
 	StateValidating       State = "validating"
 	StateRunning          State = "running"
 	StateAwaitingApproval State = "awaiting-approval"
 	StateApproved         State = "approved"
-	// StateCleaningUp: rejected, timed out or canceled before the grant; undoing
-	// what this run created.
+	// StateCleaningUp means rejected, timed out or canceled before the grant;
+	// undoing what this run created.
 	StateCleaningUp State = "cleaning-up"
 	StateCompleted  State = "completed"
 	StateFailed     State = "failed"
 	StateRejected   State = "rejected"
 	StateTimedOut   State = "timed-out"
 	StateCanceled   State = "canceled"
-	// StateWaitingTokenExpiry: Revoke removed the grant and waits for tokens
-	// already handed out to expire.
+	// StateWaitingTokenExpiry means Revoke removed the grant and waits for
+	// tokens already handed out to expire.
 	StateWaitingTokenExpiry State = "waiting-token-expiry"
 	StateRevoked            State = "revoked"
-	// StateOnboardingCanceled: Revoke found the grant still awaiting approval
-	// and canceled its onboarding, which undid what it had created.
+	// StateOnboardingCanceled means Revoke found the grant still awaiting
+	// approval and canceled its onboarding, which undid what it had created.
 	StateOnboardingCanceled State = "onboarding-canceled"
 )
 
 // StepState is the state of one step.
 type StepState string
 
+// The states of a step.
 const (
 	StepPending StepState = "pending"
 	StepRunning StepState = "running"
@@ -57,6 +59,7 @@ type Step struct {
 // Decision is the outcome of the approval gate.
 type Decision string
 
+// The outcomes of the approval gate.
 const (
 	DecisionPending  Decision = "pending"
 	DecisionApproved Decision = "approved"
