@@ -71,6 +71,10 @@ func (o *onboarding) askEarly(ctx workflow.Context) (State, error) {
 	// The binding needs the workload pool (IAM refuses members of a pool that
 	// does not exist); the node pools are waited for by the rollout.
 	if err := o.t.wait(ctx, poolReady, nil); err != nil {
+		if temporal.IsCanceledError(err) && ctx.Err() == nil {
+			// Canceled by a failure beside it (the API): report that one.
+			err = o.t.wait(ctx, o.clusterWork, nil)
+		}
 		return before(err)
 	}
 	return "", nil

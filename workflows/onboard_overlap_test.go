@@ -131,3 +131,29 @@ func TestGrantsAfterTheBindingRunSideBySide(t *testing.T) {
 	require.Len(t, in, 1)
 	assert.True(t, in[0].(activities.VerifyInput).WaitAllowed, "the activity waits for the binding to propagate")
 }
+
+func TestAPIFailureAfterTheApprovalIsReportedAsItself(t *testing.T) {
+	// The approval comes first; then enabling the API fails for good while the
+	// workload pool is retried: the run fails with the API's error, not as
+	// canceled, and undoes what it created.
+	fake := newFakeCloud()
+	for range 3 {
+		fake.failNext("EnsureWorkloadPool", busy())
+	}
+	fake.failNext("EnableService", unavailable(),
+		temporal.NewNonRetryableApplicationError("enable service: permission denied", contract.ErrTypePermissionDenied, nil))
+	req := validRequest()
+	env := newOnboardEnv(t, fake, req)
+	signalAt(env, time.Second, approve(alice))
+
+	env.ExecuteWorkflow(Onboard, req)
+
+	appErr := workflowAppError(t, env)
+	assert.Equal(t, contract.ErrTypePermissionDenied, appErr.Type())
+	assert.Contains(t, appErr.Message(), "step enable-iamcredentials failed after 2 attempt(s): enable service: permission denied")
+	assert.Contains(t, appErr.Message(), "deleted service account "+wantGSA)
+	s := queryStatus(t, env)
+	assert.Equal(t, StateFailed, s.State)
+	assert.Equal(t, DecisionApproved, s.Approval.Decision)
+	assert.Equal(t, 1, fake.count("AddServiceAccountIAMMember"), "nothing granted")
+}
