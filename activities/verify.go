@@ -111,7 +111,7 @@ func (v *Verifier) VerifyAccess(ctx context.Context, in VerifyInput) (VerifyResu
 	if interval <= 0 {
 		interval = defaultVerifyPollInterval
 	}
-	pollCtx, cancel := beforeAttemptDeadline(ctx, interval)
+	pollCtx, cancel := waitBudget(ctx)
 	defer cancel()
 	_ = wait.PollUntilContextCancel(pollCtx, interval, false, func(pctx context.Context) (bool, error) {
 		r, werr := v.walk(pctx, in)
@@ -123,16 +123,6 @@ func (v *Verifier) VerifyAccess(ctx context.Context, in VerifyInput) (VerifyResu
 		return err != nil || res.Allowed, nil
 	})
 	return res, err
-}
-
-// beforeAttemptDeadline is ctx ending one interval (at most 10 s) before the
-// activity attempt's deadline, so a wait returns its last answer in time.
-func beforeAttemptDeadline(ctx context.Context, interval time.Duration) (context.Context, context.CancelFunc) {
-	deadline, ok := ctx.Deadline()
-	if !ok {
-		return context.WithCancel(ctx)
-	}
-	return context.WithDeadline(ctx, deadline.Add(-min(interval, 10*time.Second)))
 }
 
 // walk is one walk of the chain.
