@@ -116,47 +116,50 @@ func NewAttestor(cfg AttestorConfig) *Attestor {
 // Issuer is the issuer whose ID tokens prove approvers.
 func (a *Attestor) Issuer() string { return a.issuer }
 
-// Attest verifies rawToken as an ID token of the issuer with audience
-// d.WorkflowID and a verified email, and returns the proof of d by that email
-// for run runID. A refused token is an contract.ErrTypeProofRefused error naming why.
-func (a *Attestor) Attest(ctx context.Context, d AttestedDecision, runID, rawToken string) (DecisionProof, error) {
-	if len(a.secret) == 0 {
-		return DecisionProof{}, errors.New("this worker has no approval secret configured: it can neither make nor check proofs")
+// VerifiedToken is an approver's ID token as the attestor verified it: its
+// claims and hash, never the token.
+type VerifiedToken struct {
+	Issuer, Subject, Email string
+	Audience               string
+	IssuedAt, ExpiresAt    time.Time
+	TokenSHA256            string
+}
+
+// Verify verifies rawToken as an ID token of the issuer with audience (the
+// grant's workflow ID) and a verified email. A refused token is a
+// contract.ErrTypeProofRefused error naming why. The approval endpoint verifies
+// before it looks anything up, so an unproven caller learns nothing.
+func (a *Attestor) Verify(ctx context.Context, audience, rawToken string) (VerifiedToken, error) {
+	tok, email, err := a.verifyIDToken(ctx, audience, rawToken)
+	if err != nil {
+		return VerifiedToken{}, err
 	}
-	provider, err := a.oidcProvider(ctx)
+	sum := sha256.Sum256([]byte(rawToken))
+	return VerifiedToken{
+		Issuer: tok.Issuer, Subject: tok.Subject, Email: email, Audience: audience,
+		IssuedAt: tok.IssuedAt.UTC(), ExpiresAt: tok.Expiry.UTC(), TokenSHA256: hex.EncodeToString(sum[:]),
+	}, nil
+}
+
+// AttestVerified is the proof of d by the holder of v for run runID.
+func (a *Attestor) AttestVerified(d AttestedDecision, runID string, v VerifiedToken) DecisionProof {
+	p := DecisionProof{
+		Method: ProofIDToken, Issuer: v.Issuer, Subject: v.Subject, Email: v.Email,
+		Audience: v.Audience, IssuedAt: v.IssuedAt, ExpiresAt: v.ExpiresAt,
+		TokenSHA256: v.TokenSHA256, RunID: runID, VerifiedAt: a.now().UTC().Truncate(time.Second),
+	}
+	p.MAC = a.mac(d, p)
+	return p
+}
+
+// Attest verifies rawToken for d's grant and returns the proof of d by its
+// holder for run runID.
+func (a *Attestor) Attest(ctx context.Context, d AttestedDecision, runID, rawToken string) (DecisionProof, error) {
+	v, err := a.Verify(ctx, d.WorkflowID, rawToken)
 	if err != nil {
 		return DecisionProof{}, err
 	}
-	tok, err := provider.VerifierContext(ctx, &oidc.Config{ClientID: d.WorkflowID, Now: a.now}).Verify(ctx, rawToken)
-	if err != nil {
-		if couldNotCheck(ctx, err) {
-			return DecisionProof{}, fmt.Errorf("the ID token could not be checked, try again: %w", err)
-		}
-		return DecisionProof{}, temporal.NewNonRetryableApplicationError("ID token refused: "+err.Error(), contract.ErrTypeProofRefused, nil)
-	}
-	var claims struct {
-		Email         string `json:"email"`
-		EmailVerified any    `json:"email_verified"`
-	}
-	if err := tok.Claims(&claims); err != nil {
-		return DecisionProof{}, temporal.NewNonRetryableApplicationError("ID token refused: unreadable claims: "+err.Error(), contract.ErrTypeProofRefused, nil)
-	}
-	switch {
-	case claims.Email == "":
-		return DecisionProof{}, temporal.NewNonRetryableApplicationError(
-			"ID token refused: it carries no email (gcloud: --include-email)", contract.ErrTypeProofRefused, nil)
-	case !isTrue(claims.EmailVerified):
-		return DecisionProof{}, temporal.NewNonRetryableApplicationError(
-			fmt.Sprintf("ID token refused: the email %s is not verified (email_verified is not true)", claims.Email), contract.ErrTypeProofRefused, nil)
-	}
-	sum := sha256.Sum256([]byte(rawToken))
-	p := DecisionProof{
-		Method: ProofIDToken, Issuer: tok.Issuer, Subject: tok.Subject, Email: claims.Email,
-		Audience: d.WorkflowID, IssuedAt: tok.IssuedAt.UTC(), ExpiresAt: tok.Expiry.UTC(),
-		TokenSHA256: hex.EncodeToString(sum[:]), RunID: runID, VerifiedAt: a.now().UTC().Truncate(time.Second),
-	}
-	p.MAC = a.mac(d, p)
-	return p, nil
+	return a.AttestVerified(d, runID, v), nil
 }
 
 // couldNotCheck tells a failure to check a token (the issuer's keys out of

@@ -444,6 +444,16 @@ func composeMessage(in Notification, cfg NotifierConfig) message {
 		{Type: "section", Text: &slackText{Type: "mrkdwn", Text: strings.TrimRight(mdDetails.String(), "\n")}},
 	}
 
+	if len(in.Grant) > 0 && in.Kind != contract.NotifyOutcome {
+		g := strings.Join(in.Grant, "\n")
+		fmt.Fprintf(&plain, "\nWhat an approval grants:\n")
+		for _, l := range in.Grant {
+			fmt.Fprintf(&plain, "  %s\n", l)
+		}
+		blocks = append(blocks, slackBlock{Type: "section", Text: &slackText{
+			Type: "mrkdwn", Text: "*What an approval grants*\n```" + slackEscape(g) + "```",
+		}})
+	}
 	if in.Kind != contract.NotifyOutcome {
 		sections := decisionSections(in, cfg)
 		for _, s := range sections {

@@ -204,6 +204,9 @@ type Notification struct {
 	// their name, valid until the deadline.
 	Approvers []string  `json:"approvers,omitempty"`
 	Deadline  time.Time `json:"deadline,omitzero"`
+	// Grant is everything the decision grants, a line each (GSA, KSA and its
+	// workloads, roles, expiry, chart and values digest, the policy rule).
+	Grant []string `json:"grant,omitempty"`
 }
 
 // NotifyResult says which targets were reached.

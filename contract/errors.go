@@ -57,4 +57,8 @@ const (
 	// ErrTypeNoApprovalSecret: a worker without the approval secret was asked to
 	// check a proof (retryable: another worker may have it).
 	ErrTypeNoApprovalSecret = "NoApprovalSecret"
+	// ErrTypePolicyRefused: the grant policy does not allow the request (no
+	// rule covers it, or it asks more than its rule allows), or its requester
+	// proof does not check out; refused before any change.
+	ErrTypePolicyRefused = "PolicyRefused"
 )

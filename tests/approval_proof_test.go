@@ -53,7 +53,7 @@ func postDecision(t *testing.T, workflowID, token string, approved bool) (int, w
 func TestApprovalNeedsTheApproversIDToken(t *testing.T) {
 	requireSandbox(t)
 	req := onboardRequest(t, "e2e-proof")
-	req.Support.Proof = "" // the default: id-token
+	req.Support.Proof = "" // the sandbox policy's rule for e2e-proof: id-token
 	id := startOnboard(t, req)
 	s := waitStatus(t, id, toApproval, "awaiting approval",
 		inState(workflows.StateAwaitingApproval, workflows.StateFailed, workflows.StateCompleted))
@@ -190,7 +190,7 @@ func linkRequest(t *testing.T, method, url string) (int, string) {
 func TestSignedLinkApprovesOnceAndOnlyItsGrant(t *testing.T) {
 	requireSandbox(t)
 	req := onboardRequest(t, "e2e-link")
-	req.Support.Proof = ""
+	req.Support.Proof = "" // the sandbox policy's rule for e2e-link: link
 	id := startOnboard(t, req)
 	s := waitStatus(t, id, toApproval, "awaiting approval",
 		inState(workflows.StateAwaitingApproval, workflows.StateFailed, workflows.StateCompleted))

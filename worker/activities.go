@@ -31,6 +31,8 @@ func activityProviders() fx.Option {
 		activities.NewGrants,
 		NewAttestor,
 		activities.NewApprovals,
+		NewPolicyStore,
+		activities.NewPolicies,
 	)
 }
 
@@ -49,6 +51,8 @@ type Activities struct {
 	Grants    *activities.Grants
 	// Approvals checks the proofs of approvers' identities.
 	Approvals *activities.Approvals
+	// Policies decides requests against the grant policy.
+	Policies *activities.Policies
 }
 
 // Register registers every method of every struct.
@@ -61,6 +65,7 @@ func (a Activities) Register(r worker.ActivityRegistry) {
 	r.RegisterActivity(a.Schedules)
 	r.RegisterActivity(a.Grants)
 	r.RegisterActivity(a.Approvals)
+	r.RegisterActivity(a.Policies)
 }
 
 // GCPClientOptions are added to every Google API client.

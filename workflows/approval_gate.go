@@ -3,7 +3,9 @@ package workflows
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
+	"time"
 
 	"go.temporal.io/sdk/converter"
 	"go.temporal.io/sdk/temporal"
@@ -11,6 +13,7 @@ import (
 
 	"github.com/gkewi/gkewi/activities"
 	"github.com/gkewi/gkewi/contract"
+	"github.com/gkewi/gkewi/policy"
 )
 
 // ErrTypeDecisionIgnored marks an update whose decision did not count (another
@@ -43,6 +46,13 @@ type approvalGate struct {
 	// checkProofs: proofs are checked (changeApprovalProof); requireProof: only
 	// decisions with a valid proof count (support.proof id-token).
 	checkProofs, requireProof bool
+	// rules is the grant policy's rule (changeGrantPolicy): it, not the
+	// request, says who approves, at which level and with what proof; nil for
+	// runs before it. requester is the run's proven requester, who never counts.
+	rules     *policy.Resolved
+	requester string
+	// levelUp: a level completed and the next one must be asked.
+	levelUp bool
 	// awaiting is true while the workflow waits for the decision; the update is
 	// refused outside it.
 	awaiting bool
@@ -86,16 +96,24 @@ func (g *approvalGate) registerUpdate(ctx workflow.Context) error {
 				last := g.record.Ignored[len(g.record.Ignored)-1]
 				return "", temporal.NewNonRetryableApplicationError("decision not counted: "+last.Reason, ErrTypeDecisionIgnored, nil)
 			}
-			if g.record.Decision == DecisionApproved {
+			switch g.record.Decision {
+			case DecisionApproved:
 				return StateApproved, nil
+			case DecisionRejected:
+				return StateRejected, nil
 			}
-			return StateRejected, nil
+			// Counted at a level; more approvals are needed.
+			return StateAwaitingApproval, nil
 		},
 		workflow.UpdateHandlerOptions{
 			Validator: func(ctx workflow.Context, d ApprovalDecision) error {
 				// A proof is checked by the handler; here only that it is for
 				// this run, so junk proofs never reach the history.
-				if reason := g.whyNotCounted(d, d.Proof != nil && g.checkProofs); reason != "" {
+				method := ""
+				if d.Proof != nil && g.checkProofs {
+					method = d.Proof.Method
+				}
+				if reason := g.whyNotCounted(d, method); reason != "" {
 					return errors.New(reason)
 				}
 				if run := workflow.GetInfo(ctx).WorkflowExecution; d.Proof != nil && g.checkProofs &&
@@ -115,10 +133,11 @@ func (g *approvalGate) decided() bool {
 	return g.record.Decision == DecisionApproved || g.record.Decision == DecisionRejected
 }
 
-// whyNotCounted says why d does not count, or "" when it does; proven says its
-// proof was found valid.
-func (g *approvalGate) whyNotCounted(d ApprovalDecision, proven bool) string {
+// whyNotCounted says why d does not count, or "" when it does; method is the
+// method of its proof found valid, "" without one.
+func (g *approvalGate) whyNotCounted(d ApprovalDecision, method string) string {
 	approver := strings.TrimSpace(d.Approver)
+	proven := method != ""
 	switch {
 	case g.decided():
 		return fmt.Sprintf("already %s by %s", g.record.Decision, g.record.Approver)
@@ -126,6 +145,8 @@ func (g *approvalGate) whyNotCounted(d ApprovalDecision, proven bool) string {
 		return "the approval is closed: " + string(g.record.Decision)
 	case approver == "":
 		return "approver is empty"
+	case g.rules != nil:
+		return g.whyNotCountedByRule(d, approver, method)
 	case !g.listed(approver):
 		return fmt.Sprintf("approver %q is not in support.approvers", approver)
 	case g.requireProof && !proven && d.Proof != nil:
@@ -135,6 +156,44 @@ func (g *approvalGate) whyNotCounted(d ApprovalDecision, proven bool) string {
 			"which send your ID token to the worker's approval endpoint"
 	}
 	return ""
+}
+
+// whyNotCountedByRule is whyNotCounted under the grant policy's rule: the
+// requester never counts, service accounts only where the rule allows, an
+// approval only from an approver of the level deciding now who has not
+// approved at another, a rejection from an approver of any level, each with
+// at least the rule's proof.
+func (g *approvalGate) whyNotCountedByRule(d ApprovalDecision, approver, method string) string {
+	r, rec := g.rules, g.record
+	eligible := func(l policy.ResolvedLevel) bool { return l.Eligible(approver) }
+	switch {
+	case g.requester != "" && strings.EqualFold(approver, g.requester):
+		return approver + " requested this grant, and nobody approves their own"
+	case policy.IsServiceAccount(approver) && !r.ServiceAccountApprovers:
+		return fmt.Sprintf("%s is a service account, and rule %q lets no service account approve", approver, r.Rule)
+	case !slices.ContainsFunc(r.Levels, eligible):
+		return fmt.Sprintf("%s is not an approver of grant policy rule %q", approver, r.Rule)
+	case d.Approved && !r.Levels[rec.Level].Eligible(approver):
+		return fmt.Sprintf("%s approves at level %d of rule %q; level %d decides now", approver,
+			slices.IndexFunc(r.Levels, eligible)+1, r.Rule, rec.Level+1)
+	}
+	if d.Approved {
+		for i, l := range rec.Levels {
+			if slices.ContainsFunc(l.Approvals, func(c CountedDecision) bool { return strings.EqualFold(c.Approver, approver) }) {
+				return fmt.Sprintf("%s already approved at level %d: each approval must come from another approver", approver, i+1)
+			}
+		}
+	}
+	switch {
+	case policy.ProofCounts(r.Proof, method):
+		return ""
+	case d.Proof != nil && method == "":
+		return "a proof is checked only on the " + contract.UpdateSupportDecision + " update, which the worker's approval endpoint sends (gkewi approve)"
+	case method != "":
+		return fmt.Sprintf("a %s proof is less than rule %q requires (%s): decide with gkewi approve or gkewi reject, which send your ID token", method, r.Rule, r.Proof)
+	}
+	return fmt.Sprintf("no proof of the approver's identity (rule %q requires %s): decide with gkewi approve or gkewi reject, "+
+		"which send your ID token to the worker's approval endpoint", r.Rule, r.Proof)
 }
 
 // checkProof has the worker check d's proof for this run. It returns the
@@ -177,10 +236,18 @@ func (g *approvalGate) listed(approver string) bool {
 // valid proof.
 func (g *approvalGate) consider(ctx workflow.Context, d ApprovalDecision, via string, evidence *ApprovalEvidence) bool {
 	now := workflow.Now(ctx)
-	if reason := g.whyNotCounted(d, evidence != nil); reason != "" {
+	method := ""
+	if evidence != nil {
+		method = evidence.Method
+	}
+	if reason := g.whyNotCounted(d, method); reason != "" {
 		g.ignore(ignoredDecision(ctx, d, via, reason))
 		workflow.GetLogger(ctx).Warn("approval decision ignored", "approver", d.Approver, "reason", reason)
 		return false
+	}
+	if g.rules != nil && d.Approved && !g.completesLevels(d, via, now, evidence) {
+		workflow.GetLogger(ctx).Info("approval counted", "approver", d.Approver, "level", g.record.Level+1)
+		return true
 	}
 	g.record.Decision = DecisionRejected
 	if d.Approved {
@@ -195,6 +262,39 @@ func (g *approvalGate) consider(ctx workflow.Context, d ApprovalDecision, via st
 	g.awaiting = false
 	workflow.GetLogger(ctx).Info("approval decision", "decision", g.record.Decision, "approver", g.record.Approver)
 	return true
+}
+
+// completesLevels counts the approval d at the level deciding now and says
+// whether it completed the last level; when it completes another, the next
+// level decides (levelUp).
+func (g *approvalGate) completesLevels(d ApprovalDecision, via string, now time.Time, evidence *ApprovalEvidence) bool {
+	rec := g.record
+	l := &rec.Levels[rec.Level]
+	l.Approvals = append(l.Approvals, CountedDecision{Approver: strings.TrimSpace(d.Approver), Ticket: d.Ticket, Comment: d.Comment,
+		DecidedAt: now, Via: via, Evidence: evidence})
+	if len(l.Approvals) < l.Needed {
+		return false
+	}
+	if rec.Level+1 < len(rec.Levels) {
+		rec.Level++
+		g.levelUp = true
+		return false
+	}
+	return true
+}
+
+// applyRules makes the gate follow the grant policy's rule r for a run
+// requested by requester (empty: unproven).
+func (g *approvalGate) applyRules(r *policy.Resolved, requester string) {
+	g.rules, g.requester = r, requester
+	g.checkProofs = true
+	g.requireProof = r.Proof != policy.ProofNone
+	rec := g.record
+	rec.Proof, rec.Rule, rec.PolicyDigest, rec.Requester = r.Proof, r.Rule, r.Digest, requester
+	rec.Levels = make([]ApprovalLevel, len(r.Levels))
+	for i, l := range r.Levels {
+		rec.Levels[i] = ApprovalLevel{Approvers: l.Approvers, Domains: l.Domains, Needed: l.Needed()}
+	}
 }
 
 func (g *approvalGate) ignore(d IgnoredDecision) {

@@ -68,7 +68,7 @@ func TestUnlistedApproverIgnoredThenListedAccepted(t *testing.T) {
 	require.Len(t, s.Approval.Ignored, 3)
 	assert.Equal(t, IgnoredDecision{
 		Approver: mallory, Approved: true, Ticket: "SUP-42", Via: "signal",
-		ReceivedAt: testStart.Add(time.Hour), Reason: `approver "mallory@example.com" is not in support.approvers`,
+		ReceivedAt: testStart.Add(time.Hour), Reason: `mallory@example.com is not an approver of grant policy rule "tests"`,
 	}, s.Approval.Ignored[0])
 	assert.Equal(t, "approver is empty", s.Approval.Ignored[1].Reason)
 	assert.Contains(t, s.Approval.Ignored[2].Reason, "malformed payload: ")
@@ -234,7 +234,7 @@ func TestSupportDecisionUpdate(t *testing.T) {
 	require.Error(t, early.rejected)
 	assert.Contains(t, early.rejected.Error(), "not awaiting approval yet")
 	require.Error(t, unlisted.rejected)
-	assert.Contains(t, unlisted.rejected.Error(), `approver "mallory@example.com" is not in support.approvers`)
+	assert.Contains(t, unlisted.rejected.Error(), `mallory@example.com is not an approver of grant policy rule "tests"`)
 	require.Error(t, empty.rejected)
 	assert.Contains(t, empty.rejected.Error(), "approver is empty")
 	assert.False(t, unlisted.accepted)
@@ -296,11 +296,18 @@ func proven(approver string, approved bool) ApprovalDecision {
 	}}
 }
 
-// By default a decision counts only with a proof the worker checks: a bare
-// approver name, a proof by signal, a forged proof or someone else's token are
-// recorded and ignored; a proven decision counts and its evidence is kept.
+// By default (a policy rule that names no proof) a decision counts only with a
+// proof the worker checks: a bare approver name, a proof by signal, a forged
+// proof or someone else's token are recorded and ignored; a proven decision
+// counts and its evidence is kept.
 func TestDecisionsNeedProofByDefault(t *testing.T) {
-	fake := newFakeCloud()
+	fake := newFakeCloud().withPolicy(t, `
+rules:
+  - name: default-proof
+    scope: {projects: ["*"]}
+    approval: {levels: [{approvers: [alice@example.com, Bob@Example.com]}]}
+    bigquery: {dataProjects: ["*"], billingProjects: ["*"], projectWide: true}
+`)
 	req := validRequest()
 	req.Support.Proof = ""
 	env := newOnboardEnv(t, fake, req)

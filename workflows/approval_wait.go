@@ -123,6 +123,12 @@ func (o *onboarding) awaitDecision(ctx workflow.Context) error {
 		}
 		switch {
 		case g.decided():
+		case g.levelUp:
+			// A level approved: ask the next one.
+			g.levelUp = false
+			if err := o.notify(ctx, stepApproval, contract.NotifyApprovalRequest, ""); err != nil {
+				return err
+			}
 		case sideFailed:
 			rec.NextReminderAt = time.Time{}
 			return o.clusterWork.Get(ctx, nil)
@@ -217,7 +223,15 @@ func (o *onboarding) notify(ctx workflow.Context, step, kind, outcome string) er
 		Project: r.Project, Location: r.Location, Cluster: r.Cluster, Namespace: r.Namespace, KSA: r.KSA,
 		GSAEmail: o.sa.Email, Outcome: outcome, ProofRequired: o.gate.requireProof,
 	}
-	if o.gate.requireProof {
+	switch {
+	case o.rules != nil:
+		// The grant policy says whom to tell, and who gets links.
+		in.Targets, in.Approvers = o.policyTargets(kind == contract.NotifyOutcome)
+		if len(in.Approvers) > 0 {
+			in.Deadline = o.linkDeadline(ctx)
+		}
+		in.Grant = o.grantSummary()
+	case o.gate.requireProof:
 		in.Approvers = r.Support.Approvers
 		in.Deadline = o.approvalDeadline(ctx)
 	}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/gkewi/gkewi/activities"
 	"github.com/gkewi/gkewi/contract"
+	"github.com/gkewi/gkewi/policy"
 )
 
 // call is one activity execution seen by fakeCloud.
@@ -58,6 +59,43 @@ type fakeCloud struct {
 	ksaSource string
 	// autopilot makes the cluster an Autopilot cluster.
 	autopilot bool
+	// policies resolve requests against the grant policy: testPolicy unless a
+	// test sets another with withPolicy.
+	policies *activities.Policies
+}
+
+// testPolicyYAML lets the test approvers decide every grant by naming
+// themselves, as runs before the grant policy did.
+const testPolicyYAML = `
+rules:
+  - name: tests
+    scope: {projects: ["*"]}
+    approval:
+      proof: none
+      levels: [{approvers: [alice@example.com, Bob@Example.com]}]
+    bigquery: {dataProjects: ["*"], billingProjects: ["*"], datasets: ["*"], projectWide: true}
+`
+
+// testAttestor makes and checks requester proofs in workflow tests, as a
+// worker with the approval secret does.
+func testAttestor() *activities.Attestor {
+	return activities.NewAttestor(activities.AttestorConfig{Secret: []byte("workflow-tests-approval-secret")})
+}
+
+// withPolicy makes f resolve grants against the policy in src.
+func (f *fakeCloud) withPolicy(t interface{ Fatalf(string, ...any) }, src string) *fakeCloud {
+	p, err := policy.Parse([]byte(src))
+	if err != nil {
+		t.Fatalf("test policy: %v", err)
+	}
+	f.policies = activities.NewPolicies(policy.Static(p), testAttestor())
+	return f
+}
+
+// ResolveGrantPolicy is the real activity on f's policy; it is not recorded
+// as a call, so the phases of earlier tests stay as they were.
+func (f *fakeCloud) ResolveGrantPolicy(ctx context.Context, in activities.GrantPolicyInput) (activities.GrantPolicy, error) {
+	return f.policies.ResolveGrantPolicy(ctx, in)
 }
 
 // renderedKSA is the KSA the fake chart's workloads run as: named after the
@@ -65,7 +103,13 @@ type fakeCloud struct {
 const renderedKSA = "carto-common-backend"
 
 func newFakeCloud() *fakeCloud {
-	return &fakeCloud{changed: true, saCreated: true, nodePools: []string{"default-pool", "gpu-pool"}, schedules: map[string]activities.ScheduleStatus{}, ksaSource: activities.KSAFromChart}
+	f := &fakeCloud{changed: true, saCreated: true, nodePools: []string{"default-pool", "gpu-pool"}, schedules: map[string]activities.ScheduleStatus{}, ksaSource: activities.KSAFromChart}
+	p, err := policy.Parse([]byte(testPolicyYAML))
+	if err != nil {
+		panic(err) // a constant
+	}
+	f.policies = activities.NewPolicies(policy.Static(p), testAttestor())
+	return f
 }
 
 // failNext queues errors for the named activity.
@@ -450,8 +494,10 @@ func (f *fakeCloud) mockAll(env *testsuite.TestWorkflowEnvironment) {
 		schedules *activities.Schedules
 		grants    *activities.Grants
 		approvals *activities.Approvals
+		policies  *activities.Policies
 	)
 	for _, pair := range [][2]any{
+		{policies.ResolveGrantPolicy, f.ResolveGrantPolicy},
 		{approvals.CheckDecisionProof, f.CheckDecisionProof},
 		{schedules.SetRevocationTime, f.SetRevocationTime},
 		{schedules.DescribeRevocationSchedule, f.DescribeRevocationSchedule},
@@ -514,6 +560,7 @@ func (f *fakeCloud) registerAll(w worker.ActivityRegistry) {
 		"NotifySupport":                  f.NotifySupport,
 		"VerifyAccess":                   f.VerifyAccess,
 		"CheckDecisionProof":             f.CheckDecisionProof,
+		"ResolveGrantPolicy":             f.ResolveGrantPolicy,
 	} {
 		w.RegisterActivityWithOptions(fn, activity.RegisterOptions{Name: name})
 	}

@@ -71,4 +71,10 @@ const (
 	// executions (the cluster steps) runs at most that many, waiting longer
 	// between them. Asked only by such steps.
 	changeBoundedRetries = "bounded-retries"
+	// changeGrantPolicy: who approves, with what proof, and for how long come
+	// from the worker's grant policy (the ResolveGrantPolicy activity, before
+	// any change), not from the request; approval may take two levels, the
+	// requester never approves their own grant, and a request without expiry
+	// gets the rule's maxDuration.
+	changeGrantPolicy = "grant-policy"
 )

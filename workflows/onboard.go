@@ -33,6 +33,7 @@ const (
 // Onboard's steps, in order; the status lists them under these names. Node pool
 // steps are "node-pool/NAME", added once the pools are known.
 const (
+	stepPolicy               = "grant-policy"
 	stepRender               = "render-release"
 	stepPreflight            = "preflight"
 	stepAccess               = "kubernetes-access"
@@ -88,6 +89,10 @@ type onboarding struct {
 	overlap       bool
 	clusterWork   workflow.Future
 	clusterFailed workflow.Channel
+	// governed: the worker's grant policy decides who approves, with what
+	// proof and for how long (changeGrantPolicy); rules is the rule resolved.
+	governed bool
+	rules    *activities.GrantPolicy
 }
 
 // Onboard grants the KSA of a Helm release on a GKE cluster the identity of a
@@ -111,14 +116,15 @@ func Onboard(ctx workflow.Context, req OnboardRequest) (OnboardResult, error) {
 		o.req = o.req.withLegacyKSA()
 	}
 	proofs := workflow.GetVersion(ctx, changeApprovalProof, workflow.DefaultVersion, 1) == 1
+	o.governed = workflow.GetVersion(ctx, changeGrantPolicy, workflow.DefaultVersion, 1) == 1
 	o.t.status.Approval = &Approval{Decision: DecisionPending}
 	o.gate = newApprovalGate(ctx, o.req.Support.Approvers, o.t.status.Approval)
-	if proofs {
+	if proofs && !o.governed {
 		o.gate.checkProofs = true
 		o.gate.requireProof = o.req.Support.Proof != ProofNone
 		o.t.status.Approval.Proof = o.req.Support.Proof
 	}
-	o.t.listen = func(sel workflow.Selector) {
+	listen := func(sel workflow.Selector) {
 		sel.AddReceive(o.gate.signals, func(c workflow.ReceiveChannel, _ bool) {
 			o.gate.takeSignal(ctx, c, true)
 			if o.overlap {
@@ -127,6 +133,9 @@ func Onboard(ctx workflow.Context, req OnboardRequest) (OnboardResult, error) {
 			}
 			o.t.publish(ctx)
 		})
+	}
+	if !o.governed {
+		o.t.listen = listen
 	}
 	if err := o.t.registerQuery(ctx); err != nil {
 		return OnboardResult{}, err
@@ -140,6 +149,13 @@ func Onboard(ctx workflow.Context, req OnboardRequest) (OnboardResult, error) {
 		return OnboardResult{}, o.fail(ctx, StateFailed, err)
 	}
 	o.start(ctx)
+	if o.governed {
+		// Decisions are taken in once the rule that judges them is known.
+		if err := o.resolvePolicy(ctx, req); err != nil {
+			return OnboardResult{}, o.fail(ctx, StateFailed, err)
+		}
+		o.t.listen = listen
+	}
 	if o.overlap {
 		if state, err := o.askEarly(ctx); err != nil {
 			return OnboardResult{}, o.fail(ctx, state, err)
@@ -196,6 +212,9 @@ func (o *onboarding) start(ctx workflow.Context) {
 	o.cluster = activities.ClusterRef{Project: r.Project, Location: r.Location, Cluster: r.Cluster}
 	s := &o.t.status
 	s.Project, s.Location, s.Cluster, s.Namespace, s.KSA = r.Project, r.Location, r.Cluster, r.Namespace, r.KSA
+	if o.governed {
+		o.t.plan(stepPolicy)
+	}
 	if o.rendered {
 		s.Release = r.Helm.Release
 		o.t.plan(stepRender, stepPreflight, stepAccess)

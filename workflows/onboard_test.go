@@ -94,7 +94,8 @@ func TestOnboardHappyPathWithBigQuery(t *testing.T) {
 	require.Len(t, notes, 2)
 	request := notes[0].(activities.Notification)
 	assert.Equal(t, "approval-request", request.Kind)
-	assert.Equal(t, []string{"support@example.com", "https://hooks.example.com/gkewi"}, request.Targets)
+	// The policy's approvers the request names, then support.notify.
+	assert.Equal(t, []string{alice, "Bob@Example.com", "support@example.com", "https://hooks.example.com/gkewi"}, request.Targets)
 	assert.Equal(t, OnboardWorkflowID(req), request.WorkflowID)
 	assert.NotEmpty(t, request.RunID)
 	assert.Equal(t, wantGSA, request.GSAEmail)
@@ -145,7 +146,7 @@ func TestOnboardHappyPathWithBigQuery(t *testing.T) {
 	assert.Equal(t, "carto", s.Release)
 	assert.Equal(t, "carto-common-backend", s.KSA, "the KSA the rendered release runs as")
 	assert.Equal(t, []string{
-		"render-release", "preflight", "kubernetes-access", "identity-sameness", "service-account", "token-creator",
+		"grant-policy", "render-release", "preflight", "kubernetes-access", "identity-sameness", "service-account", "token-creator",
 		"approval-request", "enable-iamcredentials", "workload-pool", "list-node-pools",
 		"node-pool/default-pool", "node-pool/gpu-pool", "approval", "workload-identity-user", "annotate-ksa", "bigquery", "helm",
 		"verify-release", "verify", "outcome-notification",

@@ -39,13 +39,13 @@ func TestStatusShowsWebhooksAsSchemeAndHostOnly(t *testing.T) {
 	// The targets still reach the activity whole: it needs them to deliver.
 	notes := fake.inputs("NotifySupport")
 	require.Len(t, notes, 2)
-	assert.Equal(t, req.Support.Notify, notes[1].(activities.Notification).Targets)
+	assert.Equal(t, append([]string{alice, "Bob@Example.com"}, req.Support.Notify...), notes[1].(activities.Notification).Targets)
 
 	request := mustStep(t, s, stepApprovalRequest)
 	assert.Equal(t, StepFailed, request.State)
 	assert.Equal(t, "no notification target was reached: https://hooks.slack.com: HTTP 404 (see https://hooks.slack.com.)", request.LastError)
 	outcome := mustStep(t, s, stepOutcome)
-	assert.Equal(t, "sent to support@example.com, https://hooks.slack.com", outcome.Detail)
+	assert.Equal(t, "sent to alice@example.com, Bob@Example.com, support@example.com, https://hooks.slack.com", outcome.Detail)
 	assert.Equal(t, []string{
 		"approval-request: not sent: step approval-request failed after 1 attempt(s): no notification target was reached: https://hooks.slack.com: HTTP 404 (see https://hooks.slack.com.)",
 		"outcome-notification: outcome not delivered to https://relay.example.com: HTTP 500",

@@ -1,6 +1,8 @@
 package workflows
 
 import (
+	"encoding/json"
+
 	"github.com/gkewi/gkewi/activities"
 	"github.com/gkewi/gkewi/contract"
 )
@@ -41,8 +43,13 @@ type OnboardRequest struct {
 	BigQuery *BigQuerySpec `json:"bigquery,omitempty"`
 	// Support describes who approves and how they are told.
 	Support SupportSpec `json:"support"`
-	// Expiry makes the grant time-bound; nil means it lasts until revoked.
+	// Expiry makes the grant time-bound; nil means it lasts until revoked, or,
+	// under a grant policy rule with a maxDuration, that long.
 	Expiry *ExpirySpec `json:"expiry,omitempty"`
+	// Requester is the worker's attestation of the requester's ID token, made
+	// by its endpoint (gkewi onboard --endpoint); never written by hand: one
+	// that does not check out refuses the run.
+	Requester *activities.RequesterProof `json:"requester,omitempty"`
 
 	// unknownFields are the members of the decoded JSON that match no field;
 	// Validate refuses them.
@@ -89,10 +96,14 @@ type BigQuerySpec struct {
 	Datasets []string `json:"datasets,omitempty"`
 }
 
-// SupportSpec describes the approval gate.
+// SupportSpec describes the approval gate. Under the worker's grant policy
+// (runs started since changeGrantPolicy) the policy decides who approves and
+// with what proof: Approvers then only chooses whom of the policy's approvers
+// to notify first, and Proof may only ask for more than the policy.
 type SupportSpec struct {
-	// Approvers are the emails whose decisions count.
-	Approvers []string `json:"approvers"`
+	// Approvers are the emails whose decisions count (before the grant
+	// policy), or whom of the policy's approvers to notify first.
+	Approvers []string `json:"approvers,omitempty"`
 	// Notify lists where to send the request: email addresses and/or http(s) webhook
 	// URLs; empty sends it to the approvers. The request, these URLs included, is
 	// stored in the workflow history, readable by anyone who can read the
@@ -118,6 +129,7 @@ type SupportSpec struct {
 // Values of support.proof.
 const (
 	ProofIDToken = activities.ProofIDToken
+	ProofLink    = activities.ProofLink
 	ProofNone    = "none"
 )
 
@@ -163,6 +175,13 @@ func (r OnboardRequest) withLegacyKSA() OnboardRequest {
 		r.KSA = r.Helm.Release + legacyKSASuffix
 	}
 	return r
+}
+
+// SignedJSON is the request as its requester's proof covers it: the request
+// as sent, the proof left out.
+func (r OnboardRequest) SignedJSON() ([]byte, error) {
+	r.Requester = nil
+	return json.Marshal(r)
 }
 
 // GSAEmail is the email of the request's GSA, known before it exists.

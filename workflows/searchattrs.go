@@ -19,6 +19,8 @@ const (
 	SearchAttrGSA       = "GkewiGSA"
 	SearchAttrState     = "GkewiState"
 	SearchAttrExpiry    = "GkewiExpiry"
+	// SearchAttrRequester is the proven requester's verified email.
+	SearchAttrRequester = "GkewiRequester"
 )
 
 // SearchAttributeTypes maps each custom search attribute to its type, as the
@@ -59,6 +61,7 @@ func searchAttributeList() []searchAttributeDef {
 		keyword(SearchAttrKSA),
 		keyword(SearchAttrGSA),
 		keyword(SearchAttrState),
+		keyword(SearchAttrRequester),
 		{SearchAttrExpiry, enumspb.INDEXED_VALUE_TYPE_DATETIME, "Datetime"},
 	}
 }
@@ -105,6 +108,10 @@ func upsertGrantAttributes(ctx workflow.Context, project, cluster, namespace, ks
 
 func upsertGSAAttribute(ctx workflow.Context, email string) {
 	upsertAttributes(ctx, keywordAttr(SearchAttrGSA, email))
+}
+
+func upsertRequesterAttribute(ctx workflow.Context, email string) {
+	upsertAttributes(ctx, keywordAttr(SearchAttrRequester, email))
 }
 
 func upsertStateAttribute(ctx workflow.Context, s State) {

@@ -90,6 +90,35 @@ type Approval struct {
 	// Ignored are decisions that did not count: unlisted or empty approver,
 	// malformed payload, or sent after the decision.
 	Ignored []IgnoredDecision `json:"ignored,omitempty"`
+
+	// Under the grant policy (changeGrantPolicy): the rule and the policy
+	// text's digest the run goes by, its proven requester, and each level of
+	// approval with the approvals it counted. Approver above is then the last
+	// approver whose decision completed (or rejected) the grant.
+	Rule         string          `json:"rule,omitempty"`
+	PolicyDigest string          `json:"policyDigest,omitempty"`
+	Requester    string          `json:"requester,omitempty"`
+	Levels       []ApprovalLevel `json:"levels,omitempty"`
+	// Level is the index of the level deciding now.
+	Level int `json:"level,omitempty"`
+}
+
+// ApprovalLevel is one level of a rule's approval and who approved at it.
+type ApprovalLevel struct {
+	Approvers []string          `json:"approvers,omitempty"`
+	Domains   []string          `json:"domains,omitempty"`
+	Needed    int               `json:"needed"`
+	Approvals []CountedDecision `json:"approvals,omitempty"`
+}
+
+// CountedDecision is an approval that counted at a level.
+type CountedDecision struct {
+	Approver  string            `json:"approver"`
+	Ticket    string            `json:"ticket,omitempty"`
+	Comment   string            `json:"comment,omitempty"`
+	DecidedAt time.Time         `json:"decidedAt"`
+	Via       string            `json:"via"`
+	Evidence  *ApprovalEvidence `json:"evidence,omitempty"`
 }
 
 // ApprovalEvidence is what proved an approver's identity: the verified claims
@@ -132,7 +161,9 @@ type Status struct {
 	KSA      string `json:"ksa,omitempty"`
 	GSAEmail string `json:"gsaEmail,omitempty"`
 	// GSACreated is true when this run created the GSA (and so may delete it).
-	GSACreated   bool      `json:"gsaCreated,omitempty"`
+	GSACreated bool `json:"gsaCreated,omitempty"`
+	// Requester is the proven requester's verified email (grant policy).
+	Requester    string    `json:"requester,omitempty"`
 	HelmRevision int       `json:"helmRevision,omitempty"`
 	Steps        []Step    `json:"steps"`
 	Approval     *Approval `json:"approval,omitempty"`

@@ -197,12 +197,11 @@ func TestInvalidRequestFailsBeforeAnyStep(t *testing.T) {
 	appErr := workflowAppError(t, env)
 	assert.Equal(t, ErrTypeInvalidRequest, appErr.Type())
 	assert.True(t, appErr.NonRetryable())
-	assert.Equal(t, `invalid request: gsa.accountId "ab": must be 6-30 characters, start with a lowercase letter, and contain only lowercase letters, digits and hyphens, not ending with a hyphen; support.approvers: at least one approver email is required`, appErr.Message())
+	assert.Equal(t, `invalid request: gsa.accountId "ab": must be 6-30 characters, start with a lowercase letter, and contain only lowercase letters, digits and hyphens, not ending with a hyphen`, appErr.Message())
 	var problems []FieldError
 	require.NoError(t, appErr.Details(&problems))
 	assert.Equal(t, []FieldError{
 		{Field: "gsa.accountId", Value: "ab", Rule: ruleGoogleName},
-		{Field: "support.approvers", Rule: "at least one approver email is required"},
 	}, problems)
 	assert.Empty(t, fake.names())
 	assert.Equal(t, StateFailed, queryStatus(t, env).State)

@@ -138,9 +138,6 @@ func (r OnboardRequest) validate(c *checker) {
 	c.check("helm.repoURL", r.Helm.RepoURL, false, text.IsHTTPURL, ruleHTTPURL)
 	validateBigQuery(c, r.BigQuery)
 
-	if len(r.Support.Approvers) == 0 {
-		c.fail("support.approvers", "", "at least one approver email is required")
-	}
 	for i, a := range r.Support.Approvers {
 		c.check(fmt.Sprintf("support.approvers[%d]", i), a, true, isEmail, ruleEmail)
 	}
@@ -149,8 +146,8 @@ func (r OnboardRequest) validate(c *checker) {
 	}
 	c.duration("support.reminderInterval", r.Support.ReminderInterval, time.Minute, "must be at least 1m")
 	c.duration("support.approvalTimeout", r.Support.ApprovalTimeout, 1, rulePositive)
-	if p := r.Support.Proof; p != "" && p != ProofIDToken && p != ProofNone {
-		c.fail("support.proof", p, fmt.Sprintf("must be %q (the default: decisions count only with the approver's verified ID token) or %q (decisions that merely name an approver count too)", ProofIDToken, ProofNone))
+	if p := r.Support.Proof; p != "" && p != ProofIDToken && p != ProofLink && p != ProofNone {
+		c.fail("support.proof", p, fmt.Sprintf("must be %q (decisions count only with the approver's verified ID token), %q (signed links of the support email count too) or %q (decisions that merely name an approver count too); the grant policy sets the least, a request may only ask for more", ProofIDToken, ProofLink, ProofNone))
 	}
 
 	if e := r.Expiry; e != nil {

@@ -74,8 +74,6 @@ func TestOnboardRequestValidation(t *testing.T) {
 		}, `bigquery.dataProject "Data": must be 6-30 characters, start with a lowercase letter, and contain only lowercase letters, digits and hyphens, not ending with a hyphen; ` +
 			`bigquery.billingProject: required; bigquery.tempDataset "carto-temp": must be 1-1024 letters, digits and underscores; ` +
 			`bigquery.connectionOwnerId: required; bigquery.datasets[1] "ok_1": duplicate`},
-		{"no approvers", func(r *OnboardRequest) { r.Support.Approvers = nil },
-			`support.approvers: at least one approver email is required`},
 		{"bad approver and notify target", func(r *OnboardRequest) {
 			r.Support.Approvers = []string{alice, "Alice <alice@example.com>", "bob@localhost"}
 			r.Support.Notify = []string{"#support", "https://hooks.example.com/x", "http://"}
@@ -86,7 +84,7 @@ func TestOnboardRequestValidation(t *testing.T) {
 		{"reminder too often", func(r *OnboardRequest) { r.Support.ReminderInterval = "30s" },
 			`support.reminderInterval "30s": must be at least 1m`},
 		{"proof", func(r *OnboardRequest) { r.Support.Proof = "email" },
-			`support.proof "email": must be "id-token" (the default: decisions count only with the approver's verified ID token) or "none" (decisions that merely name an approver count too)`},
+			`support.proof "email": must be "id-token" (decisions count only with the approver's verified ID token), "link" (signed links of the support email count too) or "none" (decisions that merely name an approver count too); the grant policy sets the least, a request may only ask for more`},
 		{"expiry both", func(r *OnboardRequest) { r.Expiry = &ExpirySpec{At: "2027-01-01T00:00:00Z", TTL: "24h"} },
 			`expiry: set at most one of at and ttl`},
 		{"expiry at format", func(r *OnboardRequest) { r.Expiry = &ExpirySpec{At: "2027-01-01"} },
@@ -99,7 +97,7 @@ func TestOnboardRequestValidation(t *testing.T) {
 			r.Project = "x"
 			r.Helm.Release = ""
 		}, `project "x": must be 6-30 characters, start with a lowercase letter, and contain only lowercase letters, digits and hyphens, not ending with a hyphen; ` +
-			`helm.release: required; support.approvers: at least one approver email is required`},
+			`helm.release: required`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := validRequest()
@@ -120,8 +118,7 @@ func TestOnboardRequestValidation(t *testing.T) {
 func TestEmptyRequests(t *testing.T) {
 	onboard := OnboardRequest{}
 	assert.EqualError(t, onboard.Validate(), "invalid request: project: required; location: required; cluster: required; "+
-		"gsa: set exactly one of accountId and email; namespace: required; helm.release: required; helm.chart: required; "+
-		"support.approvers: at least one approver email is required")
+		"gsa: set exactly one of accountId and email; namespace: required; helm.release: required; helm.chart: required")
 	assert.EqualError(t, onboard.WithDefaults().Validate(), onboard.Validate().Error(), "the defaults add no problem")
 
 	assert.EqualError(t, RevokeRequest{}.Validate(), "invalid request: project: required; location: required; cluster: required; "+
@@ -219,10 +216,10 @@ func TestWorkflowIDs(t *testing.T) {
 func TestSearchAttributeFlags(t *testing.T) {
 	assert.Equal(t, []string{
 		"GkewiProject=Keyword", "GkewiCluster=Keyword", "GkewiNamespace=Keyword", "GkewiKSA=Keyword",
-		"GkewiGSA=Keyword", "GkewiState=Keyword", "GkewiExpiry=Datetime",
+		"GkewiGSA=Keyword", "GkewiState=Keyword", "GkewiRequester=Keyword", "GkewiExpiry=Datetime",
 	}, SearchAttributeFlags())
 	types := SearchAttributeTypes()
-	assert.Len(t, types, 7)
+	assert.Len(t, types, 8)
 	assert.Equal(t, "Datetime", types[SearchAttrExpiry].String())
 	assert.Equal(t, "Keyword", types[SearchAttrGSA].String())
 }

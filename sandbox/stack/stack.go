@@ -86,6 +86,10 @@ type Options struct {
 	WorkerBinary string
 	// WorkerEnv is added to the worker's environment (e.g. GKEWI_LOG_LEVEL=debug).
 	WorkerEnv []string
+	// PolicyFile is the worker's grant policy; default
+	// RepoDir/deploy/sandbox/policy.yaml. The worker reads a copy in Dir,
+	// which PolicyPath names (tests rewrite it to change the policy).
+	PolicyFile string
 	// WorkerAsAdmin runs the worker with the cluster-admin kubeconfig instead of
 	// the least-privilege RBAC of deploy/rbac/gkewi-worker.yaml.
 	WorkerAsAdmin bool
@@ -116,6 +120,8 @@ type Sandbox struct {
 	emuLog     *os.File
 	// approvalSecretFile keys the worker's approval attestations.
 	approvalSecretFile string
+	// policyFile is the copy of the grant policy the worker reads.
+	policyFile string
 	smtp               *smtpsink.Sink
 	temporal           *child
 	temporalArgs       []string
@@ -193,6 +199,9 @@ func Start(ctx context.Context, opts Options) (_ *Sandbox, err error) {
 		return nil, err
 	}
 	if err := s.setUpWorkerIdentity(ctx); err != nil {
+		return nil, err
+	}
+	if err := s.copyPolicy(); err != nil {
 		return nil, err
 	}
 	if err := s.writeApprovalSecret(); err != nil {

@@ -55,6 +55,9 @@ func (s *Sandbox) workerEnv() []string {
 		"GKEWI_APPROVAL_SECRET_FILE="+s.approvalSecretFile,
 		"GKEWI_APPROVAL_ISSUER="+s.emuURL,
 		"GKEWI_APPROVAL_PUBLIC_URL="+s.ApprovalURL(),
+		// The operator's rules of who approves which grant.
+		"GKEWI_POLICY_FILE="+s.policyFile,
+		"GKEWI_POLICY_RELOAD_INTERVAL=1s",
 	)
 	if ui := s.TemporalUIURL(); ui != "" {
 		env = append(env, "GKEWI_TEMPORAL_UI_URL="+ui)
@@ -154,6 +157,24 @@ func (s *Sandbox) ApprovalURL() string {
 
 // IDTokenIssuer is the issuer of the ID tokens the worker accepts from approvers.
 func (s *Sandbox) IDTokenIssuer() string { return s.emuURL }
+
+// copyPolicy puts the grant policy where the worker reads it, anew at each
+// start: the sandbox runs under the policy of the repository.
+func (s *Sandbox) copyPolicy() error {
+	src := s.opts.PolicyFile
+	if src == "" {
+		src = filepath.Join(s.opts.RepoDir, "deploy", "sandbox", "policy.yaml")
+	}
+	b, err := os.ReadFile(src)
+	if err != nil {
+		return fmt.Errorf("grant policy: %w", err)
+	}
+	s.policyFile = filepath.Join(s.dir, "policy.yaml")
+	return os.WriteFile(s.policyFile, b, 0o644)
+}
+
+// PolicyPath is the grant policy file the worker reads and watches.
+func (s *Sandbox) PolicyPath() string { return s.policyFile }
 
 // writeApprovalSecret makes the key of the worker's approval attestations,
 // once per sandbox: a restarted worker must check what the last one attested.

@@ -52,6 +52,9 @@ type Config struct {
 	SMTP SMTP `json:"smtp"`
 	// Approval is the endpoint where approvers prove who they are.
 	Approval Approval `json:"approval"`
+	// Policy is the grant policy: who approves which grants, with what proof,
+	// for how long. Without one the worker makes no new grant.
+	Policy Policy `json:"policy"`
 	// WebhookTimeout bounds each webhook notification.
 	WebhookTimeout Duration `json:"webhookTimeout,omitempty"`
 	// TemporalUIURL is linked from notifications, e.g. "http://localhost:8233".
@@ -91,6 +94,14 @@ type Approval struct {
 	// PublicURL is the endpoint as support reaches it, written into approval
 	// requests (e.g. https://gkewi.example.com).
 	PublicURL string `json:"publicURL,omitempty"`
+}
+
+// Policy locates the grant policy file (in the chart, a ConfigMap).
+type Policy struct {
+	// File is the policy's YAML; read at start (a bad one stops the start)
+	// and again every ReloadInterval: new runs follow the new text.
+	File           string   `json:"file,omitempty"`
+	ReloadInterval Duration `json:"reloadInterval,omitempty"`
 }
 
 // SMTP says how to reach the mail relay.
@@ -145,6 +156,7 @@ func Defaults() Config {
 		WebhookTimeout:        Duration(10 * time.Second),
 		Concurrency:           Concurrency{MaxConcurrentActivityExecutionSize: 16},
 		SweepInterval:         Duration(workflows.DefaultSweepInterval),
+		Policy:                Policy{ReloadInterval: Duration(10 * time.Second)},
 		// Helm installs and operation waits can take a while; Kubernetes' grace
 		// period must exceed this.
 		StopTimeout: Duration(60 * time.Second),
@@ -193,6 +205,9 @@ func (c Config) Validate() error {
 	}
 	if c.Helm.Timeout < 0 {
 		bad("helm.timeout (--helm-timeout) must not be negative")
+	}
+	if c.Policy.ReloadInterval.D() < time.Second {
+		bad("policy.reloadInterval (--policy-reload-interval, GKEWI_POLICY_RELOAD_INTERVAL) %s: want at least 1s", c.Policy.ReloadInterval.D())
 	}
 	if c.SweepInterval < 0 || (c.SweepInterval > 0 && c.SweepInterval.D() < time.Minute) {
 		bad("sweepInterval (--sweep-interval, GKEWI_SWEEP_INTERVAL) %s: want 0 (no sweep schedule) or at least 1m", c.SweepInterval.D())

@@ -64,6 +64,8 @@ func settings() []setting {
 		{"smtp.passwordFile", "smtp-password-file", "GKEWI_SMTP_PASSWORD_FILE", "file holding the SMTP password", kindString},
 		{"smtp.startTLS", "smtp-starttls", "GKEWI_SMTP_STARTTLS", "require STARTTLS with the relay", kindBool},
 		{"smtp.caFile", "smtp-ca-file", "GKEWI_SMTP_CA_FILE", "PEM bundle to trust for the relay (empty: system roots)", kindString},
+		{"policy.file", "policy-file", "GKEWI_POLICY_FILE", "the grant policy (YAML): who approves which grants, with what proof, for how long (empty: no new grant)", kindString},
+		{"policy.reloadInterval", "policy-reload-interval", "GKEWI_POLICY_RELOAD_INTERVAL", "how often the policy file is read again (new runs follow it)", kindDuration},
 		{"approval.addr", "approval-addr", "GKEWI_APPROVAL_ADDR", "host:port of the approval endpoint, POST /v1/decisions (empty: none)", kindString},
 		{"approval.secretFile", "approval-secret-file", "GKEWI_APPROVAL_SECRET_FILE", "file holding the key of approval attestations (the same for every worker)", kindString},
 		{"approval.publicURL", "approval-public-url", "GKEWI_APPROVAL_PUBLIC_URL", "the approval endpoint's URL as support reaches it, written into approval requests", kindString},
