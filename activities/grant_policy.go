@@ -51,18 +51,23 @@ func RequestDigest(request []byte) string {
 // AttestRequester verifies rawToken as an ID token of the issuer for audience
 // workflowID with a verified email, and attests that its holder sent request.
 func (a *Attestor) AttestRequester(ctx context.Context, workflowID string, request []byte, rawToken string) (RequesterProof, error) {
-	tok, email, err := a.verifyIDToken(ctx, workflowID, rawToken)
+	v, err := a.Verify(ctx, workflowID, rawToken)
 	if err != nil {
 		return RequesterProof{}, err
 	}
-	sum := sha256.Sum256([]byte(rawToken))
+	return a.AttestVerifiedRequester(v, request), nil
+}
+
+// AttestVerifiedRequester attests that the holder of v, a token verified for
+// the grant's workflow ID, sent request.
+func (a *Attestor) AttestVerifiedRequester(v VerifiedToken, request []byte) RequesterProof {
 	p := RequesterProof{
-		Method: ProofIDToken, Issuer: tok.Issuer, Subject: tok.Subject, Email: email, WorkflowID: workflowID,
-		RequestSHA256: RequestDigest(request), TokenSHA256: hex.EncodeToString(sum[:]),
+		Method: ProofIDToken, Issuer: v.Issuer, Subject: v.Subject, Email: v.Email, WorkflowID: v.Audience,
+		RequestSHA256: RequestDigest(request), TokenSHA256: v.TokenSHA256,
 		VerifiedAt: a.now().UTC().Truncate(time.Second),
 	}
 	p.MAC = a.requesterMAC(p)
-	return p, nil
+	return p
 }
 
 func (a *Attestor) requesterMAC(p RequesterProof) string {

@@ -254,7 +254,8 @@ func ProofCounts(required, method string) bool {
 	if required == ProofNone {
 		return true
 	}
-	return method != "" && proofRank(method) >= proofRank(required)
+	// An unknown requirement is met by nothing: fail closed.
+	return method != "" && proofRank(required) >= 0 && proofRank(method) >= proofRank(required)
 }
 
 // IsServiceAccount reports whether email is a Google service account's.
@@ -374,9 +375,6 @@ func (p *Policy) Resolve(g Grant) (Resolved, error) {
 			return refuse(fmt.Sprintf("support.approvers[%d]", i), "%s is the requester, who never approves their own grant", e)
 		}
 	}
-	if r.Requester.Required && g.Requester == "" {
-		return refuse("requester", "the rule requires a proven requester: send the request with gkewi onboard --endpoint URL, which presents your ID token to the worker")
-	}
 	res := Resolved{
 		Rule: r.Name, Digest: p.digest, Proof: proof,
 		ServiceAccountApprovers: a.ServiceAccountApprovers, RequireRequester: r.Requester.Required,
@@ -398,6 +396,9 @@ func (p *Policy) Resolve(g Grant) (Resolved, error) {
 			return refuse(field, "%s", why)
 		}
 	}
+	if r.Requester.Required && g.Requester == "" {
+		return refuse("requester", "the rule requires a proven requester: send the request with gkewi onboard --endpoint URL, which presents your ID token to the worker")
+	}
 	for _, l := range a.Levels {
 		res.Levels = append(res.Levels, ResolvedLevel{Level: l, Notify: l.notify(g.Approvers)})
 	}
@@ -409,27 +410,25 @@ func (b *BigQuery) refuses(g *BigQueryGrant) (field, why string) {
 	switch {
 	case b == nil:
 		return "bigquery", "the rule allows no BigQuery grant"
-	case !covers(nonEmpty(b.DataProjects), g.DataProject):
+	case !allows(b.DataProjects, g.DataProject):
 		return "bigquery.dataProject", fmt.Sprintf("%s is not among the rule's dataProjects (%s)", g.DataProject, strings.Join(b.DataProjects, ", "))
-	case !covers(nonEmpty(b.BillingProjects), g.BillingProject):
+	case !allows(b.BillingProjects, g.BillingProject):
 		return "bigquery.billingProject", fmt.Sprintf("%s is not among the rule's billingProjects (%s)", g.BillingProject, strings.Join(b.BillingProjects, ", "))
 	case len(g.Datasets) == 0 && !b.ProjectWide:
 		return "bigquery.datasets", "the rule allows dataEditor on named datasets only, not on the whole data project: list them in bigquery.datasets"
 	}
 	for i, d := range g.Datasets {
-		if !covers(nonEmpty(b.Datasets), d) {
+		if !allows(b.Datasets, d) {
 			return fmt.Sprintf("bigquery.datasets[%d]", i), fmt.Sprintf("%s is not among the rule's datasets (%s)", d, strings.Join(b.Datasets, ", "))
 		}
 	}
 	return "", ""
 }
 
-// nonEmpty makes an empty allow-list allow nothing (covers takes empty as all).
-func nonEmpty(globs []string) []string {
-	if len(globs) == 0 {
-		return []string{"\x00none"}
-	}
-	return globs
+// allows is covers where an empty allow-list allows nothing (covers takes
+// empty as all). No sentinel glob: a requester could name it.
+func allows(globs []string, name string) bool {
+	return len(globs) > 0 && covers(globs, name)
 }
 
 // notify is whom to tell at this level: the request's approvers eligible at

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
@@ -29,10 +30,20 @@ func idToken(t *testing.T, c gcpemu.IDTokenClaims) string {
 	return tok
 }
 
-// postDecision sends a decision to the worker's approval endpoint with token.
+// currentRun is the run ID of the workflow's current run: the run a decision
+// names, as the support email does.
+func currentRun(t *testing.T, workflowID string) string {
+	t.Helper()
+	desc, err := sandbox.TemporalClient().DescribeWorkflowExecution(context.Background(), workflowID, "")
+	require.NoError(t, err)
+	return desc.GetWorkflowExecutionInfo().GetExecution().GetRunId()
+}
+
+// postDecision sends a decision for the current run to the worker's approval
+// endpoint with token.
 func postDecision(t *testing.T, workflowID, token string, approved bool) (int, worker.DecisionResponse) {
 	t.Helper()
-	body, err := json.Marshal(worker.DecisionRequest{WorkflowID: workflowID, Approved: &approved, Ticket: "SUP-P"})
+	body, err := json.Marshal(worker.DecisionRequest{WorkflowID: workflowID, RunID: currentRun(t, workflowID), Approved: &approved, Ticket: "SUP-P"})
 	require.NoError(t, err)
 	req, err := http.NewRequest(http.MethodPost, sandbox.ApprovalURL()+worker.DecisionPath, bytes.NewReader(body))
 	require.NoError(t, err)
@@ -77,7 +88,7 @@ func TestApprovalNeedsTheApproversIDToken(t *testing.T) {
 	unlisted := idToken(t, gcpemu.IDTokenClaims{Email: "mallory@carto.example", Audience: id, EmailVerified: true})
 	code, resp := postDecision(t, id, unlisted, true)
 	assert.Equal(t, http.StatusConflict, code, "%+v", resp)
-	assert.Contains(t, resp.Error, `approver "mallory@carto.example" is not in support.approvers`)
+	assert.Contains(t, resp.Error, `mallory@carto.example is not an approver of grant policy rule "carto-production"`)
 	tokens["unlisted"] = unlisted
 
 	s = queryStatus(t, id)

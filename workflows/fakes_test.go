@@ -79,7 +79,8 @@ rules:
 // testAttestor makes and checks requester proofs in workflow tests, as a
 // worker with the approval secret does.
 func testAttestor() *activities.Attestor {
-	return activities.NewAttestor(activities.AttestorConfig{Secret: []byte("workflow-tests-approval-secret")})
+	return activities.NewAttestor(activities.AttestorConfig{Secret: []byte("workflow-tests-approval-secret"),
+		Now: func() time.Time { return testStart }})
 }
 
 // withPolicy makes f resolve grants against the policy in src.
