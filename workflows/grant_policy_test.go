@@ -30,7 +30,9 @@ rules:
     bigquery: {dataProjects: [my-data-project], billingProjects: [my-billing-project], projectWide: true}
 `
 
-func reject(approver string) ApprovalDecision { return ApprovalDecision{Approved: false, Approver: approver} }
+func reject(approver string) ApprovalDecision {
+	return ApprovalDecision{Approved: false, Approver: approver}
+}
 
 // A request asking more than its rule allows gets nothing: the policy refuses
 // it before any step, naming the rule and the field.

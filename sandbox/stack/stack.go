@@ -121,11 +121,11 @@ type Sandbox struct {
 	// approvalSecretFile keys the worker's approval attestations.
 	approvalSecretFile string
 	// policyFile is the copy of the grant policy the worker reads.
-	policyFile string
-	smtp               *smtpsink.Sink
-	temporal           *child
-	temporalArgs       []string
-	temporalC          client.Client
+	policyFile   string
+	smtp         *smtpsink.Sink
+	temporal     *child
+	temporalArgs []string
+	temporalC    client.Client
 
 	mu     sync.Mutex
 	worker *child
