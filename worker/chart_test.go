@@ -2,6 +2,7 @@ package worker
 
 import (
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -16,6 +17,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	"sigs.k8s.io/yaml"
+
+	"github.com/gkewi/gkewi/policy"
 )
 
 var workerChart = filepath.Join("..", "deploy", "charts", "gkewi-worker")
@@ -180,4 +183,46 @@ func TestWorkerChartApprovalEndpoint(t *testing.T) {
 	install.ReleaseName = "gkewi-worker"
 	_, err = install.Run(ch, map[string]any{"approval": map[string]any{"endpoint": map[string]any{"enabled": true}}})
 	assert.ErrorContains(t, err, "approval.endpoint.enabled needs approval.secretName")
+}
+
+// The chart renders the grant policy into a ConfigMap the worker parses as the
+// policy file, mounted as a directory (updated in place) where
+// GKEWI_POLICY_FILE points.
+func TestWorkerChartGrantPolicy(t *testing.T) {
+	src, err := os.ReadFile("../deploy/sandbox/policy.yaml")
+	require.NoError(t, err)
+	var values map[string]any
+	require.NoError(t, yaml.Unmarshal(src, &values))
+	docs := renderWorkerChart(t, map[string]any{"policy": map[string]any{"rules": values["rules"]}})
+
+	var cm corev1.ConfigMap
+	require.Len(t, docs["ConfigMap"], 1)
+	require.NoError(t, yaml.UnmarshalStrict([]byte(docs["ConfigMap"][0]), &cm))
+	rendered, err := policy.Parse([]byte(cm.Data["policy.yaml"]))
+	require.NoError(t, err, "the worker loads what the chart renders")
+	want, err := policy.Parse(src)
+	require.NoError(t, err)
+	assert.Equal(t, want.Rules, rendered.Rules)
+
+	var d appsv1.Deployment
+	require.NoError(t, yaml.UnmarshalStrict([]byte(docs["Deployment"][0]), &d))
+	c := d.Spec.Template.Spec.Containers[0]
+	var file string
+	for _, e := range c.Env {
+		if e.Name == "GKEWI_POLICY_FILE" {
+			file = e.Value
+		}
+	}
+	assert.Equal(t, "/etc/gkewi/policy/policy.yaml", file)
+	assert.Contains(t, c.VolumeMounts, corev1.VolumeMount{Name: "policy", MountPath: "/etc/gkewi/policy", ReadOnly: true})
+	var fromConfigMap bool
+	for _, v := range d.Spec.Template.Spec.Volumes {
+		fromConfigMap = fromConfigMap || (v.ConfigMap != nil && v.ConfigMap.Name == cm.Name)
+	}
+	assert.True(t, fromConfigMap)
+
+	// Without rules nothing is mounted: the worker refuses every new grant.
+	docs = renderWorkerChart(t, nil)
+	assert.Empty(t, docs["ConfigMap"])
+	assert.NotContains(t, docs["Deployment"][0], "GKEWI_POLICY_FILE")
 }
