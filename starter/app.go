@@ -63,9 +63,9 @@ Request files are YAML or JSON; "-f -" reads standard input.
 Exit status: 0 success, 1 failure, 2 invalid usage or request.`
 
 // rootExample is the synopsis of every command.
-const rootExample = `  gkewi onboard -f request.yaml [--wait] [--dry-run]
+const rootExample = `  gkewi onboard -f request.yaml [--endpoint URL [--id-token-file F]] [--wait] [--dry-run]
   gkewi approve --workflow-id ID --approver EMAIL [--ticket T] [--comment C] [--update]
-  gkewi approve --workflow-id ID --endpoint URL [--id-token-file F] [--ticket T] [--comment C]
+  gkewi approve --workflow-id ID --endpoint URL --run-id RUN [--id-token-file F] [--ticket T] [--comment C]
   gkewi reject  --workflow-id ID --approver EMAIL [--ticket T] [--comment C] [--update]
   gkewi status  --workflow-id ID [-o table|json]
   gkewi revoke  (--workflow-id ONBOARD_ID | -f revoke.yaml) [--at RFC3339] [--token-expiry-wait 30m] [--reason R] [--remove-annotation] [--wait] [--dry-run]

@@ -103,9 +103,9 @@ func TestIDPrintsTheDerivedWorkflowID(t *testing.T) {
 func TestBadRequestFilesAreUsageErrorsNamingTheField(t *testing.T) {
 	r := run(t, nil, "", "onboard", "-f", "testdata/onboard-typo.yaml")
 	assert.Equal(t, ExitUsage, r.code)
+	// support.approvers may be empty: the worker's grant policy names the approvers.
 	assert.Equal(t, "gkewi onboard: testdata/onboard-typo.yaml is not a valid onboarding request:\n"+
-		"  - support.approver: unknown field (did you mean support.approvers?)\n"+
-		"  - support.approvers: at least one approver email is required\n", r.stderr)
+		"  - support.approver: unknown field (did you mean support.approvers?)\n", r.stderr)
 
 	r = run(t, nil, "project: acme-prod\nlocation: europe-west1\ncluster: gke-main\nnamespace: carto\nksa: k\n"+
 		"gsaEmail: carto-backend@acme-prod.iam.gserviceaccount.com\ntokenExpiryWait: 1m\nbigquery: {dataProject: acme-data, billingProject: acme-bill, tempDataset: t, connectionOwnerId: o, dataset: [d]}\n",
@@ -191,17 +191,17 @@ func TestDecisionWithProof(t *testing.T) {
 	}))
 	defer srv.Close()
 
-	r := run(t, nil, "the-token\n", "approve", "--workflow-id", id, "--endpoint", srv.URL, "--id-token-file", "-", "--ticket", "SUP-1")
+	r := run(t, nil, "the-token\n", "approve", "--workflow-id", id, "--run-id", "run-1", "--endpoint", srv.URL, "--id-token-file", "-", "--ticket", "SUP-1")
 	require.Equal(t, ExitOK, r.code, r.stderr)
 	assert.Equal(t, "Bearer the-token", auth)
 	require.NotNil(t, got.Approved)
-	assert.Equal(t, worker.DecisionRequest{WorkflowID: id, Approved: got.Approved, Ticket: "SUP-1"}, got)
+	assert.Equal(t, worker.DecisionRequest{WorkflowID: id, RunID: "run-1", Approved: got.Approved, Ticket: "SUP-1"}, got)
 	assert.True(t, *got.Approved)
 	assert.Contains(t, r.stdout, "Decision accepted (approved by alice@example.com, proven by an ID token from --id-token-file): the onboarding is now approved.")
 	assert.Contains(t, r.stdout, "gcloud auth print-identity-token --audiences='"+id+"' --include-email")
 	assert.NotContains(t, r.stdout+r.stderr, "the-token")
 
-	r = run(t, nil, "stale\n", "reject", "--workflow-id", id, "--endpoint", srv.URL, "--id-token-file", "-")
+	r = run(t, nil, "stale\n", "reject", "--workflow-id", id, "--run-id", "run-1", "--endpoint", srv.URL, "--id-token-file", "-")
 	assert.NotEqual(t, ExitOK, r.code)
 	assert.Contains(t, r.stderr, "decision refused (HTTP 401): ID token refused: expired")
 	assert.False(t, *got.Approved)
@@ -209,6 +209,56 @@ func TestDecisionWithProof(t *testing.T) {
 	r = run(t, nil, "", "approve", "--workflow-id", id, "--endpoint", srv.URL, "--update")
 	assert.Equal(t, ExitUsage, r.code)
 	assert.Contains(t, r.stderr, "--update goes with a bare decision")
+
+	// A proven decision binds the run reviewed: never "the latest".
+	r = run(t, nil, "the-token\n", "approve", "--workflow-id", id, "--endpoint", srv.URL, "--id-token-file", "-")
+	assert.Equal(t, ExitUsage, r.code)
+	assert.Contains(t, r.stderr, "--run-id is required with --endpoint: the run you reviewed")
+}
+
+// With --endpoint, onboard sends the request with the requester's ID token
+// (audience: the workflow ID) to the worker's approval endpoint, which starts
+// the run; the token never appears in what is printed.
+func TestOnboardWithEndpoint(t *testing.T) {
+	var got map[string]json.RawMessage
+	var auth, path string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		path, auth = r.URL.Path, r.Header.Get("Authorization")
+		assert.Equal(t, http.MethodPost, r.Method)
+		assert.Equal(t, "application/json", r.Header.Get("Content-Type"))
+		require.NoError(t, json.NewDecoder(r.Body).Decode(&got))
+		if auth != "Bearer requester-token" {
+			w.WriteHeader(http.StatusUnauthorized)
+			_ = json.NewEncoder(w).Encode(worker.RequestResponse{WorkflowID: onboardID, Error: "ID token refused: oidc: expected audience"})
+			return
+		}
+		w.WriteHeader(http.StatusCreated)
+		_ = json.NewEncoder(w).Encode(worker.RequestResponse{WorkflowID: onboardID, RunID: "run-7", Requester: "rita@example.com"})
+	}))
+	defer srv.Close()
+
+	r := run(t, nil, "requester-token\n", "onboard", "-f", "testdata/onboard.yaml", "--endpoint", srv.URL+"/", "--id-token-file", "-")
+	require.Equal(t, ExitOK, r.code, r.stderr)
+	assert.Equal(t, worker.RequestPath, path)
+	assert.Equal(t, "Bearer requester-token", auth)
+	require.Len(t, got, 1, "the body is {\"request\": ...} and nothing else")
+	assert.JSONEq(t, onboardInput, string(got["request"]))
+	assert.Equal(t, "Workflow ID: "+onboardID+"\n"+
+		"Equivalent command:\n"+
+		"  curl -sS -X POST '"+srv.URL+worker.RequestPath+"' -H \"Authorization: Bearer $(gcloud auth print-identity-token --audiences='"+onboardID+"' --include-email)\" -d '{\"request\":"+onboardInput+"}'\n"+
+		"Started Onboard, run run-7, requested by rita@example.com (ID token verified by the worker).\n"+
+		"Support is notified at [support@example.com] and must approve; follow with: gkewi status --workflow-id '"+onboardID+"'\n",
+		r.stdout)
+	assert.NotContains(t, r.stdout+r.stderr, "requester-token")
+
+	r = run(t, nil, "someone-elses\n", "onboard", "-f", "testdata/onboard.yaml", "--endpoint", srv.URL, "--id-token-file", "-")
+	assert.Equal(t, ExitFailure, r.code)
+	assert.Contains(t, r.stderr, "onboarding refused (HTTP 401): ID token refused: oidc: expected audience")
+	assert.NotContains(t, r.stdout, "Started")
+
+	r = run(t, nil, "", "onboard", "-f", "-", "--endpoint", srv.URL, "--id-token-file", "-")
+	assert.Equal(t, ExitUsage, r.code)
+	assert.Contains(t, r.stderr, "both read standard input")
 }
 
 func TestRevokeFromFileDryRun(t *testing.T) {
@@ -235,6 +285,9 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"frobnicate"}, `unknown command "frobnicate"`},
 		{[]string{"approve", "--approver", "a@example.com"}, "--workflow-id is required"},
 		{[]string{"reject", "--workflow-id", "x"}, "--approver is required"},
+		{[]string{"approve", "--workflow-id", "x", "--endpoint", "https://gkewi.example.com"}, "--run-id is required with --endpoint"},
+		{[]string{"onboard", "-f", "testdata/onboard.yaml", "--endpoint", "gkewi.example.com"}, `--endpoint "gkewi.example.com": want the http(s) URL`},
+		{[]string{"onboard", "-f", "testdata/onboard.yaml", "--id-token-file", "t"}, "--id-token-file goes with --endpoint"},
 		{[]string{"approve", "--workflow-id", "x", "--approver", "Alice <a@example.com>"}, "want a bare email address"},
 		{[]string{"status"}, "--workflow-id is required"},
 		{[]string{"status", "--workflow-id", "x", "-o", "yaml"}, `-o "yaml": want table or json`},

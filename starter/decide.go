@@ -35,14 +35,15 @@ type decideOptions struct {
 // decideCommand is approve or reject, as verb says.
 func (a *App) decideCommand(verb string) *cobra.Command {
 	var o decideOptions
-	cmd := newCommand(verb+" --workflow-id ID (--endpoint URL [--id-token-file F] | --approver EMAIL [--update]) [--ticket T] [--comment C]",
+	cmd := newCommand(verb+" --workflow-id ID (--endpoint URL --run-id RUN [--id-token-file F] | --approver EMAIL [--update]) [--ticket T] [--comment C]",
 		fmt.Sprintf("Send support's decision: %s an onboarding", verb),
 		fmt.Sprintf(`Send support's decision to %s an onboarding awaiting approval.
 
 With --endpoint (or %s) it proves who decided: it sends your ID token
 (audience: the workflow ID, from --id-token-file, else gcloud, else Application
 Default Credentials) to the worker's approval endpoint, which verifies it and
-hands the workflow the decision. Without, it sends a bare decision naming
+hands the decision to the run you reviewed (--run-id, required: the support
+email and gkewi status name it). Without, it sends a bare decision naming
 --approver, as the support-approval signal or, with --update, the
 support-decision update; that counts only for grants whose support.proof is
 none.`, verb, envApprovalEndpoint),
@@ -53,7 +54,7 @@ none.`, verb, envApprovalEndpoint),
 	f.StringVar(&o.tokenFile, "id-token-file", "", "read your ID token from this file (- for stdin) instead of asking gcloud or Application Default Credentials")
 	o.conn.register(cmd)
 	f.StringVar(&o.workflowID, "workflow-id", "", "the Onboard workflow ID (required)")
-	f.StringVar(&o.runID, "run-id", "", "a specific run (default: the latest)")
+	f.StringVar(&o.runID, "run-id", "", "the run you reviewed, as the support email and gkewi status name it (required with --endpoint; without, default the latest)")
 	f.StringVar(&o.approver, "approver", "", "your email; it must be one of the request's approvers (required without --endpoint)")
 	f.StringVar(&o.ticket, "ticket", "", "the support ticket this decision belongs to")
 	f.StringVar(&o.comment, "comment", "", "a note recorded with the decision")
@@ -77,6 +78,10 @@ func (a *App) decide(ctx context.Context, verb string, o decideOptions) error {
 	if o.endpoint != "" {
 		if o.update {
 			return usagef("--update goes with a bare decision; with --endpoint the worker sends the update")
+		}
+		if o.runID == "" {
+			// A proven decision binds the run it was made for: never "the latest".
+			return usagef("--run-id is required with --endpoint: the run you reviewed (the support email and gkewi status name it)")
 		}
 		return a.decideWithProof(ctx, verb, o)
 	}
@@ -146,17 +151,16 @@ const envApprovalEndpoint = "GKEWI_APPROVAL_ENDPOINT"
 // decideWithProof sends the decision with the approver's ID token to the
 // worker's approval endpoint and reports the workflow's verdict.
 func (a *App) decideWithProof(ctx context.Context, verb string, o decideOptions) error {
-	if u, err := neturl.Parse(o.endpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return usagef("--endpoint %q: want the http(s) URL of the worker's approval endpoint", o.endpoint)
+	url, err := endpointURL(o.endpoint, worker.DecisionPath)
+	if err != nil {
+		return err
 	}
-	url := strings.TrimRight(o.endpoint, "/") + worker.DecisionPath
 	approved := verb == "approve"
 	body, err := json.Marshal(worker.DecisionRequest{WorkflowID: o.workflowID, RunID: o.runID, Approved: &approved, Ticket: o.ticket, Comment: o.comment})
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(a.Stdout, "Equivalent command:\n  curl -sS -X POST %s -H \"Authorization: Bearer $(gcloud auth print-identity-token --audiences=%s --include-email)\" -d %s\n",
-		text.ShellQuote(url), text.ShellQuote(o.workflowID), text.ShellQuote(string(body)))
+	fmt.Fprintf(a.Stdout, "Equivalent command:\n  %s\n", curlCommand(url, o.workflowID, body))
 	if o.dryRun {
 		return nil
 	}
@@ -164,30 +168,56 @@ func (a *App) decideWithProof(ctx context.Context, verb string, o decideOptions)
 	if err != nil {
 		return err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	var out worker.DecisionResponse
+	status, err := postWithToken(ctx, url, token, body, &out)
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Authorization", "Bearer "+token)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return fmt.Errorf("the approval endpoint: %w", err)
-	}
-	defer resp.Body.Close()
-	var out worker.DecisionResponse
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&out); err != nil {
-		return fmt.Errorf("the approval endpoint answered HTTP %d without a decision response: %w", resp.StatusCode, err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("decision refused (HTTP %d): %s", resp.StatusCode, out.Error)
+	if status != http.StatusOK {
+		return fmt.Errorf("decision refused (HTTP %d): %s", status, out.Error)
 	}
 	fmt.Fprintf(a.Stdout, "Decision accepted (%s by %s, proven by an ID token from %s): the onboarding is now %s.\n",
 		pastTense(verb), out.Approver, source, out.State)
 	return nil
 }
 
-// idToken is the approver's ID token for audience, and where it came from: the
+// endpointURL is path on the worker's approval endpoint, or a usage error
+// naming --endpoint.
+func endpointURL(endpoint, path string) (string, error) {
+	if u, err := neturl.Parse(endpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return "", usagef("--endpoint %q: want the http(s) URL of the worker's approval endpoint", endpoint)
+	}
+	return strings.TrimRight(endpoint, "/") + path, nil
+}
+
+// curlCommand is the curl command that POSTs body to url with the caller's
+// ID token for audience, which it leaves to gcloud to print.
+func curlCommand(url, audience string, body []byte) string {
+	return fmt.Sprintf(`curl -sS -X POST %s -H "Authorization: Bearer $(gcloud auth print-identity-token --audiences=%s --include-email)" -d %s`,
+		text.ShellQuote(url), text.ShellQuote(audience), text.ShellQuote(string(body)))
+}
+
+// postWithToken POSTs body to url with token as the bearer and decodes the
+// endpoint's JSON answer into out; the status is the caller's to judge.
+func postWithToken(ctx context.Context, url, token string, body []byte, out any) (int, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("the approval endpoint: %w", err)
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(out); err != nil {
+		return resp.StatusCode, fmt.Errorf("the approval endpoint answered HTTP %d, not with its JSON answer: %w", resp.StatusCode, err)
+	}
+	return resp.StatusCode, nil
+}
+
+// idToken is the caller's (approver's, requester's) ID token for audience, and where it came from: the
 // file, else gcloud (which sets custom audiences for service accounts), else
 // Application Default Credentials (a service account, the metadata server).
 func (a *App) idToken(ctx context.Context, file, audience string) (string, string, error) {

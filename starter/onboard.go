@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -12,35 +13,57 @@ import (
 	"go.temporal.io/sdk/client"
 
 	"github.com/gkewi/gkewi/internal/text"
+	"github.com/gkewi/gkewi/worker"
 	"github.com/gkewi/gkewi/workflows"
 )
 
 type onboardOptions struct {
-	conn         connFlags
-	file         string
-	wait, dryRun bool
+	conn                connFlags
+	file                string
+	endpoint, tokenFile string
+	wait, dryRun        bool
 }
 
 func (a *App) onboardCommand() *cobra.Command {
 	var o onboardOptions
-	cmd := newCommand("onboard -f request.yaml [--wait] [--dry-run]",
+	cmd := newCommand("onboard -f request.yaml [--endpoint URL [--id-token-file F]] [--wait] [--dry-run]",
 		"Validate an onboarding request and start the Onboard workflow",
 		`Validate an onboarding request and start the Onboard workflow under the ID the
-request derives (gkewi id prints it). It prints the equivalent temporal
-command; support is notified and must approve before anything is granted.
-A second start of the same grant is refused while the first runs.`,
+request derives (gkewi id prints it). It prints the equivalent command; support
+is notified and must approve before anything is granted. A second start of the
+same grant is refused while the first runs.
+
+With --endpoint it proves who asks: it sends the request with your ID token
+(audience: the workflow ID, from --id-token-file, else gcloud, else Application
+Default Credentials) to the worker's approval endpoint, which verifies it and
+starts the workflow with its attestation of you as the requester. Without, it
+starts the workflow through Temporal, with no proven requester.`,
 		func(ctx context.Context) error { return a.onboard(ctx, o) })
 	o.conn.register(cmd)
 	fileFlag(cmd, &o.file, "onboarding request, YAML or JSON (- for stdin)")
-	cmd.Flags().BoolVar(&o.wait, "wait", false, "follow the run until it ends and print its result")
-	cmd.Flags().BoolVar(&o.dryRun, "dry-run", false, "validate and print the workflow ID and command without starting anything")
+	f := cmd.Flags()
+	f.StringVar(&o.endpoint, "endpoint", "", "the worker's approval endpoint, e.g. https://gkewi.example.com: prove who asks with your ID token")
+	f.StringVar(&o.tokenFile, "id-token-file", "", "with --endpoint: read your ID token from this file (- for stdin) instead of asking gcloud or Application Default Credentials")
+	f.BoolVar(&o.wait, "wait", false, "follow the run until it ends and print its result")
+	f.BoolVar(&o.dryRun, "dry-run", false, "validate and print the workflow ID and command without starting anything")
+	_ = cmd.MarkFlagFilename("id-token-file")
+	noFileFlag(cmd, "endpoint")
 	return cmd
 }
 
 func (a *App) onboard(ctx context.Context, o onboardOptions) error {
+	if o.tokenFile != "" && o.endpoint == "" {
+		return usagef("--id-token-file goes with --endpoint: only the worker's approval endpoint checks who asks")
+	}
+	if o.file == "-" && o.tokenFile == "-" {
+		return usagef("-f - and --id-token-file - both read standard input: put one of them in a file")
+	}
 	req, err := a.loadOnboardRequest(o.file)
 	if err != nil {
 		return err
+	}
+	if o.endpoint != "" {
+		return a.onboardWithProof(ctx, o, req)
 	}
 	id := workflows.OnboardWorkflowID(req)
 	input, err := compactJSON(req)
@@ -63,14 +86,70 @@ func (a *App) onboard(ctx context.Context, o onboardOptions) error {
 		return err
 	}
 	fmt.Fprintf(a.Stdout, "Started %s, run %s.\n", workflows.OnboardWorkflowName, run.GetRunID())
-	fmt.Fprintf(a.Stdout, "Support is notified at %v and must approve; follow with: gkewi status%s --workflow-id %s\n",
-		supportTargets(req), o.conn.cliFlags(), text.ShellQuote(id))
+	a.printSupportNotified(o, req)
 	if !o.wait {
 		return nil
 	}
+	return a.followOnboarding(ctx, c, run)
+}
+
+// onboardWithProof sends the request with the requester's ID token to the
+// worker's approval endpoint, which verifies it and starts the workflow with
+// its attestation of the requester.
+func (a *App) onboardWithProof(ctx context.Context, o onboardOptions, req workflows.OnboardRequest) error {
+	url, err := endpointURL(o.endpoint, worker.RequestPath)
+	if err != nil {
+		return err
+	}
+	if req.Requester != nil {
+		return usagef("%s: requester: leave it out; the worker's approval endpoint attests it from your ID token", o.file)
+	}
+	id := workflows.OnboardWorkflowID(req)
+	body, err := json.Marshal(worker.RequestSubmission{Request: &req})
+	if err != nil {
+		return fmt.Errorf("encode request: %w", err)
+	}
+	fmt.Fprintf(a.Stdout, "Workflow ID: %s\n", id)
+	fmt.Fprintf(a.Stdout, "Equivalent command:\n  %s\n", curlCommand(url, id, body))
+	if o.dryRun {
+		return nil
+	}
+	token, _, err := a.idToken(ctx, o.tokenFile, id)
+	if err != nil {
+		return err
+	}
+	var out worker.RequestResponse
+	status, err := postWithToken(ctx, url, token, body, &out)
+	if err != nil {
+		return err
+	}
+	if status != http.StatusCreated {
+		return fmt.Errorf("onboarding refused (HTTP %d): %s", status, out.Error)
+	}
+	fmt.Fprintf(a.Stdout, "Started %s, run %s, requested by %s (ID token verified by the worker).\n",
+		workflows.OnboardWorkflowName, out.RunID, out.Requester)
+	a.printSupportNotified(o, req)
+	if !o.wait {
+		return nil
+	}
+	c, _, err := a.dial(ctx, o.conn)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	return a.followOnboarding(ctx, c, c.GetWorkflow(ctx, id, out.RunID))
+}
+
+func (a *App) printSupportNotified(o onboardOptions, req workflows.OnboardRequest) {
+	fmt.Fprintf(a.Stdout, "Support is notified at %v and must approve; follow with: gkewi status%s --workflow-id %s\n",
+		supportTargets(req), o.conn.cliFlags(), text.ShellQuote(workflows.OnboardWorkflowID(req)))
+}
+
+// followOnboarding follows run until it ends and prints its result.
+func (a *App) followOnboarding(ctx context.Context, c client.Client, run client.WorkflowRun) error {
 	var res workflows.OnboardResult
 	if err := a.follow(ctx, c, run, &res); err != nil {
-		return fmt.Errorf("onboarding %s ended without a grant: %w", id, err)
+		return fmt.Errorf("onboarding %s ended without a grant: %w", run.GetID(), err)
 	}
 	return a.printJSON(res)
 }
@@ -163,18 +242,13 @@ func (a *App) printJSON(v any) error {
 	return err
 }
 
-// memoApprovalTimeout keeps an onboarding's approval timeout in the memo given
-// at start (no workflow code involved), so `gkewi list --pending` can tell
-// deadlines from visibility alone.
-const memoApprovalTimeout = "gkewiApprovalTimeout"
-
 // startMemo is the memo an onboarding starts with; nil for other workflows.
 func startMemo(input any) map[string]any {
 	req, ok := input.(workflows.OnboardRequest)
 	if !ok {
 		return nil
 	}
-	return map[string]any{memoApprovalTimeout: string(req.WithDefaults().Support.ApprovalTimeout)}
+	return worker.OnboardMemo(req)
 }
 
 // startOnce starts workflow name under id, refusing (with how to follow it) when a

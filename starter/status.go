@@ -19,6 +19,7 @@ import (
 
 	"github.com/gkewi/gkewi/contract"
 	"github.com/gkewi/gkewi/internal/text"
+	"github.com/gkewi/gkewi/worker"
 	"github.com/gkewi/gkewi/workflows"
 )
 
@@ -487,7 +488,7 @@ func grantFromInfo(info *workflowpb.WorkflowExecutionInfo) grant {
 	g.Decision = str(memo, workflows.MemoDecision)
 	g.Approver = str(memo, workflows.MemoApprover)
 	g.Ticket = str(memo, workflows.MemoTicket)
-	g.ApprovalTimeout = str(memo, memoApprovalTimeout)
+	g.ApprovalTimeout = str(memo, worker.MemoApprovalTimeout)
 	if d, err := time.ParseDuration(g.ApprovalTimeout); err == nil && d > 0 {
 		g.Deadline = g.StartedAt.Add(d)
 	}

@@ -469,11 +469,11 @@ func answer(w http.ResponseWriter, status int, resp any) {
 }
 
 // keyedLimiter is a token bucket per key (a caller's address, a grant), at
-// most max of them.
+// most capacity of them.
 type keyedLimiter struct {
-	limit rate.Limit
-	burst int
-	max   int
+	limit    rate.Limit
+	burst    int
+	capacity int
 
 	mu      sync.Mutex
 	buckets map[string]*bucket
@@ -484,8 +484,8 @@ type bucket struct {
 	seen time.Time
 }
 
-func newKeyedLimiter(limit rate.Limit, burst, max int) *keyedLimiter {
-	return &keyedLimiter{limit: limit, burst: burst, max: max, buckets: map[string]*bucket{}}
+func newKeyedLimiter(limit rate.Limit, burst, capacity int) *keyedLimiter {
+	return &keyedLimiter{limit: limit, burst: burst, capacity: capacity, buckets: map[string]*bucket{}}
 }
 
 // take spends one token of key's bucket at now and returns 0, or, when the
@@ -508,11 +508,11 @@ func (k *keyedLimiter) take(key string, now time.Time) time.Duration {
 	return 0
 }
 
-// makeRoom keeps the buckets under max: it drops those idle long enough to
+// makeRoom keeps the buckets under capacity: it drops those idle long enough to
 // have refilled (forgetting a full bucket loses nothing) and, should all be
 // busy (a flood from many addresses), the one idle longest.
 func (k *keyedLimiter) makeRoom(now time.Time) {
-	if len(k.buckets) < k.max {
+	if len(k.buckets) < k.capacity {
 		return
 	}
 	refill := time.Duration(float64(k.burst) / float64(k.limit) * float64(time.Second))
@@ -526,7 +526,7 @@ func (k *keyedLimiter) makeRoom(now time.Time) {
 			oldest, oldestSeen = key, b.seen
 		}
 	}
-	if len(k.buckets) >= k.max {
+	if len(k.buckets) >= k.capacity {
 		delete(k.buckets, oldest)
 	}
 }
@@ -564,7 +564,7 @@ func (e *approvalEndpoint) serveLink(w http.ResponseWriter, r *http.Request, tok
 // decideByLink sends the decision of the link token, whose claims are open.
 func (e *approvalEndpoint) decideByLink(ctx context.Context, claims activities.LinkClaims, token string) (DecisionResponse, int) {
 	out := DecisionResponse{WorkflowID: claims.WorkflowID, RunID: claims.RunID}
-	status := http.StatusOK
+	var status int
 	d, proof, err := e.approvals.AttestLink(token)
 	if err != nil {
 		out.Error, status = refusedProof(err)

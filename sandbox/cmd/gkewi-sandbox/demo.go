@@ -343,7 +343,13 @@ func (d *demo) approve(ctx context.Context, onboardID, approver string) error {
 	if err != nil {
 		return err
 	}
-	args := []string{"approve", "--endpoint", d.sb.ApprovalURL(), "--workflow-id", onboardID, "--id-token-file", "-",
+	// The decision names the run support reviewed, as the email's command does.
+	desc, err := d.sb.TemporalClient().DescribeWorkflowExecution(ctx, onboardID, "")
+	if err != nil {
+		return err
+	}
+	runID := desc.GetWorkflowExecutionInfo().GetExecution().GetRunId()
+	args := []string{"approve", "--endpoint", d.sb.ApprovalURL(), "--workflow-id", onboardID, "--run-id", runID, "--id-token-file", "-",
 		"--ticket", "SUP-1042", "--comment", "sandbox demo"}
 	line := "gkewi " + strings.Join(quoteAll(args), " ") + "   # stdin: " + approver + "'s ID token for this workflow"
 	d.report.Commands = append(d.report.Commands, line)
