@@ -81,7 +81,7 @@ func TestOnboardingApprovedThenRevoked(t *testing.T) {
 		})
 		assert.Equal(t, workflows.StateAwaitingApproval, s.State)
 		assert.Equal(t, unlistedEmail, s.Approval.Ignored[0].Approver)
-		assert.Contains(t, s.Approval.Ignored[0].Reason, "not in support.approvers")
+		assert.Contains(t, s.Approval.Ignored[0].Reason, "is not an approver of grant policy rule \"sandbox-tests\"")
 
 		// The update refuses it at once, with the reason.
 		input, err := json.Marshal(workflows.ApprovalDecision{Approved: true, Approver: unlistedEmail})
@@ -89,7 +89,7 @@ func TestOnboardingApprovedThenRevoked(t *testing.T) {
 		res := run(t, sandbox.TemporalCLIPath(), "workflow", "update", "execute", "--workflow-id", id,
 			"--name", contract.UpdateSupportDecision, "--input", string(input))
 		assert.NotEqual(t, 0, res.code, "%s", res)
-		assert.Contains(t, res.stdout+res.stderr, "not in support.approvers")
+		assert.Contains(t, res.stdout+res.stderr, "is not an approver of grant policy rule")
 		assert.NotContains(t, gsaMembers(t, gsa)["roles/iam.workloadIdentityUser"], workloadMember(req))
 	})
 

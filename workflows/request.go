@@ -180,8 +180,9 @@ func (r OnboardRequest) withLegacyKSA() OnboardRequest {
 // SignedJSON is the request as its requester's proof covers it: the request
 // as sent, the proof left out.
 func (r OnboardRequest) SignedJSON() ([]byte, error) {
-	r.Requester = nil
-	return json.Marshal(r)
+	unsigned := r
+	unsigned.Requester = nil
+	return json.Marshal(unsigned)
 }
 
 // GSAEmail is the email of the request's GSA, known before it exists.
