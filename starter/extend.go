@@ -21,17 +21,26 @@ const revocationCatchupWindow = "8760h"
 type extendOptions struct {
 	conn                                connFlags
 	onboardID, at, ttl, tokenExpiryWait string
+	endpoint, tokenFile                 string
 	dryRun                              bool
 }
 
 func (a *App) extendCommand() *cobra.Command {
 	var o extendOptions
-	cmd := newCommand("extend --workflow-id ONBOARD_ID (--at RFC3339 | --ttl DURATION) [--token-expiry-wait 30m] [--dry-run]",
-		"Move the revocation of a completed time-bound grant, or schedule one",
-		`Move the revocation of a completed time-bound grant, or schedule one for a
-grant that has none: the grant's revocation schedule is created or moved so
-that Revoke starts at the new time. It prints the equivalent temporal
-schedule command.`,
+	cmd := newCommand("extend --workflow-id ONBOARD_ID (--at RFC3339 | --ttl DURATION) [--endpoint URL] [--token-expiry-wait 30m] [--dry-run]",
+		"Extend a completed time-bound grant (a new approval), or end it sooner",
+		`Change when a completed grant ends.
+
+An earlier end (or one for a grant that has none) narrows the grant: the
+grant's revocation schedule is created or moved at once, and the equivalent
+temporal schedule command is printed.
+
+A later end is an extension, which support approves like the grant itself:
+gkewi starts the grant's Onboard again with the new expiry.at, under the
+worker's grant policy (its maxDuration counts from now). The revocation stays
+where it is until that run completes; a rejection leaves it there. With
+--endpoint the run is started through the worker's approval endpoint, with your
+ID token as the proven requester (as gkewi onboard --endpoint).`,
 		func(ctx context.Context) error { return a.extend(ctx, o) })
 	f := cmd.Flags()
 	o.conn.register(cmd)
@@ -39,6 +48,8 @@ schedule command.`,
 	f.StringVar(&o.at, "at", "", "revoke the grant at this time, RFC 3339 (2026-12-31T18:00:00Z)")
 	f.StringVar(&o.ttl, "ttl", "", "revoke the grant this long from now, e.g. 720h")
 	f.StringVar(&o.tokenExpiryWait, "token-expiry-wait", "", "token expiry wait of the scheduled revocation (default: the grant's, 30m)")
+	f.StringVar(&o.endpoint, "endpoint", "", "an extension: start it through the worker's approval endpoint, as its proven requester")
+	f.StringVar(&o.tokenFile, "id-token-file", "", "with --endpoint: read your ID token from this file (- for stdin)")
 	f.BoolVar(&o.dryRun, "dry-run", false, "print the schedule and the equivalent command without changing it")
 	noFileFlag(cmd, "workflow-id", "at", "ttl", "token-expiry-wait")
 	return cmd
@@ -78,7 +89,38 @@ func (a *App) extend(ctx context.Context, o extendOptions) error {
 	if err := req.Validate(); err != nil {
 		return invalidRequest("the revoke request of "+o.onboardID, "revoke", err)
 	}
+	due, err := activities.NewSchedules(c).DescribeRevocationSchedule(ctx, activities.ScheduleRef{ScheduleID: workflows.NewRevocationSchedule(req, when).ScheduleID})
+	if err != nil {
+		return fmt.Errorf("describe the revocation schedule of %s: %w", o.onboardID, err)
+	}
+	if due.Exists && (due.NextActionAt.IsZero() || when.After(due.NextActionAt)) {
+		return a.extendWithApproval(ctx, c, o, src, due.NextActionAt, when)
+	}
 	return a.scheduleRevocation(ctx, c, o.conn, req, when, o.dryRun)
+}
+
+// extendWithApproval starts the grant's Onboard again with expiry.at when: a
+// longer grant is a new approval under the grant policy, never a schedule
+// moved by whoever asks.
+func (a *App) extendWithApproval(ctx context.Context, c client.Client, o extendOptions, src onboardingRun, due, when time.Time) error {
+	req, err := onboardingInput(ctx, c, src)
+	if err != nil {
+		return fmt.Errorf("read the request of %s: %w", o.onboardID, err)
+	}
+	req.Requester = nil // a new proof, or none
+	req.Expiry = &workflows.ExpirySpec{At: when.UTC().Format(time.RFC3339)}
+	if err := req.Validate(); err != nil {
+		return invalidRequest("the extension of "+o.onboardID, "onboard", err)
+	}
+	fmt.Fprintf(a.Stdout, "Revoke is due at:  %s\n", formatTime(due))
+	fmt.Fprintf(a.Stdout, "Asked to end at:   %s: later, so an extension that support approves under the grant policy.\n"+
+		"It runs as a new Onboard of the grant with expiry.at %s; the revocation stays due at %s until that run completes.\n",
+		formatTime(ceilSecond(when)), req.Expiry.At, formatTime(due))
+	onboard := onboardOptions{conn: o.conn, file: "the extension of " + o.onboardID, endpoint: o.endpoint, tokenFile: o.tokenFile, dryRun: o.dryRun}
+	if o.endpoint != "" {
+		return a.onboardWithProof(ctx, onboard, req)
+	}
+	return a.startOnboard(ctx, c, onboard, req)
 }
 
 // revocationTime is --at, or now plus --ttl; exactly one must be given, and the

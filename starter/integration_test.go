@@ -243,15 +243,26 @@ func TestCLIAgainstDevServer(t *testing.T) {
 	assert.Contains(t, r.stdout, "Created schedule "+scheduleID+": Revoke (workflow ID gkewi-revoke/acme-prod/europe-west1/gke-main/carto/carto-<time>) starts at 2099-01-01 00:00:00Z.\n")
 	assert.Equal(t, time.Date(2099, 1, 1, 0, 0, 0, 0, time.UTC), nextRevocation())
 
-	r = gkewi("extend", "--workflow-id", onboardID, "--at", "2099-06-01T12:30:00Z", "--dry-run")
+	// Ending it sooner narrows the grant: the schedule moves at once.
+	r = gkewi("extend", "--workflow-id", onboardID, "--at", "2098-06-01T12:30:00Z", "--dry-run")
 	require.Equal(t, ExitOK, r.code, r.stderr)
-	assert.Contains(t, r.stdout, "Revoke was due at: 2099-01-01 00:00:00Z\nRevoke starts at:  2099-06-01 12:30:00Z\n")
+	assert.Contains(t, r.stdout, "Revoke was due at: 2099-01-01 00:00:00Z\nRevoke starts at:  2098-06-01 12:30:00Z\n")
 	update := printedCommand(t, r.stdout)
 	assert.True(t, strings.HasPrefix(update, "temporal schedule update --schedule-id '"+scheduleID+"' --calendar "+
-		`'{"year":"2099","month":"6","dayOfMonth":"1","hour":"12","minute":"30","second":"0"}'`), update)
+		`'{"year":"2098","month":"6","dayOfMonth":"1","hour":"12","minute":"30","second":"0"}'`), update)
 	assert.Equal(t, time.Date(2099, 1, 1, 0, 0, 0, 0, time.UTC), nextRevocation(), "a dry run changes nothing")
 	runTemporal(t, srv.FrontendHostPort(), update)
-	assert.Equal(t, time.Date(2099, 6, 1, 12, 30, 0, 0, time.UTC), nextRevocation(), "the printed command moved the schedule")
+	assert.Equal(t, time.Date(2098, 6, 1, 12, 30, 0, 0, time.UTC), nextRevocation(), "the printed command moved the schedule")
+
+	// A later end is an extension: a new Onboard of the grant, which support
+	// approves under the grant policy; the schedule stays until it completes.
+	r = gkewi("extend", "--workflow-id", onboardID, "--at", "2099-06-01T12:30:00Z", "--dry-run")
+	require.Equal(t, ExitOK, r.code, r.stderr)
+	assert.Contains(t, r.stdout, "Revoke is due at:  2098-06-01 12:30:00Z\nAsked to end at:   2099-06-01 12:30:00Z: later, so an extension that support approves under the grant policy.\n")
+	start := printedCommand(t, r.stdout)
+	assert.True(t, strings.HasPrefix(start, "temporal workflow start --type Onboard --task-queue gkewi --workflow-id '"+onboardID+"' --input "), start)
+	assert.Contains(t, start, `"expiry":{"at":"2099-06-01T12:30:00Z"}`)
+	assert.Equal(t, time.Date(2098, 6, 1, 12, 30, 0, 0, time.UTC), nextRevocation(), "an extension does not move the schedule")
 
 	// Revoke by the onboarding's ID: the revoke request comes from its result.
 	r = gkewi("revoke", "--workflow-id", onboardID, "--token-expiry-wait", "0s", "--reason", "test over", "--wait")

@@ -65,6 +65,12 @@ func (a *App) onboard(ctx context.Context, o onboardOptions) error {
 	if o.endpoint != "" {
 		return a.onboardWithProof(ctx, o, req)
 	}
+	return a.startOnboard(ctx, nil, o, req)
+}
+
+// startOnboard starts Onboard for req through Temporal, with no proven
+// requester, on c (dialed here when nil).
+func (a *App) startOnboard(ctx context.Context, c client.Client, o onboardOptions, req workflows.OnboardRequest) error {
 	id := workflows.OnboardWorkflowID(req)
 	input, err := compactJSON(req)
 	if err != nil {
@@ -75,12 +81,14 @@ func (a *App) onboard(ctx context.Context, o onboardOptions) error {
 	if o.dryRun {
 		return nil
 	}
-
-	c, _, err := a.dial(ctx, o.conn)
-	if err != nil {
-		return err
+	if c == nil {
+		dialed, _, err := a.dial(ctx, o.conn)
+		if err != nil {
+			return err
+		}
+		defer dialed.Close()
+		c = dialed
 	}
-	defer c.Close()
 	run, err := startOnce(ctx, c, o.conn, workflows.OnboardWorkflowName, id, "an onboarding", req)
 	if err != nil {
 		return err
