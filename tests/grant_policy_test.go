@@ -3,7 +3,10 @@ package e2e
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
+	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gkewi/gkewi/contract"
+	"github.com/gkewi/gkewi/sandbox/gcpemu"
 	"github.com/gkewi/gkewi/workflows"
 )
 
@@ -134,4 +138,91 @@ func TestPolicyReloadTakesEffectForNewRunsOnly(t *testing.T) {
 	assert.Equal(t, workflows.StateCompleted, s.State, "error: %s", s.Error)
 	assert.Equal(t, approver, s.Approval.Approver)
 	temporal(t, "workflow", "terminate", "--workflow-id", id2, "--reason", "test over")
+}
+
+// onboardProven starts req with `gkewi onboard --endpoint`, as requester proves
+// with their ID token, and returns the workflow ID.
+func onboardProven(t *testing.T, req workflows.OnboardRequest, requester string) string {
+	t.Helper()
+	id := workflows.OnboardWorkflowID(req)
+	dir := t.TempDir()
+	reqFile, tokFile := filepath.Join(dir, "request.json"), filepath.Join(dir, "token")
+	b, err := json.Marshal(req)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(reqFile, b, 0o600))
+	tok := idToken(t, gcpemu.IDTokenClaims{Email: requester, Audience: id, EmailVerified: true})
+	require.NoError(t, os.WriteFile(tokFile, []byte(tok), 0o600))
+	r := gkewi(t, "onboard", "-f", reqFile, "--endpoint", sandbox.ApprovalURL(), "--id-token-file", tokFile)
+	require.Equal(t, 0, r.code, "%s", r)
+	assert.Contains(t, r.stdout, "requested by "+requester+" (ID token verified by the worker)")
+	return id
+}
+
+// decideAs posts who's decision with their own ID token for the current run.
+func decideAs(t *testing.T, id, who string, approved bool) (int, string, workflows.State) {
+	t.Helper()
+	code, resp := postDecision(t, id, idToken(t, gcpemu.IDTokenClaims{Email: who, Audience: id, EmailVerified: true}), approved)
+	return code, resp.Error, resp.State
+}
+
+// Under a two-level rule with a proven requester: the requester's own approval
+// never counts, even as an eligible approver; level 2 cannot approve before
+// level 1; the grant needs both levels; a rejection at level 1 ends it.
+func TestTwoLevelsAndAProvenRequester(t *testing.T) {
+	requireSandbox(t)
+	const security = "security@carto.example"
+
+	// The support lead requests a grant: their own approval does not count.
+	own := onboardRequest(t, "pol-own")
+	own.Support = workflows.SupportSpec{ApprovalTimeout: "1h"}
+	id := onboardProven(t, own, approver)
+	s := waitStatus(t, id, toApproval, "awaiting approval",
+		inState(workflows.StateAwaitingApproval, workflows.StateFailed, workflows.StateCompleted))
+	require.Equal(t, workflows.StateAwaitingApproval, s.State, "error: %s", s.Error)
+	assert.Equal(t, approver, s.Requester)
+	code, why, _ := decideAs(t, id, approver, true)
+	assert.Equal(t, http.StatusConflict, code)
+	assert.Contains(t, why, approver+" requested this grant, and nobody approves their own")
+	code, why, _ = decideAs(t, id, approver, false)
+	assert.Equal(t, http.StatusConflict, code, "nor rejects it: %s", why)
+	temporal(t, "workflow", "terminate", "--workflow-id", id, "--reason", "test over")
+
+	// Someone else requests: level 1 then level 2.
+	req := onboardRequest(t, "pol-levels")
+	req.Support = workflows.SupportSpec{ApprovalTimeout: "1h"}
+	id = onboardProven(t, req, "dev@carto.example")
+	s = waitStatus(t, id, toApproval, "awaiting approval",
+		inState(workflows.StateAwaitingApproval, workflows.StateFailed, workflows.StateCompleted))
+	require.Equal(t, workflows.StateAwaitingApproval, s.State, "error: %s", s.Error)
+	assert.Equal(t, "sandbox-two-level", s.Approval.Rule)
+	code, why, _ = decideAs(t, id, security, true)
+	assert.Equal(t, http.StatusConflict, code)
+	assert.Contains(t, why, "approves at level 2")
+	code, why, state := decideAs(t, id, approver, true)
+	require.Equal(t, http.StatusOK, code, why)
+	assert.Equal(t, workflows.StateAwaitingApproval, state, "level 2 still decides")
+	code, why, _ = decideAs(t, id, approver, true)
+	assert.Equal(t, http.StatusConflict, code, "one approver, one level: %s", why)
+	code, why, state = decideAs(t, id, security, true)
+	require.Equal(t, http.StatusOK, code, why)
+	assert.Equal(t, workflows.StateApproved, state)
+	s = waitStatus(t, id, toCompleted, "the end of the onboarding", inState(workflows.StateCompleted, workflows.StateFailed))
+	require.Equal(t, workflows.StateCompleted, s.State, "error: %s", s.Error)
+	require.Len(t, s.Approval.Levels, 2)
+	assert.Equal(t, approver, s.Approval.Levels[0].Approvals[0].Approver)
+	assert.Equal(t, security, s.Approval.Levels[1].Approvals[0].Approver)
+	// The request set no expiry: the rule's maxDuration (8h) ends the grant.
+	assert.WithinDuration(t, time.Now().Add(8*time.Hour), s.ExpiresAt, 5*time.Minute)
+	assert.NotEmpty(t, s.RevocationSchedule)
+
+	// A rejection at level 1 ends the request; nothing is granted.
+	rej := onboardRequest(t, "pol-reject")
+	rej.Support = workflows.SupportSpec{ApprovalTimeout: "1h"}
+	id = onboardProven(t, rej, "dev@carto.example")
+	waitStatus(t, id, toApproval, "awaiting approval", inState(workflows.StateAwaitingApproval, workflows.StateFailed))
+	code, why, state = decideAs(t, id, approver, false)
+	require.Equal(t, http.StatusOK, code, why)
+	assert.Equal(t, workflows.StateRejected, state)
+	waitClosed(t, id, time.Minute)
+	assert.False(t, gsaExists(t, rej.GSAEmail()), "the GSA this run created is gone")
 }

@@ -11,6 +11,7 @@
 // Onboard:
 //
 //	STEP                    WORKFLOW FUNCTION                   ACTIVITY
+//	grant-policy            resolvePolicy (grant_policy.go)     Policies.ResolveGrantPolicy (grant_policy.go)
 //	render-release          render (onboard.go)                 Helm.RenderRelease (helm_render.go)
 //	preflight               checks (onboard.go)                 Kube.Preflight (kube.go)
 //	kubernetes-access       checks (onboard.go)                 Kube.CheckAccess (kube_access.go)
