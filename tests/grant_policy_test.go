@@ -172,30 +172,16 @@ func TestTwoLevelsAndAProvenRequester(t *testing.T) {
 	requireSandbox(t)
 	const security = "security@carto.example"
 
-	// The support lead requests a grant: their own approval does not count.
-	own := onboardRequest(t, "pol-own")
-	own.Support = workflows.SupportSpec{ApprovalTimeout: "1h"}
-	id := onboardProven(t, own, approver)
+	// Someone else requests: level 1 then level 2. (First: a run that finds the
+	// API enabled seconds ago by another would take SERVICE_DISABLED as final.)
+	req := onboardRequest(t, "pol-levels")
+	req.Support = workflows.SupportSpec{ApprovalTimeout: "1h"}
+	id := onboardProven(t, req, "dev@carto.example")
 	s := waitStatus(t, id, toApproval, "awaiting approval",
 		inState(workflows.StateAwaitingApproval, workflows.StateFailed, workflows.StateCompleted))
 	require.Equal(t, workflows.StateAwaitingApproval, s.State, "error: %s", s.Error)
-	assert.Equal(t, approver, s.Requester)
-	code, why, _ := decideAs(t, id, approver, true)
-	assert.Equal(t, http.StatusConflict, code)
-	assert.Contains(t, why, approver+" requested this grant, and nobody approves their own")
-	code, why, _ = decideAs(t, id, approver, false)
-	assert.Equal(t, http.StatusConflict, code, "nor rejects it: %s", why)
-	temporal(t, "workflow", "terminate", "--workflow-id", id, "--reason", "test over")
-
-	// Someone else requests: level 1 then level 2.
-	req := onboardRequest(t, "pol-levels")
-	req.Support = workflows.SupportSpec{ApprovalTimeout: "1h"}
-	id = onboardProven(t, req, "dev@carto.example")
-	s = waitStatus(t, id, toApproval, "awaiting approval",
-		inState(workflows.StateAwaitingApproval, workflows.StateFailed, workflows.StateCompleted))
-	require.Equal(t, workflows.StateAwaitingApproval, s.State, "error: %s", s.Error)
 	assert.Equal(t, "sandbox-two-level", s.Approval.Rule)
-	code, why, _ = decideAs(t, id, security, true)
+	code, why, _ := decideAs(t, id, security, true)
 	assert.Equal(t, http.StatusConflict, code)
 	assert.Contains(t, why, "approves at level 2")
 	code, why, state := decideAs(t, id, approver, true)
@@ -214,6 +200,21 @@ func TestTwoLevelsAndAProvenRequester(t *testing.T) {
 	// The request set no expiry: the rule's maxDuration (8h) ends the grant.
 	assert.WithinDuration(t, time.Now().Add(8*time.Hour), s.ExpiresAt, 5*time.Minute)
 	assert.NotEmpty(t, s.RevocationSchedule)
+
+	// The support lead requests a grant: their own approval does not count.
+	own := onboardRequest(t, "pol-own")
+	own.Support = workflows.SupportSpec{ApprovalTimeout: "1h"}
+	id = onboardProven(t, own, approver)
+	s = waitStatus(t, id, toApproval, "awaiting approval",
+		inState(workflows.StateAwaitingApproval, workflows.StateFailed, workflows.StateCompleted))
+	require.Equal(t, workflows.StateAwaitingApproval, s.State, "error: %s", s.Error)
+	assert.Equal(t, approver, s.Requester)
+	code, why, _ = decideAs(t, id, approver, true)
+	assert.Equal(t, http.StatusConflict, code)
+	assert.Contains(t, why, approver+" requested this grant, and nobody approves their own")
+	code, why, _ = decideAs(t, id, approver, false)
+	assert.Equal(t, http.StatusConflict, code, "nor rejects it: %s", why)
+	temporal(t, "workflow", "terminate", "--workflow-id", id, "--reason", "test over")
 
 	// A rejection at level 1 ends the request; nothing is granted.
 	rej := onboardRequest(t, "pol-reject")
