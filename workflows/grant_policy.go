@@ -152,8 +152,12 @@ func (o *onboarding) grantSummary() []string {
 	} else if e != nil {
 		expiry = string(e.TTL) + " after the onboarding completes"
 	}
+	chart := r.Helm.Chart
+	if r.Helm.Version != "" {
+		chart += " " + r.Helm.Version
+	}
 	lines = append(lines, "Expiry: "+expiry,
-		fmt.Sprintf("Chart: %s %s (release %s), values %s", r.Helm.Chart, r.Helm.Version, r.Helm.Release, valuesDigest(r.Helm.Values)))
+		fmt.Sprintf("Chart: %s (release %s), values %s", chart, r.Helm.Release, valuesDigest(r.Helm.Values)))
 	if o.rules != nil {
 		lines = append(lines, fmt.Sprintf("Grant policy: rule %q (%s): %s", o.rules.Rule, o.rules.Digest, strings.Join(levelSummaries(&o.rules.Resolved), "; then ")))
 		requester := "not proven"
