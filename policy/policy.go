@@ -200,6 +200,9 @@ func (a Approval) validate(at string, fail func(field, rule string)) {
 		}
 		for k, e := range l.Approvers {
 			switch {
+			case slices.ContainsFunc(l.Approvers[:k], func(a string) bool { return strings.EqualFold(a, e) }):
+				// Listed twice, it would count once: a level needing both could never pass.
+				fail(fmt.Sprintf("%s.approvers[%d]", lat, k), e+" is listed twice")
 			case !isEmail(e):
 				fail(fmt.Sprintf("%s.approvers[%d]", lat, k), "must be an email address")
 			case IsServiceAccount(e) && !a.ServiceAccountApprovers:

@@ -140,6 +140,7 @@ func TestParseRefuses(t *testing.T) {
 		"count above approvers": {rule(scope + "  approval: {levels: [{approvers: [a@carto.example, b@carto.example], count: 3}]}\n"), []string{"rules[0].approval.levels[0].count: needs 3 approvals but names 2 approvers"}},
 		"count above PAM's":     {rule(scope + "  approval: {levels: [{domains: [carto.example], count: 6}]}\n"), []string{"rules[0].approval.levels[0].count: must be 1 to 5"}},
 		"negative count":        {rule(scope + "  approval: {levels: [{domains: [carto.example], count: -1}]}\n"), []string{"rules[0].approval.levels[0].count: must be 1 to 5"}},
+		"approver listed twice": {rule(scope + "  approval: {levels: [{approvers: [a@carto.example, A@carto.example], count: 2}]}\n"), []string{"rules[0].approval.levels[0].approvers[1]: A@carto.example is listed twice"}},
 		"approver not an email": {rule(scope + "  approval: {levels: [{approvers: [lead]}]}\n"), []string{"rules[0].approval.levels[0].approvers[0]: must be an email address"}},
 		// Service accounts approve only where the operator says so, as in PAM.
 		"service account approver": {rule(scope + "  approval: {levels: [{approvers: [a@carto.example]}, {approvers: [ci@p.iam.gserviceaccount.com]}]}\n"), []string{"rules[0].approval.levels[1].approvers[0]: ci@p.iam.gserviceaccount.com is a service account"}},

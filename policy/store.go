@@ -85,8 +85,12 @@ func (s *Store) Watch(ctx context.Context, interval time.Duration, logger *slog.
 		case err != nil && err.Error() != lastErr:
 			lastErr = err.Error()
 			logger.Error("grant policy not reloaded; the one in force stays", "error", err, "digest", s.Current().Digest())
-		case err == nil && changed:
+		case err == nil:
+			// The file is good again: the same typo later is logged again.
 			lastErr = ""
+			if !changed {
+				continue
+			}
 			logger.Info("grant policy reloaded: new runs follow it, running ones keep theirs", "file", s.path, "digest", s.Current().Digest())
 		}
 	}
