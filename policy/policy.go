@@ -356,7 +356,7 @@ func (p *Policy) Resolve(g Grant) (Resolved, error) {
 		return Resolved{}, &Refusal{Rule: r.Name, Field: field, Reason: fmt.Sprintf(format, args...)}
 	}
 	a := r.Approval
-	proof := cmp(a.Proof, ProofIDToken)
+	proof := orDefault(a.Proof, ProofIDToken)
 	if g.Proof != "" {
 		if proofRank(g.Proof) < 0 {
 			return refuse("support.proof", "%q is not a proof method", g.Proof)
@@ -381,7 +381,7 @@ func (p *Policy) Resolve(g Grant) (Resolved, error) {
 	res := Resolved{
 		Rule: r.Name, Digest: p.digest, Proof: proof,
 		ServiceAccountApprovers: a.ServiceAccountApprovers, RequireRequester: r.Requester.Required,
-		MaxDuration: r.MaxDuration, LinkLifetime: cmp(a.LinkLifetime, DefaultLinkLifetime), Notify: r.Notify,
+		MaxDuration: r.MaxDuration, LinkLifetime: orDefault(a.LinkLifetime, DefaultLinkLifetime), Notify: r.Notify,
 	}
 	if maxD := r.MaxDuration.Or(0); maxD > 0 {
 		switch {
@@ -461,7 +461,7 @@ func (a Approval) describe() []string {
 	return out
 }
 
-func cmp[T ~string](v, def T) T {
+func orDefault[T ~string](v, def T) T {
 	if v == "" {
 		return def
 	}
