@@ -18,11 +18,12 @@ import (
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/gkewi/gkewi/contract"
+	"github.com/gkewi/gkewi/policy"
 )
 
 // ProofIDToken is the proof method of a decision whose approver presented an
 // OpenID Connect ID token (what `gcloud auth print-identity-token` prints).
-const ProofIDToken = "id-token"
+const ProofIDToken = policy.ProofIDToken
 
 // GoogleIssuer is the issuer of Google's ID tokens.
 const GoogleIssuer = "https://accounts.google.com"
@@ -263,7 +264,7 @@ func (a *Attestor) Check(in CheckProofInput) ProofCheck {
 
 // ProofLink is the proof method of a decision made with a signed link from
 // the support email: it proves that the approver's own mailbox received it.
-const ProofLink = "link"
+const ProofLink = policy.ProofLink
 
 // LinkClaims is what a signed decision link decides, for whom and until when.
 type LinkClaims struct {

@@ -1,18 +1,18 @@
 package policy
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/gkewi/gkewi/internal/testlog"
 )
 
 // writePolicy replaces the file in one rename, as a ConfigMap update does, so
@@ -107,29 +107,11 @@ func TestReload(t *testing.T) {
 	assert.Equal(t, first.Digest(), s.Current().Digest())
 }
 
-// syncBuffer is a log sink that Watch's goroutine and the test share.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 func TestWatch(t *testing.T) {
 	path := newPolicyFile(t, testPolicy)
 	s, err := Open(path)
 	require.NoError(t, err)
-	var logs syncBuffer
+	var logs testlog.Buffer
 	logger := slog.New(slog.NewTextHandler(&logs, nil))
 
 	ctx, cancel := context.WithCancel(context.Background())

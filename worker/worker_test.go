@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -25,6 +24,7 @@ import (
 	"go.uber.org/fx/fxtest"
 
 	"github.com/gkewi/gkewi/activities"
+	"github.com/gkewi/gkewi/internal/testlog"
 	"github.com/gkewi/gkewi/worker/config"
 	"github.com/gkewi/gkewi/worker/workertest"
 	"github.com/gkewi/gkewi/workflows"
@@ -89,7 +89,7 @@ func TestGraphBuildsWithoutReachingAnything(t *testing.T) {
 	var (
 		acts Activities
 		w    worker.Worker
-		logs syncBuffer
+		logs testlog.Buffer
 	)
 	app := fx.New(Module(nowhereConfig(t), &logs), fx.Populate(&acts, &w), fx.StartTimeout(3*time.Second))
 	require.NoError(t, app.Err(), "every constructor must succeed without a network")
@@ -126,7 +126,7 @@ func TestWorkerPollsAndStopsAgainstDevServer(t *testing.T) {
 	cfg := nowhereConfig(t)
 	cfg.TaskQueue = "gkewi-worker-test"
 
-	var logs syncBuffer
+	var logs testlog.Buffer
 	app := fxtest.New(t, Module(cfg, &logs))
 	app.RequireStart()
 
@@ -186,7 +186,7 @@ func TestWorkerPollsAndStopsAgainstDevServer(t *testing.T) {
 	assert.NotContains(t, out, "search attribute missing")
 
 	// A restart leaves the existing schedule alone.
-	var again syncBuffer
+	var again testlog.Buffer
 	restarted := fxtest.New(t, Module(cfg, &again))
 	restarted.RequireStart()
 	restarted.RequireStop()
@@ -196,7 +196,7 @@ func TestWorkerPollsAndStopsAgainstDevServer(t *testing.T) {
 func TestWorkerWarnsAboutMissingSearchAttributes(t *testing.T) {
 	srv := workertest.StartDevServer(t, workertest.Options{WithoutSearchAttributes: true})
 	isolateTemporalEnv(t, srv.FrontendHostPort())
-	var logs syncBuffer
+	var logs testlog.Buffer
 	cfg := nowhereConfig(t)
 	cfg.SweepInterval = 0
 	app := fxtest.New(t, Module(cfg, &logs))
@@ -229,22 +229,4 @@ func TestSweepScheduleFailureOnlyWarns(t *testing.T) {
 	assert.Contains(t, out, "level=WARN msg=\"cannot ensure the sweep schedule")
 	assert.Contains(t, out, `error="permission denied"`)
 	assert.Contains(t, out, `create="temporal schedule create --schedule-id gkewi-sweep --interval 1h0m0s --overlap-policy Skip --catchup-window 1h0m0s --workflow-id gkewi-sweep --type Sweep --task-queue team-q --input '{}'"`)
-}
-
-// syncBuffer is a bytes.Buffer safe for the logger's concurrent writes.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

@@ -5,6 +5,7 @@ import (
 
 	"github.com/gkewi/gkewi/activities"
 	"github.com/gkewi/gkewi/contract"
+	"github.com/gkewi/gkewi/policy"
 )
 
 // Defaults applied by WithDefaults.
@@ -130,7 +131,7 @@ type SupportSpec struct {
 const (
 	ProofIDToken = activities.ProofIDToken
 	ProofLink    = activities.ProofLink
-	ProofNone    = "none"
+	ProofNone    = policy.ProofNone
 )
 
 // ExpirySpec makes a grant time-bound: one of At or TTL.
